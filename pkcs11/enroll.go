@@ -1,0 +1,218 @@
+package pkcs11
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// EnrollRequest is one user's enrollment onto a token.
+type EnrollRequest struct {
+	// User is the mailbox login; it becomes the CSR's subject CN and its
+	// email SAN (the identity the front binds to).
+	User string
+	// Label is the CKA_LABEL of the key pair and the certificate (the
+	// Thunderbird nickname suffix). Default: DefaultLabel(User).
+	Label string
+	// KeyType defaults to KeyECP256.
+	KeyType KeyType
+	// PIN is the user PIN. If nil the token must already be logged in as
+	// user (Token.Login), and the profile must not need SOForWrite.
+	PIN *PIN
+	// SOPIN is needed by profiles with SOForWrite (ykcs11: the PIV
+	// management key, 48 hex digits).
+	SOPIN *PIN
+	// WriteCACerts also stores the CA certificates of the returned chain.
+	WriteCACerts bool
+}
+
+// SignFunc has the CA sign a DER CSR and returns the chain, leaf first.
+type SignFunc func(ctx context.Context, csrDER []byte) ([]*x509.Certificate, error)
+
+// EnrollResult is the receipt of an enrollment.
+type EnrollResult struct {
+	User        string
+	Label       string
+	KeyType     KeyType
+	KeyID       []byte
+	Certificate *x509.Certificate
+	Chain       []*x509.Certificate
+	// Serial is the certificate serial in lower-case hex.
+	Serial      string
+	NotAfter    time.Time
+	TokenLabel  string
+	TokenSerial string
+	// Warnings are things that went wrong without failing the enrollment
+	// (a CA certificate that could not be stored, say).
+	Warnings []string
+}
+
+// Enroll generates a key pair on the token, signs a CSR for req.User with
+// it on the token, passes the CSR to sign (which asks the CA), and writes
+// the issued certificate beside the key. If anything fails after the key
+// pair exists, the key pair and any certificate with its CKA_ID are removed
+// again, so a failed enrollment leaves no half-written objects.
+func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (res *EnrollResult, err error) {
+	prof := t.mod.profile
+	if err := validateUser(req.User); err != nil {
+		return nil, err
+	}
+	kt, err := ParseKeyType(string(req.KeyType))
+	if err != nil {
+		return nil, err
+	}
+	label := req.Label
+	if label == "" {
+		label = DefaultLabel(req.User)
+	}
+	if sign == nil {
+		return nil, errors.New("pkcs11: enroll: no CA signing function")
+	}
+	if prof.SOForWrite && (req.SOPIN.Empty() || req.PIN.Empty()) {
+		return nil, fmt.Errorf("pkcs11: token %s (%s): enrollment needs both the user PIN and the SO PIN (the PIV management key)", t.info.Label, prof.Name)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("pkcs11: enroll %s: %w", req.User, err)
+	}
+
+	// Log in as whoever may write.
+	if prof.SOForWrite {
+		err = t.LoginSO(req.SOPIN)
+	} else if !req.PIN.Empty() {
+		err = t.Login(req.PIN)
+	} else if !t.loggedInAs(p11.CKU_USER) {
+		err = fmt.Errorf("pkcs11: token %s: enroll: %w: give the user PIN", t.info.Label, ErrNotLoggedIn)
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	key, err := t.GenerateKey(kt, label)
+	if err != nil {
+		return nil, fmt.Errorf("%w (no objects were written)", err)
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if cerr := t.removeKey(key, req.SOPIN); cerr != nil {
+			err = fmt.Errorf("%w; cleaning up also failed, remove key %x by hand (imapgate token wipe): %v", err, key.ID, cerr)
+		} else {
+			err = fmt.Errorf("%w (the new key was removed from the token again)", err)
+		}
+	}()
+
+	if prof.SOForWrite {
+		// Signing needs the user PIN; the login switch drops the SO login.
+		if err := t.Login(req.PIN); err != nil {
+			return nil, err
+		}
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject:        pkix.Name{CommonName: req.User},
+		EmailAddresses: []string{req.User},
+	}, key.Signer())
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: token %s: sign the certificate request on the token: %w", t.info.Label, err)
+	}
+	chain, err := sign(ctx, csr)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs11: enroll %s: the CA did not issue a certificate: %w", req.User, err)
+	}
+	if len(chain) == 0 || chain[0] == nil {
+		return nil, fmt.Errorf("pkcs11: enroll %s: the CA returned no certificate", req.User)
+	}
+	leaf := chain[0]
+	if !samePublicKey(leaf.PublicKey, key.Public) {
+		return nil, fmt.Errorf("pkcs11: enroll %s: the CA returned a certificate for a different key (serial %s): refusing to store it", req.User, leaf.SerialNumber.Text(16))
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("pkcs11: enroll %s: %w", req.User, err)
+	}
+	if prof.SOForWrite {
+		if err := t.LoginSO(req.SOPIN); err != nil {
+			return nil, err
+		}
+	}
+	if err := t.WriteCertificate(leaf, key.ID, label); err != nil {
+		return nil, err
+	}
+	res = &EnrollResult{
+		User: req.User, Label: label, KeyType: kt, KeyID: key.ID,
+		Certificate: leaf, Chain: chain,
+		Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter,
+		TokenLabel: t.info.Label, TokenSerial: t.info.Serial,
+	}
+	if req.WriteCACerts {
+		for _, ca := range chain[1:] {
+			if werr := t.WriteCACertificate(ca); werr != nil {
+				res.Warnings = append(res.Warnings, werr.Error())
+			}
+		}
+	}
+	if prof.SOForWrite {
+		// Leave the token as a user would find it: no SO session.
+		_ = t.Logout()
+	}
+	return res, nil
+}
+
+func (t *Token) loggedInAs(u uint) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.loggedIn == u
+}
+
+// removeKey undoes a key generation: the key pair and any certificate with
+// its CKA_ID.
+func (t *Token) removeKey(k *Key, soPIN *PIN) error {
+	if t.mod.profile.SOForWrite {
+		if err := t.LoginSO(soPIN); err != nil {
+			return err
+		}
+		defer t.Logout()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, h := range []p11.ObjectHandle{k.priv, k.pub} {
+		if err := t.mod.ctx.DestroyObject(t.sh, h); err != nil && !errors.Is(err, p11.Error(p11.CKR_OBJECT_HANDLE_INVALID)) {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := t.deleteLocked([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_CERTIFICATE),
+		p11.NewAttribute(p11.CKA_ID, k.ID),
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func validateUser(u string) error {
+	switch {
+	case u == "":
+		return errors.New("pkcs11: enroll: no user given: pass the mailbox login, e.g. alice@example.org")
+	case strings.ContainsAny(u, " \t\r\n<>\"(),;:\\[]"):
+		return fmt.Errorf("pkcs11: enroll: user %q is not a mailbox login (no spaces or punctuation like <>,;)", u)
+	}
+	for _, r := range u {
+		if r > 0x7e || r < 0x21 {
+			return fmt.Errorf("pkcs11: enroll: user %q: only ASCII mailbox logins fit an rfc822Name SAN", u)
+		}
+	}
+	return nil
+}
+
+func samePublicKey(a, b any) bool {
+	type equaler interface{ Equal(x any) bool }
+	ea, ok := a.(equaler)
+	return ok && ea.Equal(b)
+}

@@ -1,0 +1,290 @@
+package pkcs11
+
+import (
+	"bytes"
+	"crypto/sha1"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// LabelPrefix starts the CKA_LABEL of every object imapgate writes; Wipe
+// removes objects by it (and, for ykcs11, whose labels are fixed, by PIV slot).
+const LabelPrefix = "imapgate"
+
+// DefaultLabel is the label of a user's key and certificate. NSS shows the
+// certificate as "<token label>:<label>" in Thunderbird.
+func DefaultLabel(user string) string { return LabelPrefix + "-" + user }
+
+// ObjectClass names a PKCS#11 object class.
+type ObjectClass string
+
+// The classes this package creates and lists.
+const (
+	ClassCertificate ObjectClass = "certificate"
+	ClassPrivateKey  ObjectClass = "private-key"
+	ClassPublicKey   ObjectClass = "public-key"
+	ClassOther       ObjectClass = "other"
+)
+
+// Object is one object on the token, as far as a help desk cares.
+type Object struct {
+	Class ObjectClass
+	ID    []byte
+	Label string
+	// Cert is set for X.509 certificate objects.
+	Cert *x509.Certificate
+
+	h p11.ObjectHandle
+}
+
+// IDHex is the CKA_ID in hex, as pkcs11-tool and p11tool print it.
+func (o Object) IDHex() string { return hex.EncodeToString(o.ID) }
+
+// Objects lists the objects visible in the session: certificates and public
+// keys always, private keys only after a user login.
+func (t *Token) Objects() ([]Object, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.objectsLocked(nil)
+}
+
+func (t *Token) findLocked(tmpl []*p11.Attribute) ([]p11.ObjectHandle, error) {
+	c := t.mod.ctx
+	if err := c.FindObjectsInit(t.sh, tmpl); err != nil {
+		return nil, tokenError(t.info.Label, "find objects", err)
+	}
+	var all []p11.ObjectHandle
+	for {
+		hs, _, err := c.FindObjects(t.sh, 64)
+		if err != nil {
+			_ = c.FindObjectsFinal(t.sh)
+			return nil, tokenError(t.info.Label, "find objects", err)
+		}
+		if len(hs) == 0 {
+			break
+		}
+		all = append(all, hs...)
+	}
+	if err := c.FindObjectsFinal(t.sh); err != nil {
+		return nil, tokenError(t.info.Label, "find objects", err)
+	}
+	return all, nil
+}
+
+func (t *Token) objectsLocked(tmpl []*p11.Attribute) ([]Object, error) {
+	hs, err := t.findLocked(tmpl)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Object, 0, len(hs))
+	for _, h := range hs {
+		a, err := t.mod.ctx.GetAttributeValue(t.sh, h, []*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, nil),
+			p11.NewAttribute(p11.CKA_ID, nil),
+			p11.NewAttribute(p11.CKA_LABEL, nil),
+		})
+		if err != nil {
+			return nil, tokenError(t.info.Label, "read object attributes", err)
+		}
+		o := Object{ID: a[1].Value, Label: string(a[2].Value), h: h, Class: ClassOther}
+		switch ulong(a[0].Value) {
+		case p11.CKO_CERTIFICATE:
+			o.Class = ClassCertificate
+			if v, err := t.mod.ctx.GetAttributeValue(t.sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)}); err == nil {
+				o.Cert, _ = x509.ParseCertificate(v[0].Value)
+			}
+		case p11.CKO_PRIVATE_KEY:
+			o.Class = ClassPrivateKey
+		case p11.CKO_PUBLIC_KEY:
+			o.Class = ClassPublicKey
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+// ulong decodes a CK_ULONG attribute value (native byte order, as the
+// binding passes it through from C).
+func ulong(b []byte) uint {
+	switch len(b) {
+	case 8:
+		return uint(binary.NativeEndian.Uint64(b))
+	case 4:
+		return uint(binary.NativeEndian.Uint32(b))
+	}
+	return ^uint(0)
+}
+
+// WriteCertificate stores cert on the token beside the key with the same
+// CKA_ID, so that NSS, OpenSC and p11-kit pair them. For a profile with
+// SOForWrite the caller must be logged in as SO.
+func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string) error {
+	if max := t.mod.profile.MaxCertSize; max > 0 && len(cert.Raw) > max {
+		return fmt.Errorf("pkcs11: token %s: %w: the certificate is %d bytes, a %s slot holds at most %d: issue a smaller certificate (fewer extensions)",
+			t.info.Label, ErrTokenFull, len(cert.Raw), t.mod.profile.Name, max)
+	}
+	tmpl, err := t.mod.profile.certTemplate(cert, id, label)
+	if err != nil {
+		return err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, err := t.mod.ctx.CreateObject(t.sh, tmpl); err != nil {
+		return tokenError(t.info.Label, "write certificate "+cert.SerialNumber.Text(16), err)
+	}
+	return nil
+}
+
+// WriteCACertificate stores a CA certificate (no key) on the token, so a
+// client that reads only the token has the chain. The CKA_ID is the
+// certificate's subject key identifier, or a hash of its public key.
+func (t *Token) WriteCACertificate(cert *x509.Certificate) error {
+	if !t.mod.profile.CACerts {
+		return fmt.Errorf("pkcs11: token %s (%s): CA certificates: %w: install the CA in the mail client instead", t.info.Label, t.mod.profile.Name, ErrNotSupported)
+	}
+	id := cert.SubjectKeyId
+	if len(id) == 0 {
+		sum := sha1.Sum(cert.RawSubjectPublicKeyInfo)
+		id = sum[:]
+	}
+	t.mu.Lock()
+	existing, err := t.objectsLocked([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_CERTIFICATE),
+		p11.NewAttribute(p11.CKA_ID, id),
+	})
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	for _, o := range existing {
+		if o.Cert != nil && bytes.Equal(o.Cert.Raw, cert.Raw) {
+			return nil // already there, from an earlier enrollment
+		}
+	}
+	return t.WriteCertificate(cert, id, LabelPrefix+"-ca "+cert.Subject.CommonName)
+}
+
+// FindKey returns the key pair with CKA_ID id. The token must be logged in
+// as user (private keys are invisible otherwise).
+func (t *Token) FindKey(id []byte) (*Key, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	objs, err := t.objectsLocked([]*p11.Attribute{p11.NewAttribute(p11.CKA_ID, id)})
+	if err != nil {
+		return nil, err
+	}
+	k := &Key{ID: id, t: t}
+	var havePriv, havePub bool
+	for _, o := range objs {
+		switch o.Class {
+		case ClassPrivateKey:
+			k.priv, k.Label, havePriv = o.h, o.Label, true
+		case ClassPublicKey:
+			k.pub, havePub = o.h, true
+		case ClassCertificate:
+			if o.Cert != nil && k.Public == nil {
+				k.Public = o.Cert.PublicKey
+			}
+		}
+	}
+	if !havePriv {
+		return nil, fmt.Errorf("pkcs11: token %s: no private key with ID %x (log in first; imapgate token show lists the objects)", t.info.Label, id)
+	}
+	a, err := t.mod.ctx.GetAttributeValue(t.sh, k.priv, []*p11.Attribute{p11.NewAttribute(p11.CKA_KEY_TYPE, nil)})
+	if err != nil {
+		return nil, tokenError(t.info.Label, "read key type", err)
+	}
+	switch ulong(a[0].Value) {
+	case p11.CKK_EC:
+		k.Type = KeyECP256
+	case p11.CKK_RSA:
+		k.Type = KeyRSA2048
+	default:
+		return nil, fmt.Errorf("pkcs11: token %s: key %x: %w", t.info.Label, id, ErrNotSupported)
+	}
+	if havePub {
+		if k.Public, err = t.readPublicLocked(k.pub, k.Type); err != nil {
+			return nil, err
+		}
+	}
+	if k.Public == nil {
+		return nil, fmt.Errorf("pkcs11: token %s: key %x has neither a public key object nor a certificate", t.info.Label, id)
+	}
+	return k, nil
+}
+
+// DeleteID removes every object (keys and certificates) with CKA_ID id and
+// returns how many went.
+func (t *Token) DeleteID(id []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.deleteLocked([]*p11.Attribute{p11.NewAttribute(p11.CKA_ID, id)})
+}
+
+func (t *Token) deleteLocked(tmpl []*p11.Attribute) (int, error) {
+	hs, err := t.findLocked(tmpl)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, h := range hs {
+		if err := t.mod.ctx.DestroyObject(t.sh, h); err != nil {
+			errs = append(errs, tokenError(t.info.Label, "delete object", err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// WipePlan lists the objects Wipe would remove: every object whose label
+// starts with LabelPrefix, and every object sharing a CKA_ID with one (so a
+// key pair goes together with its certificate). For ykcs11, whose labels
+// are fixed, it is every object in PIV slot 9a. Log in as user first, or
+// private keys are not seen.
+func (t *Token) WipePlan() ([]Object, error) {
+	objs, err := t.Objects()
+	if err != nil {
+		return nil, err
+	}
+	ids := map[string]bool{}
+	for _, o := range objs {
+		if strings.HasPrefix(o.Label, LabelPrefix) && len(o.ID) > 0 {
+			ids[string(o.ID)] = true
+		}
+		if fid := t.mod.profile.FixedKeyID; fid != nil && bytes.Equal(o.ID, fid) {
+			ids[string(o.ID)] = true
+		}
+	}
+	var plan []Object
+	for _, o := range objs {
+		if ids[string(o.ID)] || strings.HasPrefix(o.Label, LabelPrefix) {
+			plan = append(plan, o)
+		}
+	}
+	return plan, nil
+}
+
+// Wipe removes the objects WipePlan listed. For a profile with SOForWrite
+// the caller must be logged in as SO.
+func (t *Token) Wipe(plan []Object) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := 0
+	var errs []error
+	for _, o := range plan {
+		if err := t.mod.ctx.DestroyObject(t.sh, o.h); err != nil {
+			errs = append(errs, tokenError(t.info.Label, fmt.Sprintf("delete %s %q", o.Class, o.Label), err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
