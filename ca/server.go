@@ -1,0 +1,479 @@
+package ca
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.step.sm/crypto/keyutil"
+	"go.step.sm/crypto/pemutil"
+	"go.step.sm/crypto/x509util"
+)
+
+// MaxBodyBytes bounds every API request body. A CSR is a few hundred bytes.
+const MaxBodyBytes = 64 << 10
+
+// API paths.
+const (
+	PathSign   = "/api/v1/sign"
+	PathRevoke = "/api/v1/revoke"
+	PathCerts  = "/api/v1/certs"
+	PathAgents = "/api/v1/agents"
+)
+
+// SignRequestJSON is the body of POST /api/v1/sign.
+type SignRequestJSON struct {
+	CSR          string `json:"csr"` // PEM
+	User         string `json:"user"`
+	ValidityDays int    `json:"validity_days,omitempty"`
+}
+
+// CertResponseJSON answers sign and agents: the new certificate and its chain.
+type CertResponseJSON struct {
+	Serial      string    `json:"serial"`
+	User        string    `json:"user,omitempty"`
+	Role        Role      `json:"role,omitempty"`
+	Subject     string    `json:"subject"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	Certificate string    `json:"certificate"` // PEM, the leaf
+	Chain       string    `json:"chain"`       // PEM, leaf then intermediate
+}
+
+// RevokeRequestJSON is the body of POST /api/v1/revoke.
+type RevokeRequestJSON struct {
+	Serial  string `json:"serial"` // hex
+	Reason  string `json:"reason"` // RFC 5280 name, e.g. keyCompromise
+	Comment string `json:"comment,omitempty"`
+}
+
+// RevokeResponseJSON answers a revocation.
+type RevokeResponseJSON struct {
+	Serial    string    `json:"serial"`
+	RevokedAt time.Time `json:"revoked_at"`
+	CRLNumber int64     `json:"crl_number"`
+}
+
+// AgentRequestJSON is the body of POST /api/v1/agents.
+type AgentRequestJSON struct {
+	Role string `json:"role"`
+	Name string `json:"name"`
+	CSR  string `json:"csr"` // PEM; the key stays with the agent
+}
+
+// CertListJSON answers GET /api/v1/certs.
+type CertListJSON struct {
+	Certs []CertStatus `json:"certs"`
+}
+
+// ErrorJSON is every error body: a sentence a person can act on.
+type ErrorJSON struct {
+	Error string `json:"error"`
+}
+
+// Server is the CA's HTTPS API and its public endpoints.
+type Server struct {
+	ca  *CA
+	log *slog.Logger
+}
+
+// NewServer wraps an open CA.
+func NewServer(c *CA) *Server { return &Server{ca: c, log: c.log} }
+
+// Handler serves the whole HTTPS surface: public paths and the role-authorized API.
+func (s *Server) Handler() http.Handler {
+	mux := s.publicMux()
+	mux.HandleFunc("POST "+PathSign, s.authorize(s.handleSign, RoleEnroll, RoleAdmin))
+	mux.HandleFunc("POST "+PathRevoke, s.authorize(s.handleRevoke, RoleAdmin))
+	mux.HandleFunc("GET "+PathCerts, s.authorize(s.handleCerts, RoleAdmin, RoleEnroll))
+	mux.HandleFunc("POST "+PathAgents, s.authorize(s.handleAgents, RoleAdmin))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// PublicHandler serves only what relying parties fetch: CRL, roots, intermediate, health.
+func (s *Server) PublicHandler() http.Handler { return s.publicMux() }
+
+func (s *Server) publicMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /crl", s.handleCRL(false))
+	mux.HandleFunc("GET /crl.pem", s.handleCRL(true))
+	mux.HandleFunc("GET /roots.pem", s.servePEM(s.ca.root))
+	mux.HandleFunc("GET /intermediate.pem", s.servePEM(s.ca.inter))
+	mux.HandleFunc("GET /intermediate.crt", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/pkix-cert")
+		w.Write(s.ca.inter.Raw)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if _, err := s.ca.CRL(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, "CRL unavailable: "+err.Error())
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	return mux
+}
+
+func (s *Server) servePEM(cert *x509.Certificate) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(encodeCerts(cert))
+	}
+}
+
+func (s *Server) handleCRL(asPEM bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		crl, err := s.ca.CRL()
+		if err != nil {
+			s.log.Error("ca: serve CRL", "error", err)
+			writeError(w, http.StatusServiceUnavailable, "the CRL is not available right now; try again shortly")
+			return
+		}
+		etag := crl.ETag
+		if asPEM {
+			etag = strings.TrimSuffix(etag, `"`) + `-pem"`
+		}
+		h := w.Header()
+		h.Set("ETag", etag)
+		h.Set("Last-Modified", crl.ThisUpdate.UTC().Format(http.TimeFormat))
+		h.Set("Expires", crl.NextUpdate.UTC().Format(http.TimeFormat))
+		// Relying parties poll with If-None-Match; let caches revalidate every time.
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-CRL-Number", strconv.FormatInt(crl.Number, 10))
+		if etagMatch(r.Header.Get("If-None-Match"), etag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		if asPEM {
+			h.Set("Content-Type", "application/x-pem-file")
+			w.Write(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.DER}))
+			return
+		}
+		h.Set("Content-Type", "application/pkix-crl")
+		h.Set("Content-Length", strconv.Itoa(len(crl.DER)))
+		if r.Method != http.MethodHead {
+			w.Write(crl.DER)
+		}
+	}
+}
+
+func etagMatch(header, etag string) bool {
+	if header == "" {
+		return false
+	}
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
+}
+
+type ctxKey struct{}
+
+// authorize lets a request through only with a verified, unrevoked role
+// certificate of one of the given roles: no certificate → 401, a user
+// certificate or another role → 403.
+func (s *Server) authorize(h func(http.ResponseWriter, *http.Request, Requester), roles ...Role) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			writeError(w, http.StatusUnauthorized, "a client certificate of this CA is required: pass an admin or enrollment-agent credential (--cred DIR)")
+			return
+		}
+		cert := r.TLS.VerifiedChains[0][0]
+		by := RequesterFromCert(cert, remoteIP(r))
+		rev, err := s.ca.IsRevoked(cert)
+		if err != nil {
+			s.log.Error("ca: revocation check of a client", "serial", by.Serial, "error", err)
+			writeError(w, http.StatusServiceUnavailable, "cannot check the client certificate's revocation status; try again")
+			return
+		}
+		if rev {
+			s.log.Warn("ca: refused a revoked credential", "path", r.URL.Path, by.logAttrs())
+			writeError(w, http.StatusForbidden, "this credential has been revoked; ask an admin for a new one")
+			return
+		}
+		role := RoleOf(cert)
+		for _, allowed := range roles {
+			if role == allowed {
+				r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+				h(w, r, by)
+				return
+			}
+		}
+		s.log.Warn("ca: refused: wrong role", "path", r.URL.Path, "need", fmt.Sprint(roles), by.logAttrs())
+		if role == "" {
+			writeError(w, http.StatusForbidden, "a user certificate cannot use the CA API; use an admin or enrollment-agent credential")
+			return
+		}
+		writeError(w, http.StatusForbidden, fmt.Sprintf("the %s role may not do this; it needs %s", role, joinRoles(roles)))
+	}
+}
+
+func joinRoles(roles []Role) string {
+	s := make([]string, len(roles))
+	for i, r := range roles {
+		s[i] = string(r)
+	}
+	return strings.Join(s, " or ")
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// decode reads a JSON body strictly: one object, known fields, bounded size.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return badRequest("the request body is larger than %d bytes", MaxBodyBytes)
+		case errors.Is(err, io.EOF):
+			return badRequest("the request body is empty; send a JSON object")
+		default:
+			return badRequest("the request body is not valid JSON for this endpoint: %v", err)
+		}
+	}
+	if dec.More() {
+		return badRequest("the request body has data after the JSON object")
+	}
+	return nil
+}
+
+func (s *Server) handleSign(w http.ResponseWriter, r *http.Request, by Requester) {
+	var req SignRequestJSON
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	csr, err := ParseCSR([]byte(req.CSR))
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	if req.ValidityDays < 0 || req.ValidityDays > 100*365 {
+		s.fail(w, r, badRequest("validity_days %d is out of range", req.ValidityDays), by)
+		return
+	}
+	iss, err := s.ca.Sign(r.Context(), SignRequest{CSR: csr, Identity: req.User,
+		Validity: time.Duration(req.ValidityDays) * 24 * time.Hour}, by)
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	writeJSON(w, http.StatusCreated, certResponse(iss))
+}
+
+func certResponse(iss *Issued) CertResponseJSON {
+	return CertResponseJSON{
+		Serial: iss.Record.Serial, User: iss.Record.Identity, Role: iss.Record.Role, Subject: iss.Record.Subject,
+		NotBefore: iss.Cert.NotBefore, NotAfter: iss.Cert.NotAfter,
+		Certificate: string(encodeCerts(iss.Cert)), Chain: string(encodeCerts(iss.Chain...)),
+	}
+}
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Requester) {
+	var req RevokeRequestJSON
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	serial, err := ParseSerial(req.Serial)
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	code, err := ParseReason(req.Reason)
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	rv, err := s.ca.Revoke(r.Context(), serial, code, req.Comment, by)
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	writeJSON(w, http.StatusOK, RevokeResponseJSON{Serial: rv.Serial, RevokedAt: rv.RevokedAt, CRLNumber: rv.CRLNumber})
+}
+
+func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requester) {
+	user := r.URL.Query().Get("user")
+	list, err := s.ca.List(user)
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	writeJSON(w, http.StatusOK, CertListJSON{Certs: list})
+}
+
+func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, by Requester) {
+	var req AgentRequestJSON
+	if err := decode(r, &req); err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	role, err := ParseRole(req.Role)
+	if err != nil {
+		s.fail(w, r, badRequest("%v", err), by)
+		return
+	}
+	csr, err := ParseCSR([]byte(req.CSR))
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	iss, err := s.ca.IssueRole(r.Context(), csr, role, req.Name, by)
+	if err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	writeJSON(w, http.StatusCreated, certResponse(iss))
+}
+
+// fail maps an error to its status and logs it; internal details stay in the log.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, by Requester) {
+	status, msg := http.StatusInternalServerError, "internal error; the CA log has the details"
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		var re *requestError
+		status, msg = http.StatusBadRequest, err.Error()
+		if errors.As(err, &re) {
+			msg = re.msg
+		}
+	case errors.Is(err, ErrNotFound):
+		status, msg = http.StatusNotFound, err.Error()
+	case errors.Is(err, ErrAlreadyRevoked):
+		status, msg = http.StatusConflict, err.Error()
+	}
+	lvl := slog.LevelWarn
+	if status >= 500 {
+		lvl = slog.LevelError
+	}
+	s.log.LogAttrs(r.Context(), lvl, "ca: request refused", slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.String("error", err.Error()), by.logAttrs())
+	writeError(w, status, msg)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, ErrorJSON{Error: msg})
+}
+
+// TLSConfig is the API's TLS policy: TLS 1.2+, the CA's own server certificate,
+// client certificates optional at the handshake (the public paths need none) and
+// verified against this CA's root when given.
+func (s *Server) TLSConfig() (*tls.Config, error) {
+	cfg := s.ca.cfg
+	cert, err := tls.LoadX509KeyPair(cfg.path(TLSCertFile), cfg.path(TLSKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("ca: TLS certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err == nil && time.Until(leaf.NotAfter) < 30*24*time.Hour {
+		if cert, err = s.ca.renewTLSCert(); err != nil {
+			return nil, err
+		}
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(s.ca.root)
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pool,
+	}, nil
+}
+
+// renewTLSCert re-issues the CA's own HTTPS certificate when it nears expiry.
+func (c *CA) renewTLSCert() (tls.Certificate, error) {
+	key, err := keyutil.GenerateDefaultSigner()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	old, err := pemutil.ReadCertificate(c.cfg.path(TLSCertFile))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	data := x509util.CreateTemplateData(old.Subject.CommonName, nil)
+	crt, err := x509util.NewCertificateFromX509(&x509.Certificate{PublicKey: key.Public()},
+		x509util.WithTemplate(`{"subject": {{ toJson .Subject }}, "keyUsage": ["digitalSignature"], "extKeyUsage": ["serverAuth"]}`, data))
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	t := crt.GetCertificate()
+	t.DNSNames, t.IPAddresses = old.DNSNames, old.IPAddresses
+	t.NotBefore, t.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(tlsValidity)
+	leaf, err := x509util.CreateCertificate(t, c.inter, key.Public(), c.interKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("ca: renew TLS certificate: %w", err)
+	}
+	c.log.Info("ca: renewed the CA's TLS certificate", "not_after", leaf.NotAfter)
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw, c.inter.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// Serve runs the HTTPS API on ln (and the plain public listener on pub, if not
+// nil) until ctx ends, then shuts both down gracefully.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, pub net.Listener) error {
+	tcfg, err := s.TLSConfig()
+	if err != nil {
+		return err
+	}
+	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	srv := &http.Server{Handler: s.Handler(), TLSConfig: tcfg, ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, tcfg)) }()
+	var psrv *http.Server
+	if pub != nil {
+		psrv = &http.Server{Handler: s.PublicHandler(), ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, ErrorLog: errLog}
+		go func() { errc <- psrv.Serve(pub) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			srv.Close()
+			if psrv != nil {
+				psrv.Close()
+			}
+			return fmt.Errorf("ca: serve: %w", err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if psrv != nil {
+		psrv.Shutdown(sctx)
+	}
+	return err
+}

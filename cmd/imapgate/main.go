@@ -1,0 +1,21 @@
+// Command imapgate is the one binary of imapgate: the CA, the mTLS IMAPS front, the
+// help desk enrollment UI and the admin and token tools, as subcommands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "imapgate:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what imapgate's tests and demo need on a Debian machine, only what is missing.
+# Run as root (CI and the dev machines are root); elsewhere it prints what to install.
+set -euo pipefail
+
+pkgs=(
+  gcc libc6-dev            # cgo for github.com/miekg/pkcs11
+  openssl curl             # interoperability checks against the CA and the front
+  softhsm2 opensc p11-kit gnutls-bin libnss3-tools libengine-pkcs11-openssl  # the smartcard in tests
+  dovecot-imapd            # the IMAP backend in tests
+  postgresql               # the shared CA database in tests
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "deps: installing ${missing[*]}"
+if [ "$(id -u)" != 0 ]; then
+  echo "deps: not root; install these with: sudo apt-get install ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+# The package lists may be locked by a boot-time apt run; wait for it rather than fail.
+for i in $(seq 1 60); do
+  if apt-get update -q >/dev/null 2>&1; then break; fi
+  echo "deps: apt-get update failed (lock?), retrying ($i)"; sleep 5
+done
+# policy-rc.d keeps the packages' own services (dovecot, postgresql) from starting:
+# the tests start private instances on 127.0.0.1 themselves.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
+apt-get install -y -q --no-install-recommends "${missing[@]}"
