@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -211,8 +212,8 @@ func validateUser(u string) error {
 	return nil
 }
 
-func samePublicKey(a, b any) bool {
-	type equaler interface{ Equal(x any) bool }
+func samePublicKey(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(x crypto.PublicKey) bool }
 	ea, ok := a.(equaler)
 	return ok && ea.Equal(b)
 }
