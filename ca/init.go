@@ -80,9 +80,18 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 			return nil, fmt.Errorf("ca: init: %s already exists; refusing to overwrite it", filepath.Join(opts.Dir, f))
 		}
 	}
+	if ents, err := os.ReadDir(opts.Dir); err == nil && len(ents) > 0 {
+		return nil, fmt.Errorf("ca: init: %s is not empty; give a new or empty directory", opts.Dir)
+	}
 	cfg := DefaultConfig()
 	cfg.Name, cfg.URL, cfg.PublicURL, cfg.HTTPListen = opts.Name, opts.URL, opts.PublicURL, opts.HTTPListen
-	cfg.Keys.PasswordFile = opts.PasswordFile
+	if opts.PasswordFile != "" {
+		abs, err := filepath.Abs(opts.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Keys.PasswordFile = abs
+	}
 	if opts.DB != nil {
 		cfg.DB = *opts.DB
 	}
@@ -97,9 +106,23 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 	if len(pw) < 8 {
 		return nil, errors.New("ca: init: the key password must have at least 8 characters")
 	}
-	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+	// Everything is made in a staging directory beside DIR and renamed into place
+	// at the end, so a failed init leaves nothing half-made behind.
+	parent := filepath.Dir(filepath.Clean(opts.Dir))
+	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return nil, fmt.Errorf("ca: init: %w", err)
 	}
+	stage, err := os.MkdirTemp(parent, ".imapgate-ca-init-")
+	if err != nil {
+		return nil, fmt.Errorf("ca: init: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(stage)
+		}
+	}()
+	cfg.dir = stage
 	now := opts.Now
 	if now.IsZero() {
 		now = time.Now()
@@ -185,10 +208,19 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
-	if _, err := c.IssueCredential(ctx, RoleAdmin, "first admin", cfg.path(AdminDir), Requester{Subject: "imapgate ca init"}); err != nil {
+	_, err = c.IssueCredential(ctx, RoleAdmin, "first admin", cfg.path(AdminDir), Requester{Subject: "imapgate ca init"})
+	if cerr := c.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, err
 	}
+	os.Remove(opts.Dir) // an empty directory given by the user; Rename cannot replace it otherwise
+	if err := os.Rename(stage, opts.Dir); err != nil {
+		return nil, fmt.Errorf("ca: init: move the new CA into place: %w", err)
+	}
+	done = true
+	cfg.dir = opts.Dir
 	return cfg, nil
 }
 

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
@@ -11,14 +12,12 @@ import (
 	"fmt"
 	"math/big"
 	"net/mail"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/imapgate/imapgate/caclient"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"go.step.sm/crypto/keyutil"
-	"go.step.sm/crypto/pemutil"
 	"go.step.sm/crypto/x509util"
 )
 
@@ -306,33 +305,9 @@ func (c *CA) IssueCredential(ctx context.Context, role Role, name, dir string, b
 	return iss, nil
 }
 
-// Credential file names inside a credential directory (admin or enrollment agent).
-const (
-	CredCertFile  = "cert.pem"
-	CredKeyFile   = "key.pem"
-	CredRootsFile = "roots.pem"
-)
-
-// WriteCredential writes a role credential directory: the chain, the key (0600)
-// and the root that the CA's TLS certificate chains to.
-func WriteCredential(dir string, chain []*x509.Certificate, key any, root *x509.Certificate) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("ca: credential dir: %w", err)
-	}
-	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
-		return fmt.Errorf("ca: credential dir %s is not empty; refusing to overwrite a credential", dir)
-	}
-	blk, err := pemutil.Serialize(key)
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, CredKeyFile), pem.EncodeToMemory(blk), 0o600); err != nil {
-		return fmt.Errorf("ca: write credential key: %w", err)
-	}
-	if err := writeCerts(filepath.Join(dir, CredCertFile), 0o644, chain...); err != nil {
-		return err
-	}
-	return writeCerts(filepath.Join(dir, CredRootsFile), 0o644, root)
+// WriteCredential writes a role credential directory (see caclient.WriteCredential).
+func WriteCredential(dir string, chain []*x509.Certificate, key crypto.Signer, root *x509.Certificate) error {
+	return caclient.WriteCredential(dir, encodeCerts(chain...), key, encodeCerts(root))
 }
 
 // SerialHex formats a serial the way openssl prints it: upper-case hex, even length.
