@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -217,3 +218,6 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 	ea, ok := a.(equaler)
 	return ok && ea.Equal(b)
 }
+
+// KeyIDHex is the CKA_ID in hex, as pkcs11-tool and p11tool print it.
+func (r *EnrollResult) KeyIDHex() string { return hex.EncodeToString(r.KeyID) }
