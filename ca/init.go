@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,6 +45,8 @@ type InitOptions struct {
 	KeyType string
 	// Now is the clock (tests); zero means time.Now.
 	Now time.Time
+	// Log receives the audit line of the first admin credential (default slog.Default()).
+	Log *slog.Logger
 }
 
 const (
@@ -204,7 +207,11 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 
 	// The first admin credential goes through the ordinary issuance path, so it is
 	// recorded in the DB and can be revoked like any other.
-	c, err := Open(ctx, cfg)
+	var copts []Option
+	if opts.Log != nil {
+		copts = append(copts, WithLogger(opts.Log))
+	}
+	c, err := Open(ctx, cfg, copts...)
 	if err != nil {
 		return nil, err
 	}
