@@ -59,7 +59,7 @@ func unblockHint(who string) string {
 	if who == "SO" {
 		return "an SO PIN cannot be unblocked: the token must be re-initialised, which erases it"
 	}
-	return "unblock it with the SO PIN or PUK (imapgate token pin --unblock), never by guessing"
+	return "unblock it with the SO PIN or PUK (imapgate token unblock), never by guessing"
 }
 
 // tokenError maps the PKCS#11 return values a person can act on to a sentence.
