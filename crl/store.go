@@ -1,0 +1,249 @@
+package crl
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxCRLSize bounds a fetched CRL. 100,000 entries are about 4 MB of DER.
+const MaxCRLSize = 64 << 20
+
+// Options configure a Store. Exactly one of URL and File is set.
+type Options struct {
+	// URL is the CA's CRL endpoint, http(s)://…/crl (DER or PEM).
+	URL string
+	// File is a local CRL file (DER or PEM), re-read every Interval.
+	File string
+	// Issuer is the CA certificate that signs the CRL.
+	Issuer *x509.Certificate
+	// Interval between polls; default 5s.
+	Interval time.Duration
+	// Grace is how long past nextUpdate the CRL is still used; default 1h.
+	Grace time.Duration
+	// MaxAge, when set, also makes the CRL stale when no poll has confirmed it for
+	// this long (the CA may have a newer one we cannot reach).
+	MaxAge time.Duration
+	// HTTPClient fetches URL; default a client with a 10s timeout.
+	HTTPClient *http.Client
+	// Logger; default slog.Default().
+	Logger *slog.Logger
+}
+
+// Store holds the current snapshot of one issuer's CRL and refreshes it.
+type Store struct {
+	opts      Options
+	cur       atomic.Pointer[Snapshot]
+	confirmed atomic.Int64 // unix nanos of the last poll that confirmed the current CRL
+	failures  atomic.Int64 // consecutive failed polls
+
+	mu   sync.Mutex // serialises Refresh and guards subs
+	subs []func(*Snapshot)
+}
+
+// NewStore validates opts and returns a Store with no snapshot yet; call Refresh or
+// Run to load one.
+func NewStore(opts Options) (*Store, error) {
+	var errs []error
+	if (opts.URL == "") == (opts.File == "") {
+		errs = append(errs, errors.New("crl: set exactly one of url and file"))
+	}
+	if opts.URL != "" {
+		u, err := url.Parse(opts.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("crl: url %q: want http(s)://host/crl", opts.URL))
+		}
+	}
+	if opts.Issuer == nil {
+		errs = append(errs, errors.New("crl: no issuer certificate: set the CA certificate that signs the CRL"))
+	}
+	if opts.Interval < 0 || opts.Grace < 0 || opts.MaxAge < 0 {
+		errs = append(errs, errors.New("crl: interval, grace and max_age must not be negative"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if opts.Interval == 0 {
+		opts.Interval = 5 * time.Second
+	}
+	if opts.Grace == 0 {
+		opts.Grace = time.Hour
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Store{opts: opts}, nil
+}
+
+// Issuer is the configured CRL issuer.
+func (s *Store) Issuer() *x509.Certificate { return s.opts.Issuer }
+
+// Interval is the poll interval.
+func (s *Store) Interval() time.Duration { return s.opts.Interval }
+
+// Load returns the current snapshot, or nil before the first successful load.
+func (s *Store) Load() *Snapshot { return s.cur.Load() }
+
+// Fresh returns the current snapshot if it may be relied on at now, or an error wrapping
+// ErrStale: fail closed.
+func (s *Store) Fresh(now time.Time) (*Snapshot, error) {
+	snap := s.cur.Load()
+	if err := snap.Stale(now, s.opts.Grace); err != nil {
+		return nil, err
+	}
+	if s.opts.MaxAge > 0 {
+		last := time.Unix(0, s.confirmed.Load())
+		if now.Sub(last) > s.opts.MaxAge {
+			return nil, fmt.Errorf("%w: CRL from %q not confirmed since %s (max_age %s): check that the CA's /crl is reachable", ErrStale, s.opts.Issuer.Subject.CommonName, last.UTC().Format(time.RFC3339), s.opts.MaxAge)
+		}
+	}
+	return snap, nil
+}
+
+// Subscribe calls fn with every newly installed snapshot, from the polling goroutine.
+func (s *Store) Subscribe(fn func(*Snapshot)) {
+	s.mu.Lock()
+	s.subs = append(s.subs, fn)
+	s.mu.Unlock()
+}
+
+// Refresh polls the source once. It returns whether a new snapshot was installed.
+func (s *Store) Refresh(ctx context.Context) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.cur.Load()
+	etag := ""
+	if cur != nil {
+		etag = cur.ETag
+	}
+	data, newTag, notModified, err := s.fetch(ctx, etag)
+	if err != nil {
+		s.failures.Add(1)
+		return false, err
+	}
+	now := time.Now()
+	if notModified {
+		s.confirmed.Store(now.UnixNano())
+		s.failures.Store(0)
+		return false, nil
+	}
+	snap, err := Parse(data, s.opts.Issuer, now)
+	if err != nil {
+		s.failures.Add(1)
+		return false, err
+	}
+	snap.ETag = newTag
+	if cur != nil && cur.Number != nil && snap.Number != nil && snap.Number.Cmp(cur.Number) < 0 {
+		s.failures.Add(1)
+		return false, fmt.Errorf("crl: refusing CRL number %s older than the current %s (replayed or rolled-back CRL)", snap.Number, cur.Number)
+	}
+	s.cur.Store(snap)
+	s.confirmed.Store(now.UnixNano())
+	s.failures.Store(0)
+	for _, fn := range s.subs {
+		fn(snap)
+	}
+	return true, nil
+}
+
+// Run polls every Interval until ctx ends. Errors are logged; the last good snapshot
+// stays in place until it goes stale.
+func (s *Store) Run(ctx context.Context) error {
+	t := time.NewTicker(s.opts.Interval)
+	defer t.Stop()
+	for {
+		changed, err := s.Refresh(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			s.opts.Logger.Warn("crl refresh failed", "source", s.source(), "error", err.Error(), "consecutive_failures", s.failures.Load())
+		case changed:
+			snap := s.Load()
+			s.opts.Logger.Info("crl loaded", "source", s.source(), "number", snap.NumberString(), "entries", snap.Len(), "next_update", snap.NextUpdate.UTC().Format(time.RFC3339))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Store) source() string {
+	if s.opts.URL != "" {
+		return s.opts.URL
+	}
+	return s.opts.File
+}
+
+func (s *Store) fetch(ctx context.Context, etag string) (data []byte, newTag string, notModified bool, err error) {
+	if s.opts.File != "" {
+		data, err := os.ReadFile(s.opts.File)
+		if err != nil {
+			return nil, "", false, fmt.Errorf("crl: read %s: %w", s.opts.File, err)
+		}
+		sum := sha256.Sum256(data)
+		tag := hex.EncodeToString(sum[:])
+		return data, tag, tag == etag, nil
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.opts.URL, nil)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("crl: fetch %s: %w", s.opts.URL, err)
+	}
+	if etag != "" {
+		req.Header.Set("If-None-Match", etag)
+	}
+	req.Header.Set("Accept", "application/pkix-crl, application/x-pem-file;q=0.5")
+	resp, err := s.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, "", false, fmt.Errorf("crl: fetch %s: %w", s.opts.URL, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNotModified:
+		return nil, etag, true, nil
+	case http.StatusOK:
+	default:
+		return nil, "", false, fmt.Errorf("crl: fetch %s: HTTP %s", s.opts.URL, resp.Status)
+	}
+	data, err = io.ReadAll(io.LimitReader(resp.Body, MaxCRLSize+1))
+	if err != nil {
+		return nil, "", false, fmt.Errorf("crl: fetch %s: %w", s.opts.URL, err)
+	}
+	if len(data) > MaxCRLSize {
+		return nil, "", false, fmt.Errorf("crl: fetch %s: larger than %d bytes", s.opts.URL, MaxCRLSize)
+	}
+	tag := resp.Header.Get("ETag")
+	if tag == "" {
+		// A server without ETags always answers 200; a content hash still lets us
+		// skip re-verifying an unchanged CRL. Sending it back in If-None-Match is harmless.
+		sum := sha256.Sum256(data)
+		tag = `"sha256-` + hex.EncodeToString(sum[:]) + `"`
+		if tag == etag {
+			return nil, etag, true, nil
+		}
+	}
+	return data, tag, false, nil
+}
+
+// ConfirmedAt is when a poll last confirmed the current CRL (zero before any).
+func (s *Store) ConfirmedAt() time.Time {
+	n := s.confirmed.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}

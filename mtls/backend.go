@@ -1,0 +1,320 @@
+package mtls
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxBackendLine bounds one line from the backend before login (a CAPABILITY list).
+const maxBackendLine = 64 << 10
+
+// login binds the identity, logs in to the backend and, on OK, relays the backend's OK
+// and splices. It returns done=true once the session has been proxied (and ended).
+func (s *session) login(ctx context.Context, tag, authzid, user string, pass secret, method string) (bool, error) {
+	st := s.st
+	p := s.peer.Load()
+	s.user = user
+	log := s.log.With("user", user, "method", method)
+	if s.client != "" {
+		log = log.With("client", s.client)
+	}
+	ip := s.remote.Addr().Unmap()
+	if wait, why := s.srv.throttle.locked(p.serialHex(), ip, &st.opts.Throttle, time.Now()); why != "" {
+		s.srv.metrics.logins.WithLabelValues("locked").Inc()
+		log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
+		return false, errUnavailable(fmt.Sprintf("Too many failed logins. Wait %s and try again.", roundUp(wait)), why)
+	}
+	if why := bindIdentity(p.leaf, authzid, user); why != "" {
+		return false, s.loginFailed(ctx, log, "identity_mismatch", why)
+	}
+	b, bbr, caps, err := s.backendLogin(ctx, user, pass)
+	if err != nil {
+		var r *Reply
+		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
+			return false, s.loginFailed(ctx, log, "bad_password", r.Reason)
+		}
+		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
+		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
+		if s.killed.Load() {
+			return true, nil
+		}
+		return false, errUnavailable("The mail server is not available right now. Try again in a few minutes.", err.Error())
+	}
+	s.srv.throttle.success(p.serialHex())
+	s.srv.metrics.logins.WithLabelValues("ok").Inc()
+	log.Info("login ok", "event", "login", "result", "ok")
+	if err := s.write(tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"); err != nil {
+		b.Close()
+		return true, nil
+	}
+	start := time.Now()
+	in, out := s.splice(b, bbr)
+	log.Info("session ended", "event", "logout", "result", "ok", "duration", time.Since(start).Round(time.Millisecond).String(), "bytes_in", in, "bytes_out", out)
+	return true, nil
+}
+
+// loginFailed throttles (a growing delay), counts and logs a failed login. The client
+// sees the same NO whatever the reason.
+func (s *session) loginFailed(ctx context.Context, log *slog.Logger, result, why string) error {
+	p := s.peer.Load()
+	delay := s.srv.throttle.fail(p.serialHex(), s.remote.Addr().Unmap(), &s.st.opts.Throttle, time.Now())
+	s.srv.metrics.logins.WithLabelValues(result).Inc()
+	log.Warn("login failed", "event", "login", "result", result, "reason", why, "delay", delay.String())
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		case <-s.done:
+			t.Stop()
+		}
+	}
+	return errAuthFailed(why)
+}
+
+func roundUp(d time.Duration) string {
+	if d < time.Minute {
+		return strconv.Itoa(int(d/time.Second)+1) + " seconds"
+	}
+	return strconv.Itoa(int(d/time.Minute)+1) + " minutes"
+}
+
+// backendLogin dials the IMAP server, sends ID with the client's address and the session
+// id (Dovecot honours these from login_trusted_networks), then LOGIN. It returns the
+// connection, its reader (which may hold bytes already) and the post-login capabilities.
+func (s *session) backendLogin(ctx context.Context, user string, pass secret) (net.Conn, *bufio.Reader, string, error) {
+	bo := s.st.opts.Backend
+	m := s.srv.metrics
+	t0 := time.Now()
+	d := net.Dialer{Timeout: bo.DialTimeout}
+	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
+	c, err := d.DialContext(dctx, "tcp", bo.Address)
+	cancel()
+	if err != nil {
+		m.backendDial.Observe(time.Since(t0).Seconds())
+		return nil, nil, "", fmt.Errorf("backend: dial %s: %w", bo.Address, err)
+	}
+	s.backend.Store(&c)
+	if s.killed.Load() {
+		c.Close()
+		return nil, nil, "", errors.New("backend: session ended during login")
+	}
+	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
+		c.Close()
+		return nil, nil, "", err
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	c.SetDeadline(time.Now().Add(bo.DialTimeout))
+	br := bufio.NewReaderSize(c, 4096)
+	greet, err := readLine(br, maxBackendLine)
+	m.backendDial.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		return fail(fmt.Errorf("backend: greeting from %s: %w", bo.Address, err))
+	}
+	if !strings.HasPrefix(greet, "* OK") {
+		return fail(fmt.Errorf("backend: unexpected greeting from %s: %.100q", bo.Address, greet))
+	}
+
+	t1 := time.Now()
+	defer func() { m.backendLogin.Observe(time.Since(t1).Seconds()) }()
+	c.SetDeadline(time.Now().Add(bo.LoginTimeout))
+	w := bufio.NewWriterSize(c, 1024)
+	local := s.local
+	fmt.Fprintf(w, "g1 ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%d\" \"x-connected-ip\" \"%s\" \"x-connected-port\" \"%d\" \"x-session-id\" \"%s\")\r\n",
+		s.remote.Addr().Unmap(), s.remote.Port(), local.Addr().Unmap(), local.Port(), s.id)
+	if err := w.Flush(); err != nil {
+		return fail(fmt.Errorf("backend: send ID: %w", err))
+	}
+	if r, err := readTagged(br, "g1"); err != nil {
+		return fail(fmt.Errorf("backend: ID: %w", err))
+	} else if r.status != "OK" {
+		s.log.Warn("backend refused ID; client address not forwarded", "backend_reply", r.text)
+	}
+
+	w.WriteString("g2 LOGIN ")
+	if err := sendAstring(w, br, user); err != nil {
+		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+	}
+	w.WriteString(" ")
+	if err := sendAstring(w, br, string(pass)); err != nil {
+		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+	}
+	w.WriteString("\r\n")
+	if err := w.Flush(); err != nil {
+		return fail(fmt.Errorf("backend: send LOGIN: %w", err))
+	}
+	r, err := readTagged(br, "g2")
+	if err != nil {
+		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+	}
+	switch r.status {
+	case "OK":
+	case "NO":
+		return fail(errAuthFailed("backend refused the login: " + r.text))
+	default:
+		return fail(fmt.Errorf("backend: LOGIN answered %s %s", r.status, r.text))
+	}
+	caps := r.caps
+	if caps == "" {
+		// The server did not put CAPABILITY in its OK: ask, so the client gets the
+		// post-login list in ours.
+		w.WriteString("g3 CAPABILITY\r\n")
+		if err := w.Flush(); err != nil {
+			return fail(fmt.Errorf("backend: CAPABILITY: %w", err))
+		}
+		r3, err := readTagged(br, "g3")
+		if err != nil || r3.status != "OK" || r3.caps == "" {
+			return fail(fmt.Errorf("backend: CAPABILITY after login failed: %v", err))
+		}
+		caps = r3.caps
+	}
+	c.SetDeadline(time.Time{})
+	return c, br, caps, nil
+}
+
+// sendAstring writes s as a quoted string, or as a synchronising literal (waiting for
+// the server's "+") when it cannot be quoted.
+func sendAstring(w *bufio.Writer, br *bufio.Reader, s string) error {
+	if q, ok := quote(s); ok {
+		_, err := w.WriteString(q)
+		return err
+	}
+	fmt.Fprintf(w, "{%d}\r\n", len(s))
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	line, err := readLine(br, maxBackendLine)
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+") {
+		return fmt.Errorf("server refused literal: %.100q", line)
+	}
+	_, err = w.WriteString(s)
+	return err
+}
+
+type tagged struct {
+	status string
+	text   string
+	caps   string // from [CAPABILITY …] in the tagged line or an untagged CAPABILITY
+}
+
+// readTagged reads lines until the one tagged tag; it remembers untagged CAPABILITY.
+func readTagged(br *bufio.Reader, tag string) (tagged, error) {
+	var r tagged
+	for {
+		line, err := readLine(br, maxBackendLine)
+		if err != nil {
+			return r, err
+		}
+		if rest, ok := strings.CutPrefix(line, "* "); ok {
+			if c, ok := cutFold(rest, "CAPABILITY "); ok {
+				r.caps = c
+			}
+			if strings.HasPrefix(strings.ToUpper(rest), "BYE") {
+				return r, fmt.Errorf("server said %.200q", line)
+			}
+			continue
+		}
+		rest, ok := strings.CutPrefix(line, tag+" ")
+		if !ok {
+			continue // a continuation or noise: not ours
+		}
+		status, text, _ := strings.Cut(rest, " ")
+		r.status = strings.ToUpper(status)
+		r.text = text
+		if c, ok := cutFold(text, "[CAPABILITY "); ok {
+			if end := strings.IndexByte(c, ']'); end >= 0 {
+				r.caps = c[:end]
+			}
+		}
+		return r, nil
+	}
+}
+
+func cutFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return "", false
+}
+
+// spliceBuf is the copy buffer per direction. Small on purpose: an idle session holds two
+// of them, and IMAP lines are short; large FETCHes just take more reads.
+const spliceBuf = 4096
+
+// splice copies bytes both ways until either side ends, then closes both. Bytes already
+// buffered on either side (pipelined commands, backend lines after the OK) go first.
+func (s *session) splice(b net.Conn, bbr *bufio.Reader) (in, out int64) {
+	cpending, _ := s.br.Peek(s.br.Buffered())
+	cpending = append([]byte(nil), cpending...)
+	bpending, _ := bbr.Peek(bbr.Buffered())
+	bpending = append([]byte(nil), bpending...)
+	s.br, s.wr = nil, nil // the pre-auth reader is not used again
+
+	downDone := make(chan int64, 1)
+	go func() {
+		var n int64
+		defer func() { s.closeAll(); downDone <- n }()
+		if len(bpending) > 0 {
+			if s.writeBytes(bpending) != nil {
+				return
+			}
+			n += int64(len(bpending))
+		}
+		buf := make([]byte, spliceBuf)
+		for {
+			k, err := b.Read(buf)
+			if k > 0 {
+				if s.writeBytes(buf[:k]) != nil {
+					return
+				}
+				n += int64(k)
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	if len(cpending) > 0 {
+		if _, err := b.Write(cpending); err == nil {
+			in += int64(len(cpending))
+		}
+	}
+	buf := make([]byte, spliceBuf)
+	for {
+		k, err := s.conn.Read(buf)
+		if k > 0 {
+			if _, werr := b.Write(buf[:k]); werr != nil {
+				break
+			}
+			in += int64(k)
+		}
+		if err != nil {
+			break
+		}
+	}
+	s.closeAll()
+	out = <-downDone
+	return in, out
+}
+
+func (s *session) writeBytes(p []byte) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.killed.Load() {
+		return net.ErrClosed
+	}
+	_, err := s.conn.Write(p)
+	return err
+}

@@ -1,0 +1,599 @@
+package mtls_test
+
+import (
+	"bufio"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/imapgate/imapgate/mtls"
+	"github.com/imapgate/imapgate/testenv"
+)
+
+// TestTranscripts replays every testdata/*.txt against a front with Alice's certificate.
+// good_* must end logged in (a NOOP then reaches Dovecot); fail_* must never log in.
+func TestTranscripts(t *testing.T) {
+	files, err := filepath.Glob("testdata/*.txt")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no transcripts: %v", err)
+	}
+	e := newEnv(t, envOptions{mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 1000 }})
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".txt")
+		t.Run(name, func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := strings.HasPrefix(name, "good_")
+			if !good && !strings.HasPrefix(name, "fail_") {
+				t.Fatalf("transcript name must start with good_ or fail_")
+			}
+			c := e.dial(t, e.alice)
+			loggedIn := replay(t, c, string(data))
+			if good {
+				if !loggedIn {
+					t.Fatalf("good transcript did not log in")
+				}
+				c.send("zz NOOP\r\n")
+				if got := c.until("zz "); !strings.HasPrefix(got, "zz OK") {
+					t.Fatalf("NOOP after login: %q", got)
+				}
+			} else if loggedIn {
+				t.Fatalf("fail transcript logged in")
+			}
+		})
+	}
+}
+
+var loginOK = regexp.MustCompile(`^\S+ OK \[CAPABILITY .*\] Logged in`)
+
+// replay runs a transcript: "C: line" is sent, "S: line" must be the next line exactly,
+// "S~ re" the next line must match re, "S* re" lines are skipped until one matches.
+func replay(t *testing.T, c *lineConn, script string) (loggedIn bool) {
+	t.Helper()
+	for n, l := range strings.Split(script, "\n") {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		if len(l) < 3 {
+			t.Fatalf("line %d: bad transcript line %q", n+1, l)
+		}
+		kind, text := l[:3], l[3:]
+		switch kind {
+		case "C: ":
+			c.send(text + "\r\n")
+		case "S: ":
+			got := c.line()
+			if got != text {
+				t.Fatalf("line %d: got %q, want %q", n+1, got, text)
+			}
+			loggedIn = loggedIn || loginOK.MatchString(got)
+		case "S~ ":
+			got := c.line()
+			if !regexp.MustCompile(text).MatchString(got) {
+				t.Fatalf("line %d: got %q, want match for %q", n+1, got, text)
+			}
+			loggedIn = loggedIn || loginOK.MatchString(got)
+		case "S* ":
+			re := regexp.MustCompile(text)
+			for {
+				got := c.line()
+				loggedIn = loggedIn || loginOK.MatchString(got)
+				if re.MatchString(got) {
+					break
+				}
+			}
+		default:
+			t.Fatalf("line %d: bad transcript line %q", n+1, l)
+		}
+	}
+	return loggedIn
+}
+
+// TestGoodPath drives a real IMAP client through the front into Dovecot.
+func TestGoodPath(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", e.addr, e.clientTLS(e.alice))
+	if err != nil {
+		t.Fatal(err)
+	}
+	updates := make(chan uint32, 16)
+	c := imapclient.New(conn, &imapclient.Options{UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+		Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+			if d.NumMessages != nil {
+				updates <- *d.NumMessages
+			}
+		},
+	}})
+	defer c.Close()
+	if err := c.WaitGreeting(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Login(testenv.Alice.Name, testenv.Alice.Password).Wait(); err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	if !c.Caps().Has(imap.CapIdle) {
+		t.Errorf("post-login capabilities from Dovecot missing IDLE: %v", c.Caps())
+	}
+	boxes, err := c.List("", "*", nil).Collect()
+	if err != nil || len(boxes) == 0 {
+		t.Fatalf("list: %v %v", boxes, err)
+	}
+	sel, err := c.Select("INBOX", nil).Wait()
+	if err != nil {
+		t.Fatalf("select: %v", err)
+	}
+	if sel.NumMessages != 3 {
+		t.Errorf("INBOX has %d messages, want 3", sel.NumMessages)
+	}
+	msgs, err := c.Fetch(imap.SeqSetNum(2), &imap.FetchOptions{BodySection: []*imap.FetchItemBodySection{{}}}).Collect()
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("fetch: %v %v", msgs, err)
+	}
+	var body []byte
+	for _, b := range msgs[0].BodySection {
+		body = b.Bytes
+	}
+	if string(body) != testenv.Message(testenv.Alice.Name, 2) {
+		t.Errorf("fetched body %q", body)
+	}
+
+	idle, err := c.Idle()
+	if err != nil {
+		t.Fatalf("idle: %v", err)
+	}
+	// Another session appends a message; the idling one hears of it through the front.
+	other := imapclient.New(mustDial(t, e, e.alice), nil)
+	defer other.Close()
+	if err := other.Login(testenv.Alice.Name, testenv.Alice.Password).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	msg := "Subject: appended\r\n\r\nhi\r\n"
+	app := other.Append("INBOX", int64(len(msg)), nil)
+	io.WriteString(app, msg)
+	app.Close()
+	if _, err := app.Wait(); err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	select {
+	case n := <-updates:
+		if n != 4 {
+			t.Errorf("IDLE update: %d messages, want 4", n)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("no IDLE update within 60s")
+	}
+	if err := idle.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Logout().Wait(); err != nil {
+		t.Fatal(err)
+	}
+	logs := e.logs.String()
+	for _, want := range []string{`"result":"ok"`, `"user":"alice@example.org"`, `"msg":"login ok"`} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	if strings.Contains(logs, testenv.Alice.Password) {
+		t.Errorf("log contains the password")
+	}
+	if !strings.Contains(dovecotLog(e), "rip=127.0.0.1") {
+		t.Errorf("Dovecot did not see the forwarded client address:\n%s", dovecotLog(e))
+	}
+}
+
+func dovecotLog(e *env) string { return e.dovecot.Log() }
+
+func mustDial(t *testing.T, e *env, leaf *testenv.Leaf) net.Conn {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", e.addr, e.clientTLS(leaf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// TestCertificateRefused: every bad certificate gets "* BYE [ALERT] …" (or UNAVAILABLE
+// for an unusable CRL) over TLS and the connection closes; the log says why.
+func TestCertificateRefused(t *testing.T) {
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	e := newEnv(t, envOptions{dovecot: dc})
+	other := testenv.NewPKI(t)
+	now := time.Now()
+	revoked := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"carol@example.org"}})
+	e.pki.Revoke(revoked.Cert.SerialNumber)
+	e.publishCRL(t, testenv.CRLOptions{})
+
+	cases := []struct {
+		name   string
+		leaf   *testenv.Leaf
+		result string
+		bye    string
+	}{
+		{"no_cert", nil, "no_cert", "* BYE [ALERT] No client certificate"},
+		{"self_signed", testenv.SelfSigned(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}}), "untrusted", "* BYE [ALERT] This certificate was not issued"},
+		{"other_ca", other.Issue(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}}), "untrusted", "* BYE [ALERT] This certificate was not issued"},
+		{"expired", e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}), "expired", "* BYE [ALERT] Your certificate expired on"},
+		{"not_yet_valid", e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}, NotBefore: now.Add(24 * time.Hour), NotAfter: now.Add(48 * time.Hour)}), "not_yet_valid", "* BYE [ALERT] Your certificate is not valid yet"},
+		{"server_auth_only", e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}), "wrong_usage", "* BYE [ALERT] This certificate is not for e-mail login"},
+		{"revoked", revoked, "revoked", "* BYE [ALERT] Your certificate has been revoked"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := e.dial(t, tc.leaf)
+			lines := c.closed()
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.bye) {
+				t.Fatalf("got %q, want one line starting %q", lines, tc.bye)
+			}
+			if !strings.Contains(e.logs.String(), `"result":"`+tc.result+`"`) {
+				t.Errorf("no log line with result %s", tc.result)
+			}
+		})
+	}
+
+	t.Run("stale_crl", func(t *testing.T) {
+		s := newEnv(t, envOptions{dovecot: dc})
+		s.publishCRL(t, testenv.CRLOptions{ThisUpdate: now.Add(-3 * time.Hour), NextUpdate: now.Add(-2 * time.Hour)})
+		c := s.dial(t, s.alice)
+		lines := c.closed()
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "* BYE [UNAVAILABLE] Certificate status cannot be checked") {
+			t.Fatalf("got %q", lines)
+		}
+		if !strings.Contains(s.logs.String(), `"result":"crl_unavailable"`) {
+			t.Errorf("no crl_unavailable log line")
+		}
+	})
+
+	t.Run("rsa_2048_good", func(t *testing.T) {
+		leaf := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}, Key: testenv.KeyRSA2048})
+		c := e.dial(t, leaf)
+		if got := c.line(); !strings.HasPrefix(got, "* OK [CAPABILITY") {
+			t.Fatalf("greeting: %q", got)
+		}
+	})
+}
+
+// TestOldTLSRefused: TLS 1.0 and 1.1 fail the handshake; 1.2 and 1.3 work.
+func TestOldTLSRefused(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
+	for _, tc := range []struct {
+		name string
+		max  uint16
+		ok   bool
+	}{
+		{"tls10", tls.VersionTLS10, false},
+		{"tls11", tls.VersionTLS11, false},
+		{"tls12", tls.VersionTLS12, true},
+		{"tls13", tls.VersionTLS13, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := e.clientTLS(e.alice)
+			cfg.MinVersion = tls.VersionTLS10
+			cfg.MaxVersion = tc.max
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", e.addr, cfg)
+			if !tc.ok {
+				if err == nil {
+					conn.Close()
+					t.Fatalf("handshake with max %x succeeded", tc.max)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := newLineConn(t, conn)
+			if got := c.line(); !strings.HasPrefix(got, "* OK") {
+				t.Fatalf("greeting %q", got)
+			}
+		})
+	}
+}
+
+// TestRevokedWhileOpen: a CRL listing a live session's certificate ends it with BYE
+// within a poll interval (generously bounded).
+func TestRevokedWhileOpen(t *testing.T) {
+	e := newEnv(t, envOptions{crlInterval: 200 * time.Millisecond})
+	c := e.dial(t, e.alice)
+	c.line()
+	c.send("a LOGIN alice@example.org alice-secret\r\n")
+	if got := c.until("a "); !strings.HasPrefix(got, "a OK") {
+		t.Fatalf("login: %q", got)
+	}
+	c.send("b SELECT INBOX\r\n")
+	c.until("b OK")
+	c.send("c IDLE\r\n")
+	c.until("+ ")
+	// Bob stays; only Alice's certificate is revoked.
+	b := e.dial(t, e.bob)
+	b.line()
+	b.send("a LOGIN bob@example.org bob-secret\r\n")
+	b.until("a OK")
+
+	e.pki.Revoke(e.alice.Cert.SerialNumber)
+	testenv.WriteFile(t, e.crlFile, e.pki.CRL(t, testenv.CRLOptions{}))
+	lines := c.closed()
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [ALERT] Your certificate has been revoked") {
+		t.Fatalf("alice's session ended with %q", lines)
+	}
+	b.send("n NOOP\r\n")
+	if got := b.until("n "); !strings.HasPrefix(got, "n OK") {
+		t.Fatalf("bob's session: %q", got)
+	}
+	// And a new connection with the revoked certificate is refused.
+	c2 := e.dial(t, e.alice)
+	if got := c2.closed(); len(got) != 1 || !strings.Contains(got[0], "revoked") {
+		t.Fatalf("new connection after revocation: %q", got)
+	}
+}
+
+// TestHostileInput: oversized data, garbage, floods and stalls end in BAD or BYE, never
+// a hang.
+func TestHostileInput(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) {
+		o.HandshakeTimeout = 2 * time.Second
+		o.PreAuthTimeout = 3 * time.Second
+	}})
+	t.Run("long_line", func(t *testing.T) {
+		c := e.dial(t, e.alice)
+		c.line()
+		go io.WriteString(c.c, "a LOGIN "+strings.Repeat("x", 20000)+"\r\n")
+		lines := c.closed()
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "* BYE [TOOBIG]") {
+			t.Fatalf("got %q", lines)
+		}
+	})
+	t.Run("garbage_bytes", func(t *testing.T) {
+		c := e.dial(t, e.alice)
+		c.line()
+		g := make([]byte, 4096)
+		for i := range g {
+			g[i] = byte(i*7 + 3)
+		}
+		c.c.Write(g)
+		lines := c.closed()
+		if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE") {
+			t.Fatalf("got %q", lines)
+		}
+	})
+	t.Run("command_flood", func(t *testing.T) {
+		c := e.dial(t, e.alice)
+		c.line()
+		go func() {
+			for i := 0; i < 10000; i++ {
+				if _, err := io.WriteString(c.c, "x BOGUS\r\n"); err != nil {
+					return
+				}
+			}
+		}()
+		lines := c.closed()
+		if len(lines) != 6 || lines[5] != "* BYE Too many invalid commands." {
+			t.Fatalf("got %d lines, last %q", len(lines), lines[len(lines)-1])
+		}
+	})
+	t.Run("handshake_never_finished", func(t *testing.T) {
+		conn, err := net.Dial("tcp", e.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.Write([]byte{0x16, 0x03, 0x01}) // the start of a ClientHello, then nothing
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err = io.ReadAll(conn)
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("front did not close a stalled handshake")
+		}
+		if !strings.Contains(e.logs.String(), `"result":"timeout"`) {
+			t.Errorf("no timeout log line")
+		}
+	})
+	t.Run("idle_before_login", func(t *testing.T) {
+		c := e.dial(t, e.alice)
+		c.line()
+		lines := c.closed()
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "* BYE Autologout") {
+			t.Fatalf("got %q", lines)
+		}
+	})
+	t.Run("literal_never_sent", func(t *testing.T) {
+		c := e.dial(t, e.alice)
+		c.line()
+		c.send("a LOGIN {10}\r\n")
+		if got := c.line(); got != "+ Ready for literal data" {
+			t.Fatalf("got %q", got)
+		}
+		c.closed() // the pre-auth timeout ends it
+	})
+}
+
+// TestBackendTrouble: a backend that refuses, hangs or talks nonsense yields a clean
+// NO [UNAVAILABLE], not a hang.
+func TestBackendTrouble(t *testing.T) {
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hang.Close()
+	go func() {
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // accept, then say nothing
+		}
+	}()
+	junk, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer junk.Close()
+	go func() {
+		for {
+			c, err := junk.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(c, "* BYE go away\r\n")
+			c.Close()
+		}
+	}()
+	down := freeAddr(t)
+	for _, tc := range []struct{ name, addr string }{
+		{"down", down},
+		{"hanging", hang.Addr().String()},
+		{"bye", junk.Addr().String()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, envOptions{backendAddr: tc.addr, mod: func(o *mtls.Options) {
+				o.Backend.DialTimeout = time.Second
+				o.Backend.LoginTimeout = time.Second
+			}})
+			c := e.dial(t, e.alice)
+			c.line()
+			c.send("a LOGIN alice@example.org alice-secret\r\n")
+			if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE]") {
+				t.Fatalf("got %q", got)
+			}
+			c.send("b LOGOUT\r\n")
+			c.closed()
+		})
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := ln.Addr().String()
+	ln.Close()
+	return a
+}
+
+// TestThrottle: failures slow down, then lock the certificate out for a while; the
+// lockout does not even ask the backend.
+func TestThrottle(t *testing.T) {
+	e := newEnv(t, envOptions{mod: func(o *mtls.Options) {
+		o.Throttle = mtls.Throttle{BaseDelay: 10 * time.Millisecond, MaxDelay: 40 * time.Millisecond, LockoutAfter: 3, LockoutFor: time.Hour}
+	}})
+	c := e.dial(t, e.alice)
+	c.line()
+	for i := 0; i < 3; i++ {
+		c.send("a LOGIN alice@example.org wrong\r\n")
+		if got := c.line(); got != "a NO [AUTHENTICATIONFAILED] Authentication failed." {
+			t.Fatalf("attempt %d: %q", i, got)
+		}
+	}
+	c.send("b LOGIN alice@example.org alice-secret\r\n")
+	if got := c.line(); !strings.HasPrefix(got, "b NO [UNAVAILABLE] Too many failed logins") {
+		t.Fatalf("after lockout: %q", got)
+	}
+	if !strings.Contains(e.logs.String(), `"result":"locked"`) {
+		t.Error("no locked log line")
+	}
+}
+
+// TestStartTLS: the plain port insists on STARTTLS, then behaves like the TLS port.
+func TestStartTLS(t *testing.T) {
+	e := newEnv(t, envOptions{mode: mtls.StartTLS})
+	conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newLineConn(t, conn)
+	if got := c.line(); !strings.Contains(got, "STARTTLS LOGINDISABLED") {
+		t.Fatalf("greeting %q", got)
+	}
+	c.send("a LOGIN alice@example.org alice-secret\r\n")
+	if got := c.line(); !strings.HasPrefix(got, "a NO [PRIVACYREQUIRED]") {
+		t.Fatalf("plain LOGIN: %q", got)
+	}
+	c.send("b STARTTLS\r\n")
+	if got := c.line(); got != "b OK Begin TLS negotiation now." {
+		t.Fatalf("STARTTLS: %q", got)
+	}
+	tc := tls.Client(conn, e.clientTLS(e.alice))
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	c = &lineConn{t: t, c: tc, br: bufio.NewReader(tc)}
+	c.send("c CAPABILITY\r\n")
+	if got := c.line(); got != "* CAPABILITY IMAP4rev1 SASL-IR ID LITERAL+ AUTH=PLAIN" {
+		t.Fatalf("capability after STARTTLS: %q", got)
+	}
+	c.line()
+	c.send("d LOGIN alice@example.org alice-secret\r\n")
+	if got := c.line(); !loginOK.MatchString(got) {
+		t.Fatalf("login after STARTTLS: %q", got)
+	}
+}
+
+// TestSessionResumption: a resumed TLS session is checked against the CRL again.
+func TestSessionResumption(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
+	cfg := e.clientTLS(e.alice)
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	dial := func() (*lineConn, bool) {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", e.addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newLineConn(t, conn)
+		return c, conn.ConnectionState().DidResume
+	}
+	c, _ := dial()
+	c.line() // the greeting; with TLS 1.3 the ticket arrives with it
+	c.send("a LOGOUT\r\n")
+	c.closed()
+	c, resumed := dial()
+	if !resumed {
+		t.Fatal("second connection did not resume")
+	}
+	if got := c.line(); !strings.HasPrefix(got, "* OK") {
+		t.Fatalf("resumed greeting %q", got)
+	}
+	c.send("a LOGOUT\r\n")
+	c.closed()
+	e.pki.Revoke(e.alice.Cert.SerialNumber)
+	e.publishCRL(t, testenv.CRLOptions{})
+	c, resumed = dial()
+	if got := c.closed(); len(got) != 1 || !strings.Contains(got[0], "revoked") {
+		t.Fatalf("resumed=%v after revocation: %q", resumed, got)
+	}
+}
+
+// TestReload swaps in a new client CA: certificates of the old one stop working.
+func TestReload(t *testing.T) {
+	var opts mtls.Options
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) { opts = *o }})
+	other := testenv.NewPKI(t)
+	opts.ClientRoots = other.Pool()
+	if err := e.front.Reload(opts); err != nil {
+		t.Fatal(err)
+	}
+	c := e.dial(t, e.alice)
+	if got := c.closed(); len(got) != 1 || !strings.Contains(got[0], "not issued") {
+		t.Fatalf("after reload: %q", got)
+	}
+	bad := opts
+	bad.Backend.Address = ""
+	if err := e.front.Reload(bad); err == nil {
+		t.Fatal("reload with no backend accepted")
+	}
+}

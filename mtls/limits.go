@@ -1,0 +1,262 @@
+package mtls
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limits bound what one address (and everyone together) may hold or start.
+type Limits struct {
+	// MaxConnections open at once, all addresses; default 10000.
+	MaxConnections int
+	// MaxConnectionsPerIP open at once from one address; default 50.
+	MaxConnectionsPerIP int
+	// HandshakesPerIPPerMinute started by one address; default 120. A burst of this
+	// many is allowed, then they refill evenly over the minute.
+	HandshakesPerIPPerMinute int
+}
+
+func (l *Limits) validate() error {
+	if l.MaxConnections < 0 || l.MaxConnectionsPerIP < 0 || l.HandshakesPerIPPerMinute < 0 {
+		return errors.New("mtls: limits must not be negative")
+	}
+	return nil
+}
+
+func (l *Limits) setDefaults() {
+	if l.MaxConnections == 0 {
+		l.MaxConnections = 10000
+	}
+	if l.MaxConnectionsPerIP == 0 {
+		l.MaxConnectionsPerIP = 50
+	}
+	if l.HandshakesPerIPPerMinute == 0 {
+		l.HandshakesPerIPPerMinute = 120
+	}
+}
+
+// Throttle slows down and then locks out repeated login failures, per certificate and
+// per client address.
+type Throttle struct {
+	// BaseDelay before the answer to the first failure; it doubles with every further
+	// one. Default 1s.
+	BaseDelay time.Duration
+	// MaxDelay caps the growing delay; default 16s.
+	MaxDelay time.Duration
+	// LockoutAfter this many failures within Window, further logins are refused for
+	// LockoutFor without trying the password. Default 10.
+	LockoutAfter int
+	// LockoutFor is the temporary lockout; default 15m.
+	LockoutFor time.Duration
+	// Window after which old failures are forgotten; default 15m.
+	Window time.Duration
+}
+
+func (t *Throttle) validate() error {
+	if t.BaseDelay < 0 || t.MaxDelay < 0 || t.LockoutAfter < 0 || t.LockoutFor < 0 || t.Window < 0 {
+		return errors.New("mtls: throttle settings must not be negative")
+	}
+	return nil
+}
+
+func (t *Throttle) setDefaults() {
+	setDefault(&t.BaseDelay, time.Second)
+	setDefault(&t.MaxDelay, 16*time.Second)
+	setDefault(&t.LockoutFor, 15*time.Minute)
+	setDefault(&t.Window, 15*time.Minute)
+	if t.LockoutAfter == 0 {
+		t.LockoutAfter = 10
+	}
+}
+
+// shards spread per-address state over many small locks so that no single mutex sits on
+// every connection's path.
+const shards = 64
+
+var seed = maphash.MakeSeed()
+
+func shardOf(key string) int { return int(maphash.String(seed, key) % shards) }
+
+// connLimiter counts open connections and recent handshakes per address.
+type connLimiter struct {
+	total  atomic.Int64
+	shards [shards]struct {
+		mu sync.Mutex
+		m  map[netip.Addr]*ipState
+	}
+}
+
+type ipState struct {
+	open   int
+	tokens float64
+	last   time.Time
+}
+
+func newConnLimiter() *connLimiter {
+	l := &connLimiter{}
+	for i := range l.shards {
+		l.shards[i].m = map[netip.Addr]*ipState{}
+	}
+	return l
+}
+
+// acquire admits a new connection from ip, or says why not. release must be called
+// when the connection ends.
+func (l *connLimiter) acquire(ip netip.Addr, lim *Limits, now time.Time) (release func(), why string) {
+	ip = ip.Unmap()
+	if n := l.total.Add(1); n > int64(lim.MaxConnections) {
+		l.total.Add(-1)
+		return nil, fmt.Sprintf("server is at max_connections (%d)", lim.MaxConnections)
+	}
+	sh := &l.shards[shardOf(string(ip.AsSlice()))]
+	sh.mu.Lock()
+	st := sh.m[ip]
+	if st == nil {
+		st = &ipState{tokens: float64(lim.HandshakesPerIPPerMinute), last: now}
+		sh.m[ip] = st
+	}
+	if st.open >= lim.MaxConnectionsPerIP {
+		sh.mu.Unlock()
+		l.total.Add(-1)
+		return nil, fmt.Sprintf("address has max_connections_per_ip (%d) open", lim.MaxConnectionsPerIP)
+	}
+	st.open++
+	sh.mu.Unlock()
+	return func() {
+		l.total.Add(-1)
+		sh.mu.Lock()
+		st.open--
+		if st.open == 0 && st.tokens >= float64(lim.HandshakesPerIPPerMinute) {
+			delete(sh.m, ip)
+		}
+		sh.mu.Unlock()
+	}, ""
+}
+
+// handshakeAllowed takes one token from ip's handshake bucket. The entry exists while
+// the connection is open (acquire made it).
+func (l *connLimiter) handshakeAllowed(ip netip.Addr, lim *Limits, now time.Time) bool {
+	ip = ip.Unmap()
+	sh := &l.shards[shardOf(string(ip.AsSlice()))]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st := sh.m[ip]
+	if st == nil {
+		return true
+	}
+	rate := float64(lim.HandshakesPerIPPerMinute)
+	st.tokens = min(rate, st.tokens+now.Sub(st.last).Minutes()*rate)
+	st.last = now
+	if st.tokens < 1 {
+		return false
+	}
+	st.tokens--
+	return true
+}
+
+// throttle remembers recent login failures per certificate serial and per address.
+type throttle struct {
+	shards [shards]struct {
+		mu sync.Mutex
+		m  map[string]*failures
+	}
+	sweeps atomic.Int64
+}
+
+type failures struct {
+	count       int
+	last        time.Time
+	lockedUntil time.Time
+}
+
+func newThrottle() *throttle {
+	t := &throttle{}
+	for i := range t.shards {
+		t.shards[i].m = map[string]*failures{}
+	}
+	return t
+}
+
+func certKey(serial string) string { return "c:" + serial }
+func ipKey(ip netip.Addr) string   { return "i:" + ip.String() }
+
+// locked says whether logins for this certificate or address are locked out now, and for
+// how long still.
+func (t *throttle) locked(serial string, ip netip.Addr, cfg *Throttle, now time.Time) (time.Duration, string) {
+	for _, k := range []string{certKey(serial), ipKey(ip)} {
+		sh := &t.shards[shardOf(k)]
+		sh.mu.Lock()
+		f := sh.m[k]
+		var until time.Time
+		if f != nil {
+			until = f.lockedUntil
+		}
+		sh.mu.Unlock()
+		if now.Before(until) {
+			what := "certificate " + serial
+			if k[0] == 'i' {
+				what = "address " + ip.String()
+			}
+			return until.Sub(now), fmt.Sprintf("%s locked out after %d failed logins", what, cfg.LockoutAfter)
+		}
+	}
+	return 0, ""
+}
+
+// fail records a failure for both keys and returns how long to wait before answering.
+func (t *throttle) fail(serial string, ip netip.Addr, cfg *Throttle, now time.Time) time.Duration {
+	var worst int
+	for _, k := range []string{certKey(serial), ipKey(ip)} {
+		sh := &t.shards[shardOf(k)]
+		sh.mu.Lock()
+		f := sh.m[k]
+		if f == nil || now.Sub(f.last) > cfg.Window {
+			f = &failures{}
+			sh.m[k] = f
+		}
+		f.count++
+		f.last = now
+		if f.count >= cfg.LockoutAfter {
+			f.lockedUntil = now.Add(cfg.LockoutFor)
+		}
+		worst = max(worst, f.count)
+		sh.mu.Unlock()
+	}
+	if t.sweeps.Add(1)%1024 == 0 {
+		t.sweep(cfg, now)
+	}
+	d := cfg.BaseDelay
+	for i := 1; i < worst && d < cfg.MaxDelay; i++ {
+		d *= 2
+	}
+	return min(d, cfg.MaxDelay)
+}
+
+// success forgets the certificate's failures. The address keeps its own: many users may
+// share one NAT address, and one user's success says nothing about another's guessing.
+func (t *throttle) success(serial string) {
+	k := certKey(serial)
+	sh := &t.shards[shardOf(k)]
+	sh.mu.Lock()
+	delete(sh.m, k)
+	sh.mu.Unlock()
+}
+
+// sweep drops entries that are neither recent nor locked, so memory stays bounded.
+func (t *throttle) sweep(cfg *Throttle, now time.Time) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for k, f := range sh.m {
+			if now.Sub(f.last) > cfg.Window && now.After(f.lockedUntil) {
+				delete(sh.m, k)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}

@@ -1,0 +1,106 @@
+package mtls
+
+import (
+	"math/big"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are the front's Prometheus metrics, in their own registry so that several
+// fronts (tests, imapgate serve) do not collide.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	handshakes      *prometheus.CounterVec
+	logins          *prometheus.CounterVec
+	active          prometheus.Gauge
+	revokedSessions prometheus.Counter
+	backendDial     prometheus.Histogram
+	backendLogin    prometheus.Histogram
+}
+
+// NewMetrics registers the front's metrics (and the Go runtime's) in a new registry.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapgate_front_handshakes_total",
+			Help: "TLS handshakes and certificate checks by result (ok, no_cert, untrusted, expired, not_yet_valid, wrong_usage, revoked, crl_unavailable, invalid, tls_error, timeout, limited).",
+		}, []string{"result"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "imapgate_front_logins_total",
+			Help: "Login decisions by result (ok, bad_password, identity_mismatch, locked, backend_error).",
+		}, []string{"result"}),
+		active: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "imapgate_front_sessions_active",
+			Help: "Open client connections, pre-auth and proxied.",
+		}),
+		revokedSessions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imapgate_front_sessions_revoked_total",
+			Help: "Live sessions ended because a new CRL listed their certificate.",
+		}),
+		backendDial: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "imapgate_front_backend_dial_seconds",
+			Help:    "Time to connect to the IMAP backend and read its greeting.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		backendLogin: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "imapgate_front_backend_login_seconds",
+			Help:    "Time for ID and LOGIN at the IMAP backend.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	m.Registry.MustRegister(m.handshakes, m.logins, m.active, m.revokedSessions, m.backendDial, m.backendLogin,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observeServer adds the CRL gauges, read from s's current state at scrape time.
+func (m *Metrics) observeServer(s *Server) {
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "imapgate_front_crl_age_seconds",
+			Help: "Seconds since the oldest CRL in use was last confirmed by a poll (large = the CA is unreachable).",
+		}, func() float64 {
+			var age float64
+			for _, st := range s.st.Load().opts.CRLs {
+				t := st.ConfirmedAt()
+				if t.IsZero() {
+					return -1
+				}
+				age = max(age, time.Since(t).Seconds())
+			}
+			return age
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "imapgate_front_crl_number",
+			Help: "CRL number of the first CRL in use (-1 before one is loaded).",
+		}, func() float64 {
+			crls := s.st.Load().opts.CRLs
+			if len(crls) == 0 || crls[0].Load() == nil || crls[0].Load().Number == nil {
+				return -1
+			}
+			f, _ := new(big.Float).SetInt(crls[0].Load().Number).Float64()
+			return f
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "imapgate_front_crl_entries",
+			Help: "Revoked serials in all CRLs in use.",
+		}, func() float64 {
+			n := 0
+			for _, st := range s.st.Load().opts.CRLs {
+				n += st.Load().Len()
+			}
+			return float64(n)
+		}),
+	)
+}
+
+// Handler serves the metrics for a scraper.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{})
+}
