@@ -152,7 +152,9 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter,
 		TokenLabel: t.info.Label, TokenSerial: t.info.Serial,
 	}
-	if req.WriteCACerts {
+	if req.WriteCACerts && !prof.CACerts {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("token %s (%s) has no place for CA certificates: install the CA in the mail client instead", t.info.Label, prof.Name))
+	} else if req.WriteCACerts {
 		for _, ca := range chain[1:] {
 			if werr := t.WriteCACertificate(ca); werr != nil {
 				res.Warnings = append(res.Warnings, werr.Error())

@@ -25,7 +25,9 @@ func pinError(label string, who string, err error, ti *TokenInfo) error {
 	switch {
 	case errors.Is(err, p11.Error(p11.CKR_PIN_INCORRECT)):
 		left := "the token does not say how many tries are left"
-		if ti != nil {
+		// The flags describe the user and SO PINs only; a PUK's counter is
+		// not reported through PKCS#11.
+		if ti != nil && (who == "user" || who == "SO") {
 			f := ti.Flags
 			lockedFlag, finalFlag, lowFlag := f.PINLocked, f.PINFinalTry, f.PINCountLow
 			if who == "SO" {
@@ -56,7 +58,10 @@ func pinError(label string, who string, err error, ti *TokenInfo) error {
 }
 
 func unblockHint(who string) string {
-	if who == "SO" {
+	switch who {
+	case "PUK":
+		return "a blocked PUK can only be cleared by resetting the PIV applet (ykman piv reset), which erases the keys"
+	case "SO":
 		return "an SO PIN cannot be unblocked: the token must be re-initialised, which erases it"
 	}
 	return "unblock it with the SO PIN or PUK (imapgate token unblock), never by guessing"
