@@ -244,3 +244,55 @@ func pctEncode(b []byte) string {
 	}
 	return sb.String()
 }
+
+// TestSignerAsTLSClientKey uses the token key as tls.Certificate.PrivateKey
+// in a Go client (RSA goes through PSS, as TLS 1.3 demands), with several
+// handshakes at once to exercise the Signer's locking.
+func TestSignerAsTLSClientKey(t *testing.T) {
+	for _, kt := range []KeyType{KeyECP256, KeyRSA2048} {
+		t.Run(string(kt), func(t *testing.T) {
+			s := newSoftToken(t)
+			ca := newTestCA(t)
+			res, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org", KeyType: kt, PIN: s.pin()}, ca.sign)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k, err := s.tok.FindKey(res.KeyID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := startTLSServer(t, ca)
+			cfg := &tls.Config{
+				RootCAs:      ca.pool(),
+				ServerName:   "127.0.0.1",
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{{Certificate: [][]byte{res.Certificate.Raw, ca.inter.Raw}, PrivateKey: k.Signer()}},
+			}
+			const n = 4
+			errs := make(chan error, n)
+			for range n {
+				go func() {
+					c, err := tls.Dial("tcp", srv.addr, cfg)
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer c.Close()
+					fmt.Fprint(c, "GET / HTTP/1.0\r\n\r\n")
+					var buf strings.Builder
+					_, err = bufio.NewReader(c).WriteTo(&buf)
+					if err == nil && !strings.Contains(buf.String(), "hello alice@example.org") {
+						err = fmt.Errorf("answer %q", buf.String())
+					}
+					errs <- err
+				}()
+			}
+			for range n {
+				if err := <-errs; err != nil {
+					t.Fatal(err)
+				}
+				srv.expectClient(t, res.Certificate, "hello alice@example.org")
+			}
+		})
+	}
+}
