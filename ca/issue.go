@@ -167,6 +167,17 @@ func checkCSR(csr *x509.CertificateRequest, identity string) (string, error) {
 	return kt, nil
 }
 
+// checkSignRequest applies the user-certificate policy that needs no CA state.
+func checkSignRequest(req SignRequest) (identity, keyType string, err error) {
+	if identity, err = NormalizeIdentity(req.Identity); err != nil {
+		return "", "", err
+	}
+	if keyType, err = checkCSR(req.CSR, identity); err != nil {
+		return "", "", err
+	}
+	return identity, keyType, nil
+}
+
 // ParseCSR decodes one PEM CERTIFICATE REQUEST (or raw DER).
 func ParseCSR(b []byte) (*x509.CertificateRequest, error) {
 	if len(b) == 0 {
@@ -194,15 +205,11 @@ func ParseCSR(b []byte) (*x509.CertificateRequest, error) {
 // Sign issues a user certificate for req.Identity. Nothing is stored when any
 // check fails.
 func (c *CA) Sign(ctx context.Context, req SignRequest, by Requester) (*Issued, error) {
-	identity, err := NormalizeIdentity(req.Identity)
+	identity, keyType, err := checkSignRequest(req)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.checkDomain(identity); err != nil {
-		return nil, err
-	}
-	keyType, err := checkCSR(req.CSR, identity)
-	if err != nil {
 		return nil, err
 	}
 	validity := req.Validity

@@ -240,9 +240,10 @@ func remoteIP(r *http.Request) string {
 	return host
 }
 
-// decode reads a JSON body strictly: one object, known fields, bounded size.
-func decode(r *http.Request, v any) error {
-	dec := json.NewDecoder(r.Body)
+// decode reads a JSON body strictly: one object, known fields, bounded size
+// (the handler wraps the body in http.MaxBytesReader).
+func decode(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -261,23 +262,30 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func (s *Server) handleSign(w http.ResponseWriter, r *http.Request, by Requester) {
+// parseSignRequest is the API's CSR intake: the JSON body, the PEM CSR in it
+// and the requested validity. Identity and CSR policy are checked by CA.Sign.
+func parseSignRequest(body io.Reader) (SignRequest, error) {
 	var req SignRequestJSON
-	if err := decode(r, &req); err != nil {
-		s.fail(w, r, err, by)
-		return
+	if err := decode(body, &req); err != nil {
+		return SignRequest{}, err
 	}
 	csr, err := ParseCSR([]byte(req.CSR))
+	if err != nil {
+		return SignRequest{}, err
+	}
+	if req.ValidityDays < 0 || req.ValidityDays > 100*365 {
+		return SignRequest{}, badRequest("validity_days %d is out of range", req.ValidityDays)
+	}
+	return SignRequest{CSR: csr, Identity: req.User, Validity: time.Duration(req.ValidityDays) * 24 * time.Hour}, nil
+}
+
+func (s *Server) handleSign(w http.ResponseWriter, r *http.Request, by Requester) {
+	req, err := parseSignRequest(r.Body)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
 	}
-	if req.ValidityDays < 0 || req.ValidityDays > 100*365 {
-		s.fail(w, r, badRequest("validity_days %d is out of range", req.ValidityDays), by)
-		return
-	}
-	iss, err := s.ca.Sign(r.Context(), SignRequest{CSR: csr, Identity: req.User,
-		Validity: time.Duration(req.ValidityDays) * 24 * time.Hour}, by)
+	iss, err := s.ca.Sign(r.Context(), req, by)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
@@ -295,7 +303,7 @@ func certResponse(iss *Issued) CertResponseJSON {
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Requester) {
 	var req RevokeRequestJSON
-	if err := decode(r, &req); err != nil {
+	if err := decode(r.Body, &req); err != nil {
 		s.fail(w, r, err, by)
 		return
 	}
@@ -329,7 +337,7 @@ func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requeste
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, by Requester) {
 	var req AgentRequestJSON
-	if err := decode(r, &req); err != nil {
+	if err := decode(r.Body, &req); err != nil {
 		s.fail(w, r, err, by)
 		return
 	}

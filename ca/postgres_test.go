@@ -1,0 +1,97 @@
+package ca_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/imapgate/imapgate/ca"
+	"github.com/imapgate/imapgate/caclient"
+	"github.com/imapgate/imapgate/testenv"
+)
+
+// copyDir copies a CA directory (keys, config, credentials) for a second node.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		if fi.IsDir() {
+			return os.MkdirAll(target, 0o700)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(target, b, fi.Mode().Perm())
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPostgresTwoNodes: two CA nodes share one PostgreSQL database; a revocation
+// on one is on the other's CRL, and issuance on either is listed by both.
+func TestPostgresTwoNodes(t *testing.T) {
+	pg := testenv.StartPostgres(t)
+	ctx := context.Background()
+	dirA := filepath.Join(t.TempDir(), "ca")
+	// The database does not exist yet: the CA creates it.
+	a := testenv.StartCA(t, testenv.CAOptions{Dir: dirA, DB: &ca.DBConfig{Type: "postgresql", DataSource: pg.DSNFor("imapgate_ca")}})
+	dirB := filepath.Join(t.TempDir(), "ca")
+	copyDir(t, dirA, dirB)
+	b := testenv.StartCA(t, testenv.CAOptions{Dir: dirB, Node: true})
+	if b.URL == a.URL {
+		t.Fatal("node B listens where node A does")
+	}
+
+	issA, err := client(t, a, a.EnrollCred).Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "ivan@example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issB, err := client(t, b, b.EnrollCred).Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "ivan@example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, node := range map[string]*testenv.CA{"A": a, "B": b} {
+		list, err := client(t, node, node.AdminCred).List(ctx, "ivan@example.org")
+		if err != nil || len(list) != 2 {
+			t.Fatalf("node %s lists %d certificates for ivan (%v), want both nodes' 2", name, len(list), err)
+		}
+	}
+
+	// Revoke A's certificate on node A; node B's /crl lists it.
+	if _, err := client(t, a, a.AdminCred).Revoke(ctx, issA.Serial, "keyCompromise", "lost"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := crlHas(fetchCRL(t, b), issA.Serial); !ok {
+		t.Fatal("node B's CRL does not list the revocation made on node A")
+	}
+	// And the other way round; both nodes now serve a CRL with both entries.
+	if _, err := client(t, b, b.AdminCred).Revoke(ctx, issB.Serial, "superseded", ""); err != nil {
+		t.Fatal(err)
+	}
+	for name, node := range map[string]*testenv.CA{"A": a, "B": b} {
+		crl := fetchCRL(t, node)
+		_, okA := crlHas(crl, issA.Serial)
+		_, okB := crlHas(crl, issB.Serial)
+		if !okA || !okB {
+			t.Errorf("node %s CRL: A's revocation %v, B's %v; want both", name, okA, okB)
+		}
+	}
+	// Revoking on B what A already revoked is a conflict: one shared truth.
+	if _, err := client(t, b, b.AdminCred).Revoke(ctx, issA.Serial, "keyCompromise", ""); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("revoke on B of what A revoked: %v, want 409", err)
+	}
+	// A restart of node A keeps it all (the DB is PostgreSQL, not the node).
+	a.Stop()
+	a2 := testenv.StartCA(t, testenv.CAOptions{Dir: dirA})
+	if _, ok := crlHas(fetchCRL(t, a2), issB.Serial); !ok {
+		t.Error("after restart node A's CRL misses the revocation made on B")
+	}
+}
