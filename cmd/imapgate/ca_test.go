@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/testenv"
+)
+
+// runCLI runs the imapgate command line in-process, with ctx.
+func runCLI(ctx context.Context, args ...string) (string, error) {
+	root := newRootCmd()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	return out.String(), err
+}
+
+// TestCACommandLine drives the admin's whole day through the CLI: ca init,
+// ca serve, agent issue, cert sign / list / revoke, with --ca/--cred and the
+// environment variables, and checks the result with openssl.
+func TestCACommandLine(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("cli test password\n"), 0o600)
+	api, pub := testenv.FreePort(t), testenv.FreePort(t)
+	apiURL := "https://127.0.0.1:" + itoa(api)
+	pubAddr := "127.0.0.1:" + itoa(pub)
+	ctx := context.Background()
+
+	out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", apiURL,
+		"--public-url", "http://"+pubAddr, "--http-listen", pubAddr, "--password-file", pw)
+	if err != nil || !strings.Contains(out, "admin credential") {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	if out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", apiURL, "--password-file", pw); err == nil {
+		t.Fatalf("second ca init succeeded:\n%s", out)
+	}
+
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() { _, err := runCLI(sctx, "--log-level", "error", "ca", "serve", "--dir", caDir); served <- err }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-served; err != nil {
+			t.Errorf("ca serve: %v", err)
+		}
+	})
+	waitUp(t, "http://"+pubAddr+"/healthz")
+
+	admin := filepath.Join(caDir, "admin")
+	agent := filepath.Join(dir, "helpdesk")
+	if out, err := runCLI(ctx, "agent", "issue", "--ca", apiURL, "--cred", admin, "--role", "enroll", "--name", "helpdesk-1", "--out", agent); err != nil {
+		t.Fatalf("agent issue: %v\n%s", err, out)
+	}
+	if fi, err := os.Stat(filepath.Join(agent, "key.pem")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent key: %v %v", fi, err)
+	}
+
+	// The environment variables stand in for --ca and --cred.
+	t.Setenv("IMAPGATE_CA", apiURL)
+	t.Setenv("IMAPGATE_CRED", agent)
+	key, csr := filepath.Join(dir, "alice.key"), filepath.Join(dir, "alice.csr")
+	if b, err := exec.Command("openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+		"-subj", "/CN=alice@example.org", "-out", csr).CombinedOutput(); err != nil {
+		t.Fatalf("openssl req: %v\n%s", err, b)
+	}
+	chain := filepath.Join(dir, "alice.pem")
+	if out, err := runCLI(ctx, "cert", "sign", "--csr", csr, "--user", "alice@example.org", "--out", chain); err != nil {
+		t.Fatalf("cert sign: %v\n%s", err, out)
+	}
+	b, _ := os.ReadFile(chain)
+	blk, _ := pem.Decode(b)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := strings.ToUpper(leaf.SerialNumber.Text(16))
+	if len(serial)%2 == 1 {
+		serial = "0" + serial
+	}
+	out, err = runCLI(ctx, "cert", "list", "--user", "alice@example.org")
+	if err != nil || !regexp.MustCompile(serial+`\s+alice@example.org\s+valid`).MatchString(out) {
+		t.Fatalf("cert list: %v\n%s", err, out)
+	}
+	// An enrollment agent cannot revoke; an admin can, with the serial as openssl prints it.
+	if out, err := runCLI(ctx, "cert", "revoke", serial, "--reason", "keyCompromise"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("revoke as enroll agent: %v\n%s", err, out)
+	}
+	opensslSerial, _ := exec.Command("openssl", "x509", "-in", chain, "-noout", "-serial").Output()
+	s := strings.TrimSpace(strings.TrimPrefix(string(opensslSerial), "serial="))
+	out, err = runCLI(ctx, "cert", "revoke", s, "--reason", "keyCompromise", "--comment", "card lost", "--cred", admin)
+	if err != nil || !strings.Contains(out, "revoked "+serial) {
+		t.Fatalf("cert revoke: %v\n%s", err, out)
+	}
+	out, err = runCLI(ctx, "cert", "list", "--cred", admin)
+	if err != nil || !regexp.MustCompile(serial+`\s+alice@example.org\s+revoked \(keyCompromise: card lost\)`).MatchString(out) ||
+		!strings.Contains(out, "role:enroll CN=helpdesk-1") {
+		t.Fatalf("cert list after revoke: %v\n%s", err, out)
+	}
+	// A bad reason is refused with the list of good ones.
+	if _, err := runCLI(ctx, "cert", "revoke", s, "--reason", "lost", "--cred", admin); err == nil || !strings.Contains(err.Error(), "keyCompromise") {
+		t.Fatalf("bad reason: %v", err)
+	}
+	// Missing --ca and --cred: a message that says what to pass.
+	t.Setenv("IMAPGATE_CA", "")
+	if _, err := runCLI(ctx, "cert", "list"); err == nil || !strings.Contains(err.Error(), "--ca URL --cred DIR") {
+		t.Fatalf("no CA given: %v", err)
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
+
+func waitUp(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s not up", url)
+}
