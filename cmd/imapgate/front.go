@@ -1,8 +1,46 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 
-// Placeholder until the front lands (issue 4).
+	"github.com/spf13/cobra"
+
+	"github.com/imapgate/imapgate/mtls"
+)
+
+// newFrontCmd is `imapgate front --config FILE`: the mTLS IMAPS front (docs/front.md).
+// SIGHUP reloads the file; SIGTERM (via the root context) drains and exits.
 func newFrontCmd() *cobra.Command {
-	return &cobra.Command{Use: "front", Short: "the mTLS IMAPS front (not built yet)"}
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "front",
+		Short: "Run the mTLS IMAPS front: smartcard certificate + password, then the mail server",
+		Long: `Run the mTLS IMAPS front. It accepts a connection only with a valid, unrevoked
+client certificate from your CA, then the mailbox password for the e-mail address in
+that certificate, and only then connects the user to the real IMAP server.
+
+Every setting is in the YAML file given with --config; see docs/front.md.
+SIGHUP re-reads it; SIGTERM stops accepting and drains live sessions.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			reload := make(chan struct{}, 1)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					default:
+					}
+				}
+			}()
+			return mtls.Run(cmd.Context(), cfgPath, reload, slog.Default())
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "/etc/imapgate/front.yaml", "the front's YAML configuration file (docs/front.md)")
+	return cmd
 }

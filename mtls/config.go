@@ -1,0 +1,307 @@
+package mtls
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/imapgate/imapgate/crl"
+)
+
+// Config is the front's YAML configuration file. Every key and its default is documented
+// in docs/front.md; keep the two in step.
+type Config struct {
+	Listen         string `yaml:"listen"`
+	StartTLSListen string `yaml:"starttls_listen"`
+	MetricsListen  string `yaml:"metrics_listen"`
+
+	TLS struct {
+		CertFile                string `yaml:"cert_file"`
+		KeyFile                 string `yaml:"key_file"`
+		ClientCAFile            string `yaml:"client_ca_file"`
+		ClientIntermediatesFile string `yaml:"client_intermediates_file"`
+		SessionTicketKeyFile    string `yaml:"session_ticket_key_file"`
+		SessionTickets          *bool  `yaml:"session_tickets"`
+	} `yaml:"tls"`
+
+	CRL []CRLConfig `yaml:"crl"`
+
+	Backend struct {
+		Address      string        `yaml:"address"`
+		DialTimeout  time.Duration `yaml:"dial_timeout"`
+		LoginTimeout time.Duration `yaml:"login_timeout"`
+	} `yaml:"backend"`
+
+	Timeouts struct {
+		Handshake time.Duration `yaml:"handshake"`
+		PreAuth   time.Duration `yaml:"preauth"`
+		Drain     time.Duration `yaml:"drain"`
+	} `yaml:"timeouts"`
+
+	Limits struct {
+		MaxConnections           int `yaml:"max_connections"`
+		MaxConnectionsPerIP      int `yaml:"max_connections_per_ip"`
+		HandshakesPerIPPerMinute int `yaml:"handshakes_per_ip_per_minute"`
+		MaxBadCommands           int `yaml:"max_bad_commands"`
+	} `yaml:"limits"`
+
+	Throttle struct {
+		BaseDelay    time.Duration `yaml:"base_delay"`
+		MaxDelay     time.Duration `yaml:"max_delay"`
+		LockoutAfter int           `yaml:"lockout_after"`
+		LockoutFor   time.Duration `yaml:"lockout_for"`
+		Window       time.Duration `yaml:"window"`
+	} `yaml:"throttle"`
+
+	ProxyProtocol struct {
+		TrustedNetworks []string `yaml:"trusted_networks"`
+	} `yaml:"proxy_protocol"`
+}
+
+// CRLConfig is one CRL source: the CA's /crl URL or a file, and the issuer that signs it.
+type CRLConfig struct {
+	URL        string        `yaml:"url"`
+	File       string        `yaml:"file"`
+	IssuerFile string        `yaml:"issuer_file"`
+	CAFile     string        `yaml:"ca_file"`
+	Interval   time.Duration `yaml:"interval"`
+	Grace      time.Duration `yaml:"grace"`
+	MaxAge     time.Duration `yaml:"max_age"`
+}
+
+// LoadConfig reads and parses a YAML config file. Unknown keys are errors: a typo must
+// not silently fall back to a default.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("front config: %w", err)
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig parses YAML config data and fills in defaults.
+func ParseConfig(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("front config: %w (see docs/front.md for the keys)", err)
+	}
+	if c.Listen == "" {
+		c.Listen = ":993"
+	}
+	return &c, nil
+}
+
+// Options loads every file the config names and returns front Options plus the CRL
+// stores (which the caller runs). All problems are reported at once.
+func (c *Config) Options(log *slog.Logger) (Options, error) {
+	var errs []error
+	add := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	o := Options{
+		Backend: BackendOptions{
+			Address:      c.Backend.Address,
+			DialTimeout:  c.Backend.DialTimeout,
+			LoginTimeout: c.Backend.LoginTimeout,
+		},
+		HandshakeTimeout: c.Timeouts.Handshake,
+		PreAuthTimeout:   c.Timeouts.PreAuth,
+		DrainTimeout:     c.Timeouts.Drain,
+		MaxBadCommands:   c.Limits.MaxBadCommands,
+		Limits: Limits{
+			MaxConnections:           c.Limits.MaxConnections,
+			MaxConnectionsPerIP:      c.Limits.MaxConnectionsPerIP,
+			HandshakesPerIPPerMinute: c.Limits.HandshakesPerIPPerMinute,
+		},
+		Throttle: Throttle{
+			BaseDelay:    c.Throttle.BaseDelay,
+			MaxDelay:     c.Throttle.MaxDelay,
+			LockoutAfter: c.Throttle.LockoutAfter,
+			LockoutFor:   c.Throttle.LockoutFor,
+			Window:       c.Throttle.Window,
+		},
+		Logger: log,
+	}
+	if c.Backend.Address == "" {
+		add(errors.New("front config: backend.address is required (the IMAP server, e.g. 127.0.0.1:143)"))
+	}
+	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+		add(errors.New("front config: tls.cert_file and tls.key_file are required (the front's own server certificate)"))
+	} else if cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+		add(fmt.Errorf("front config: tls.cert_file/key_file: %w", err))
+	} else {
+		o.Certificates = []tls.Certificate{cert}
+	}
+	if c.TLS.ClientCAFile == "" {
+		add(errors.New("front config: tls.client_ca_file is required (the root CA of user certificates, e.g. the CA's /roots.pem)"))
+	} else if certs, err := readCerts(c.TLS.ClientCAFile); err != nil {
+		add(fmt.Errorf("front config: tls.client_ca_file: %w", err))
+	} else {
+		o.ClientRoots = x509.NewCertPool()
+		for _, ct := range certs {
+			o.ClientRoots.AddCert(ct)
+		}
+	}
+	if c.TLS.ClientIntermediatesFile != "" {
+		if certs, err := readCerts(c.TLS.ClientIntermediatesFile); err != nil {
+			add(fmt.Errorf("front config: tls.client_intermediates_file: %w", err))
+		} else {
+			o.ClientIntermediates = x509.NewCertPool()
+			for _, ct := range certs {
+				o.ClientIntermediates.AddCert(ct)
+			}
+		}
+	}
+	if c.TLS.SessionTickets != nil && !*c.TLS.SessionTickets {
+		o.DisableSessionTickets = true
+	}
+	if c.TLS.SessionTicketKeyFile != "" {
+		keys, err := ReadTicketKeys(c.TLS.SessionTicketKeyFile)
+		add(err)
+		o.SessionTicketKeys = keys
+	}
+	if len(c.CRL) == 0 {
+		add(errors.New("front config: crl: at least one CRL source is required (url: https://ca.example.org/crl, issuer_file: intermediate.pem)"))
+	}
+	for i, cc := range c.CRL {
+		store, err := cc.store(log)
+		if err != nil {
+			add(fmt.Errorf("front config: crl[%d]: %w", i, err))
+			continue
+		}
+		o.CRLs = append(o.CRLs, store)
+	}
+	for _, n := range c.ProxyProtocol.TrustedNetworks {
+		p, err := netip.ParsePrefix(n)
+		if err != nil {
+			if a, aerr := netip.ParseAddr(n); aerr == nil {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				add(fmt.Errorf("front config: proxy_protocol.trusted_networks: %q is neither an address nor a CIDR network", n))
+				continue
+			}
+		}
+		o.TrustedProxies = append(o.TrustedProxies, p.Masked())
+	}
+	for _, l := range []struct{ key, addr string }{{"listen", c.Listen}, {"starttls_listen", c.StartTLSListen}, {"metrics_listen", c.MetricsListen}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add(fmt.Errorf("front config: %s %q: want host:port or :port", l.key, l.addr))
+		}
+	}
+	if len(errs) > 0 {
+		return Options{}, errors.Join(errs...)
+	}
+	if _, err := buildState(o); err != nil {
+		return Options{}, err
+	}
+	return o, nil
+}
+
+func (cc CRLConfig) store(log *slog.Logger) (*crl.Store, error) {
+	if cc.IssuerFile == "" {
+		return nil, errors.New("issuer_file is required: the CA certificate that signs this CRL (the intermediate)")
+	}
+	issuers, err := readCerts(cc.IssuerFile)
+	if err != nil {
+		return nil, fmt.Errorf("issuer_file: %w", err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	if cc.CAFile != "" {
+		roots, err := readCerts(cc.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		for _, r := range roots {
+			pool.AddCert(r)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	return crl.NewStore(crl.Options{
+		URL: cc.URL, File: cc.File, Issuer: issuers[0],
+		Interval: cc.Interval, Grace: cc.Grace, MaxAge: cc.MaxAge,
+		HTTPClient: hc, Logger: log,
+	})
+}
+
+func readCerts(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE found", path)
+	}
+	return out, nil
+}
+
+// ReadTicketKeys reads TLS session ticket keys shared by all fronts: one key a line, 64
+// hex digits (32 bytes), the first is used to issue tickets and all to accept them, so
+// that rotating means putting a new line first and dropping the last later. Create one
+// with NewTicketKeyLine.
+func ReadTicketKeys(path string) ([][32]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("front config: tls.session_ticket_key_file: %w", err)
+	}
+	var keys [][32]byte
+	for n, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		b, err := hex.DecodeString(line)
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("front config: tls.session_ticket_key_file %s line %d: want 64 hex digits (create one with: openssl rand -hex 32)", path, n+1)
+		}
+		keys = append(keys, [32]byte(b))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("front config: tls.session_ticket_key_file %s: no keys (create one with: openssl rand -hex 32)", path)
+	}
+	return keys, nil
+}
+
+// NewTicketKeyLine returns a fresh random ticket key as a line for the key file.
+func NewTicketKeyLine() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + "\n"
+}

@@ -1,0 +1,168 @@
+package mtls_test
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/mtls"
+	"github.com/imapgate/imapgate/testenv"
+)
+
+func TestParseConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, yaml, want string
+	}{
+		{"unknown_key", "listen: ':993'\nlisen: x\n", "field lisen not found"},
+		{"bad_duration", "backend:\n  dial_timeout: soon\n", "time.Duration"},
+		{"nothing_set", "{}\n", "tls.cert_file and tls.key_file are required"},
+		{"no_crl", "{}\n", "crl: at least one CRL source"},
+		{"no_backend", "{}\n", "backend.address"},
+		{"bad_proxy_net", "proxy_protocol:\n  trusted_networks: [nonsense]\n", "neither an address nor a CIDR"},
+		{"crl_both", "crl:\n  - url: http://x/crl\n    file: /x\n    issuer_file: /nonexistent\n", "issuer_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := mtls.ParseConfig([]byte(tc.yaml))
+			if err == nil {
+				_, err = cfg.Options(slog.Default())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRunFromConfig runs the front as `imapgate front --config` does: from a YAML
+// file, with metrics, a reload and a drain on cancel.
+func TestRunFromConfig(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	dir := t.TempDir()
+	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
+	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
+	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
+	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	testenv.WriteFile(t, filepath.Join(dir, "tickets.key"), []byte(mtls.NewTicketKeyLine()))
+	listen, starttls, metrics := freeAddr(t), freeAddr(t), freeAddr(t)
+	conf := fmt.Sprintf(`listen: %q
+starttls_listen: %q
+metrics_listen: %q
+tls:
+  cert_file: %s
+  key_file: %s
+  client_ca_file: %s/roots.pem
+  session_ticket_key_file: %s/tickets.key
+crl:
+  - file: %s/ca.crl
+    issuer_file: %s/intermediate.pem
+    interval: 1s
+backend:
+  address: %s
+throttle:
+  base_delay: 10ms
+timeouts:
+  drain: 1s
+`, listen, starttls, metrics, srvCert, srvKey, dir, dir, dir, dir, dc.Addr)
+	path := filepath.Join(dir, "front.yaml")
+	testenv.WriteFile(t, path, []byte(conf))
+
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("Run did not return after cancel")
+		}
+		if t.Failed() {
+			t.Logf("log:\n%s", logs)
+		}
+	}()
+
+	alice := pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
+	cfg := &tls.Config{RootCAs: pki.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{alice.TLSCertificate()}}
+	var conn *tls.Conn
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		conn, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", listen, cfg)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newLineConn(t, conn)
+	c.line()
+	c.send("a LOGIN alice@example.org alice-secret\r\n")
+	if got := c.line(); !strings.HasPrefix(got, "a OK [CAPABILITY") {
+		t.Fatalf("login: %q", got)
+	}
+
+	resp, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`imapgate_front_handshakes_total{result="ok"} 1`,
+		`imapgate_front_logins_total{result="ok"} 1`,
+		`imapgate_front_sessions_active 1`,
+		`imapgate_front_crl_number 1`,
+		`imapgate_front_crl_age_seconds`,
+		`imapgate_front_backend_dial_seconds_count 1`,
+		`imapgate_front_backend_login_seconds_count 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
+	// A reload with a broken file keeps the running config; a good one is taken.
+	testenv.WriteFile(t, path, []byte("listen: [\n"))
+	reload <- struct{}{}
+	waitFor(t, logs, "reload failed")
+	testenv.WriteFile(t, path, []byte(conf))
+	reload <- struct{}{}
+	waitFor(t, logs, "front reloaded")
+
+	// The STARTTLS port answers too.
+	pc, err := net.DialTimeout("tcp", starttls, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := newLineConn(t, pc).line(); !strings.Contains(got, "STARTTLS") {
+		t.Fatalf("starttls greeting %q", got)
+	}
+	pc.Close()
+	os.Remove(filepath.Join(dir, "unused"))
+}
+
+func waitFor(t *testing.T, logs *syncBuffer, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(logs.String(), s) {
+			return
+		}
+	}
+	t.Fatalf("log never said %q", s)
+}
