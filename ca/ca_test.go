@@ -645,3 +645,26 @@ func TestInitRefusesOverwriteAndKeyModes(t *testing.T) {
 		t.Fatalf("open with a wrong password: %v", err)
 	}
 }
+
+// TestCRLRenewedOnSchedule: without any revocation the CRL is re-signed every
+// crl.renew_period, so relying parties never see it reach nextUpdate.
+func TestCRLRenewedOnSchedule(t *testing.T) {
+	c := testenv.StartCA(t, testenv.CAOptions{Configure: func(cfg *ca.Config) {
+		cfg.CRL.RenewPeriod = ca.Duration{Duration: 300 * time.Millisecond}
+	}})
+	first := fetchCRL(t, c)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		crl := fetchCRL(t, c)
+		if crl.Number.Cmp(first.Number) > 0 {
+			if !crl.ThisUpdate.Before(crl.NextUpdate) {
+				t.Fatalf("renewed CRL thisUpdate %v not before nextUpdate %v", crl.ThisUpdate, crl.NextUpdate)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CRL number still %v after 20s with renew_period 300ms", crl.Number)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
