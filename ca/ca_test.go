@@ -668,3 +668,39 @@ func TestCRLRenewedOnSchedule(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestBboltSingleProcess: a second opener of the same bbolt CA gets a message
+// that says what is going on, not a bare "timeout".
+func TestBboltSingleProcess(t *testing.T) {
+	c := testenv.StartCA(t)
+	cfg, err := ca.LoadConfig(c.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(ca.PasswordEnv, c.Password)
+	cfg.Keys.PasswordFile = ""
+	_, err = ca.Open(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second open of a bbolt CA: %v", err)
+	}
+}
+
+// TestAPITLSPolicy: TLS 1.0 and 1.1 are refused; 1.2 and 1.3 work.
+func TestAPITLSPolicy(t *testing.T) {
+	c := testenv.StartCA(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(c.Root)
+	host := strings.TrimPrefix(c.URL, "https://")
+	for _, tt := range []struct {
+		v  uint16
+		ok bool
+	}{{tls.VersionTLS10, false}, {tls.VersionTLS11, false}, {tls.VersionTLS12, true}, {tls.VersionTLS13, true}} {
+		conn, err := tls.Dial("tcp", host, &tls.Config{RootCAs: pool, MinVersion: tt.v, MaxVersion: tt.v})
+		if err == nil {
+			conn.Close()
+		}
+		if (err == nil) != tt.ok {
+			t.Errorf("TLS version %x: err=%v, want ok=%v", tt.v, err, tt.ok)
+		}
+	}
+}
