@@ -1,0 +1,233 @@
+package mtls
+
+import (
+	"bufio"
+	"crypto/x509"
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func parseOne(input string) (*command, []string, error) {
+	var conts []string
+	r := &wireReader{br: bufio.NewReaderSize(strings.NewReader(input), 1024), lim: defaultWireLimits}
+	r.cont = func() error { conts = append(conts, "+"); return nil }
+	cmd, err := r.ReadCommand()
+	return cmd, conts, err
+}
+
+func TestReadCommand(t *testing.T) {
+	s := func(v string) arg { return arg{kind: argString, s: v} }
+	a := func(v string) arg { return arg{kind: argAtom, s: v} }
+	for _, tc := range []struct {
+		name  string
+		in    string
+		tag   string
+		cmd   string
+		args  []arg
+		conts int
+	}{
+		{"capability", "a1 CAPABILITY\r\n", "a1", "CAPABILITY", nil, 0},
+		{"lower_case", "82 authenticate PLAIN\r\n", "82", "AUTHENTICATE", []arg{a("PLAIN")}, 0},
+		{"bare_lf", "a noop\n", "a", "NOOP", nil, 0},
+		{"login_atoms", "a LOGIN alice@example.org pw]x\r\n", "a", "LOGIN", []arg{a("alice@example.org"), a("pw]x")}, 0},
+		{"quoted_escapes", `a LOGIN "al\"ice" "p\\w"` + "\r\n", "a", "LOGIN", []arg{s(`al"ice`), s(`p\w`)}, 0},
+		{"empty_quoted", `a LOGIN "" ""` + "\r\n", "a", "LOGIN", []arg{s(""), s("")}, 0},
+		{"literal_sync", "a LOGIN {5}\r\nalice {3}\r\np w\r\n", "a", "LOGIN", []arg{s("alice"), s("p w")}, 2},
+		{"literal_plus", "a LOGIN {5+}\r\nalice {3+}\r\np\r\n\r\n", "a", "LOGIN", []arg{s("alice"), s("p\r\n")}, 0},
+		{"literal_empty", "a LOGIN {0}\r\n {0}\r\n\r\n", "a", "LOGIN", []arg{s(""), s("")}, 2},
+		{"id_list", `a ID ("name" "tb" "version" NIL)` + "\r\n", "a", "ID", []arg{{kind: argList, list: []arg{s("name"), s("tb"), s("version"), {kind: argNil}}}}, 0},
+		{"id_nil", "a ID nil\r\n", "a", "ID", []arg{{kind: argNil}}, 0},
+		{"empty_list", "a ID ()\r\n", "a", "ID", []arg{{kind: argList}}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd, conts, err := parseOne(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cmd.tag != tc.tag || cmd.name != tc.cmd || !reflect.DeepEqual(cmd.args, tc.args) || len(conts) != tc.conts {
+				t.Fatalf("got %+v (%d continuations)", cmd, len(conts))
+			}
+		})
+	}
+}
+
+func TestReadCommandErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		in    string
+		fatal bool
+		tag   string
+		want  string
+	}{
+		{"no_tag", " NOOP\r\n", false, "", "expected a tag"},
+		{"plus_tag", "+ NOOP\r\n", false, "", "expected a tag"},
+		{"no_command", "a\r\n", false, "a", "expected a space"},
+		{"two_spaces", "a  NOOP\r\n", false, "a", "expected a command"},
+		{"unterminated_quote", `a LOGIN "x` + "\r\n", false, "a", "unterminated quoted"},
+		{"bad_escape", `a LOGIN "\n"` + "\r\n", false, "a", "invalid escape"},
+		{"literal_not_at_end", "a LOGIN {5} x\r\n", false, "a", "must end the line"},
+		{"literal_bad_length", "a LOGIN {x}\r\n", false, "a", "invalid literal length"},
+		{"literal_huge_length", "a LOGIN {99999999999}\r\n", false, "a", "invalid literal length"},
+		{"literal_too_big", "a LOGIN {5000}\r\n", false, "a", "over the limit"},
+		{"literal_plus_too_big", "a LOGIN {5000+}\r\n", true, "", "over the limit"},
+		{"nested_list", "a ID ((x))\r\n", false, "a", "nested lists"},
+		{"unterminated_list", "a ID (\"x\"\r\n", false, "a", "unterminated list"},
+		{"too_many_args", "a X" + strings.Repeat(" x", 100) + "\r\n", false, "a", "too many arguments"},
+		{"line_too_long", "a LOGIN " + strings.Repeat("x", 9000) + "\r\n", true, "", "line longer"},
+		{"too_many_literals", "a X {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx\r\n", true, "", "over the limit"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := parseOne(tc.in)
+			var we *errWire
+			var fe *errFatal
+			switch {
+			case errors.As(err, &we):
+				if tc.fatal || we.tag != tc.tag || !strings.Contains(we.text, tc.want) {
+					t.Fatalf("got BAD tag=%q %q", we.tag, we.text)
+				}
+			case errors.As(err, &fe):
+				if !tc.fatal || !strings.Contains(fe.text, tc.want) {
+					t.Fatalf("got fatal %q", fe.text)
+				}
+			default:
+				t.Fatalf("got %v", err)
+			}
+		})
+	}
+}
+
+// FuzzReadCommand: the pre-auth parser never panics, never returns a command whose
+// arguments exceed the limits, and always either parses or errors.
+func FuzzReadCommand(f *testing.F) {
+	for _, s := range []string{
+		"a1 CAPABILITY\r\n", "82 authenticate PLAIN\r\n", `a LOGIN "x\"y" {3}` + "\r\nabc\r\n",
+		"a LOGIN {3+}\r\nabc {2}\r\nxy\r\n", `a ID ("name" "tb" "version" NIL)` + "\r\n", "a ID NIL\r\n",
+		"* BAD\r\n", "a LOGIN {99999}\r\n", "\x00\xff\r\n", "a (((\r\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		r := &wireReader{br: bufio.NewReaderSize(strings.NewReader(in), 256), lim: defaultWireLimits, cont: func() error { return nil }}
+		for i := 0; i < 8; i++ {
+			cmd, err := r.ReadCommand()
+			if err != nil {
+				var we *errWire
+				if errors.As(err, &we) {
+					continue
+				}
+				return
+			}
+			if cmd.tag == "" || cmd.name == "" || len(cmd.args) > defaultWireLimits.MaxArgs {
+				t.Fatalf("bad command %+v", cmd)
+			}
+			total := 0
+			for _, a := range cmd.args {
+				total += len(a.s)
+				for _, m := range a.list {
+					total += len(m.s)
+				}
+			}
+			if total > defaultWireLimits.MaxCommand {
+				t.Fatalf("command of %d bytes passed the limit", total)
+			}
+		}
+	})
+}
+
+func TestBindIdentity(t *testing.T) {
+	cert := &x509.Certificate{EmailAddresses: []string{"alice@Example.org"}}
+	for _, tc := range []struct {
+		name, authz, user string
+		ok                bool
+	}{
+		{"exact", "", "alice@Example.org", true},
+		{"domain_case", "", "alice@EXAMPLE.ORG", true},
+		{"authz_same", "alice@example.org", "alice@example.org", true},
+		{"local_case", "", "Alice@example.org", false},
+		{"other_user", "", "bob@example.org", false},
+		{"no_domain", "", "alice", false},
+		{"authz_other", "bob@example.org", "alice@example.org", false},
+		{"suffix_trick", "", "alice@example.org.evil", false},
+		{"empty", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			why := bindIdentity(cert, tc.authz, tc.user)
+			if (why == "") != tc.ok {
+				t.Fatalf("bindIdentity(%q, %q) = %q", tc.authz, tc.user, why)
+			}
+		})
+	}
+	if why := bindIdentity(&x509.Certificate{}, "", "alice@example.org"); why == "" {
+		t.Fatal("a certificate without e-mail bound a login")
+	}
+}
+
+func TestThrottleGrowthAndLockout(t *testing.T) {
+	cfg := Throttle{}
+	cfg.setDefaults()
+	th := newThrottle()
+	ip := netip.MustParseAddr("192.0.2.1")
+	now := time.Now()
+	var delays []time.Duration
+	for i := 0; i < 6; i++ {
+		delays = append(delays, th.fail("aa", ip, &cfg, now))
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 16 * time.Second}
+	if !reflect.DeepEqual(delays, want) {
+		t.Fatalf("delays %v, want %v", delays, want)
+	}
+	if d, _ := th.locked("aa", ip, &cfg, now); d != 0 {
+		t.Fatal("locked before lockout_after")
+	}
+	for i := 0; i < 4; i++ {
+		th.fail("aa", ip, &cfg, now)
+	}
+	if d, why := th.locked("aa", ip, &cfg, now); d == 0 || !strings.Contains(why, "certificate aa") {
+		t.Fatalf("not locked after 10 failures: %v %q", d, why)
+	}
+	// Another certificate from the same address is locked too (per-IP), one elsewhere not.
+	if d, _ := th.locked("bb", ip, &cfg, now); d == 0 {
+		t.Fatal("address not locked")
+	}
+	if d, _ := th.locked("bb", netip.MustParseAddr("192.0.2.2"), &cfg, now); d != 0 {
+		t.Fatal("unrelated certificate and address locked")
+	}
+	if d, _ := th.locked("aa", ip, &cfg, now.Add(cfg.LockoutFor+time.Second)); d != 0 {
+		t.Fatal("lockout did not expire")
+	}
+}
+
+func TestConnLimiter(t *testing.T) {
+	l := newConnLimiter()
+	lim := Limits{MaxConnections: 3, MaxConnectionsPerIP: 2, HandshakesPerIPPerMinute: 2}
+	a, b := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	now := time.Now()
+	r1, why := l.acquire(a, &lim, now)
+	if why != "" {
+		t.Fatal(why)
+	}
+	r2, _ := l.acquire(a, &lim, now)
+	if _, why := l.acquire(a, &lim, now); !strings.Contains(why, "per_ip") {
+		t.Fatalf("third from one address: %q", why)
+	}
+	r3, _ := l.acquire(b, &lim, now)
+	if _, why := l.acquire(b, &lim, now); !strings.Contains(why, "max_connections (3)") {
+		t.Fatalf("fourth overall: %q", why)
+	}
+	if !l.handshakeAllowed(a, &lim, now) || !l.handshakeAllowed(a, &lim, now) || l.handshakeAllowed(a, &lim, now) {
+		t.Fatal("handshake bucket of 2 per minute not enforced")
+	}
+	if !l.handshakeAllowed(a, &lim, now.Add(time.Minute)) {
+		t.Fatal("bucket did not refill")
+	}
+	r1()
+	r2()
+	r3()
+	if l.total.Load() != 0 {
+		t.Fatalf("total %d after release", l.total.Load())
+	}
+}
