@@ -221,6 +221,22 @@ func TestInteropTLS13(t *testing.T) {
 				srv.expectClient(t, e.res.Certificate, out)
 			})
 
+			t.Run("nss-tstclnt-wrong-PIN", func(t *testing.T) {
+				// What a Thunderbird user with a wrong PIN gets: NSS cannot
+				// use the key, sends no certificate, the server refuses.
+				db := e.nssDB(t)
+				out, err := run(t, e.s.env.Env(), "", "tstclnt", "-Q", "-h", "127.0.0.1", "-p", srv.port(), "-d", db,
+					"-n", e.s.env.Label+":"+e.res.Label, "-w", "000000", "-V", "tls1.3:tls1.3")
+				if err == nil && strings.Contains(out, "hello") {
+					t.Fatalf("tstclnt got through with a wrong PIN:\n%s", out)
+				}
+				select {
+				case c := <-srv.clients:
+					t.Fatalf("server verified %v although the PIN was wrong", c.Subject)
+				case <-time.After(300 * time.Millisecond):
+				}
+			})
+
 			t.Run("gnutls-cli", func(t *testing.T) {
 				root := writePEM(t, t.TempDir(), "root.pem", e.ca.root)
 				uri := "pkcs11:token=" + e.s.env.Label + ";id=" + pctEncode(e.res.KeyID)

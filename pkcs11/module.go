@@ -81,16 +81,21 @@ func Open(path string) (*Module, error) {
 	if path == "" {
 		return nil, errors.New("pkcs11: no module given: pass the path of the PKCS#11 library (--module), e.g. /usr/lib/x86_64-linux-gnu/opensc-pkcs11.so")
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: module %s: %w", path, err)
-	}
-	st, err := os.Stat(abs)
-	if err != nil {
-		return nil, fmt.Errorf("pkcs11: module %s does not exist: install the smartcard's PKCS#11 library or fix the path", path)
-	}
-	if st.IsDir() {
-		return nil, fmt.Errorf("pkcs11: module %s is a directory: give the path of the .so file", path)
+	abs := path
+	// A bare file name ("opensc-pkcs11.so") is left to the dynamic loader's
+	// search path; anything with a slash must exist.
+	if strings.ContainsRune(path, '/') {
+		var err error
+		if abs, err = filepath.Abs(path); err != nil {
+			return nil, fmt.Errorf("pkcs11: module %s: %w", path, err)
+		}
+		st, err := os.Stat(abs)
+		if err != nil {
+			return nil, fmt.Errorf("pkcs11: module %s does not exist: install the smartcard's PKCS#11 library or fix the path", path)
+		}
+		if st.IsDir() {
+			return nil, fmt.Errorf("pkcs11: module %s is a directory: give the path of the .so file", path)
+		}
 	}
 	modulesMu.Lock()
 	defer modulesMu.Unlock()

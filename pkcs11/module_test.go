@@ -23,6 +23,7 @@ func TestOpenBadModule(t *testing.T) {
 		{"missing", filepath.Join(dir, "nope.so"), "does not exist"},
 		{"directory", dir, "is a directory"},
 		{"not a library", notSO, "is not a PKCS#11 module"},
+		{"bare name not found", "no-such-pkcs11.so", "is not a PKCS#11 module"},
 		// libc loads fine but has no C_GetFunctionList.
 		{"not PKCS#11", "/lib/x86_64-linux-gnu/libc.so.6", "is not a PKCS#11 module"},
 	}

@@ -71,20 +71,23 @@ func (p *PIN) Wipe() {
 	p.b = nil
 }
 
+// The printing methods have value receivers so that a PIN copied by value
+// (say, inside a struct printed with %+v) redacts too.
+
 // String redacts.
-func (p *PIN) String() string { return Redacted }
+func (p PIN) String() string { return Redacted }
 
 // GoString redacts (%#v).
-func (p *PIN) GoString() string { return Redacted }
+func (p PIN) GoString() string { return Redacted }
 
 // Format redacts under every verb, including %x and %q.
-func (p *PIN) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(Redacted)) }
+func (p PIN) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(Redacted)) }
 
 // LogValue redacts for log/slog.
-func (p *PIN) LogValue() slog.Value { return slog.StringValue(Redacted) }
+func (p PIN) LogValue() slog.Value { return slog.StringValue(Redacted) }
 
 // MarshalText redacts for encoding/json and friends.
-func (p *PIN) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
+func (p PIN) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 // unsafeString returns a string that shares the PIN's bytes, valid until Wipe.
 // It exists only to pass the PIN to the PKCS#11 binding without a heap copy.

@@ -33,9 +33,12 @@ func TestPINNeverPrints(t *testing.T) {
 		"struct %+v": fmt.Sprintf("%+v", struct {
 			P *PIN
 		}{p}),
-		"error %w": fmt.Errorf("login: %w %v", os.ErrClosed, p).Error(),
-		"slog":     logBuf.String(),
-		"json":     string(js),
+		"value %v":  fmt.Sprintf("%v", *p),
+		"value %+v": fmt.Sprintf("%+v", struct{ P PIN }{*p}),
+		"request":   fmt.Sprintf("%+v %#v", EnrollRequest{PIN: p, SOPIN: p}, EnrollRequest{PIN: p}),
+		"error %w":  fmt.Errorf("login: %w %v", os.ErrClosed, p).Error(),
+		"slog":      logBuf.String(),
+		"json":      string(js),
 	}
 	for name, got := range cases {
 		t.Run(name, func(t *testing.T) {
