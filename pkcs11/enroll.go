@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/big"
 	"strings"
 	"time"
 
@@ -46,7 +47,8 @@ type EnrollResult struct {
 	KeyID       []byte
 	Certificate *x509.Certificate
 	Chain       []*x509.Certificate
-	// Serial is the certificate serial in lower-case hex.
+	// Serial is the certificate serial as openssl prints it and the CA
+	// names it: upper-case hex, even length.
 	Serial      string
 	NotAfter    time.Time
 	TokenLabel  string
@@ -133,7 +135,7 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 	}
 	leaf := chain[0]
 	if !samePublicKey(leaf.PublicKey, key.Public) {
-		return nil, fmt.Errorf("pkcs11: enroll %s: the CA returned a certificate for a different key (serial %s): refusing to store it", req.User, leaf.SerialNumber.Text(16))
+		return nil, fmt.Errorf("pkcs11: enroll %s: the CA returned a certificate for a different key (serial %s): refusing to store it", req.User, SerialHex(leaf.SerialNumber))
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("pkcs11: enroll %s: %w", req.User, err)
@@ -149,7 +151,7 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 	res = &EnrollResult{
 		User: req.User, Label: label, KeyType: kt, KeyID: key.ID,
 		Certificate: leaf, Chain: chain,
-		Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter,
+		Serial: SerialHex(leaf.SerialNumber), NotAfter: leaf.NotAfter,
 		TokenLabel: t.info.Label, TokenSerial: t.info.Serial,
 	}
 	if req.WriteCACerts && !prof.CACerts {
@@ -223,3 +225,13 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 
 // KeyIDHex is the CKA_ID in hex, as pkcs11-tool and p11tool print it.
 func (r *EnrollResult) KeyIDHex() string { return hex.EncodeToString(r.KeyID) }
+
+// SerialHex formats a certificate serial the way openssl prints it and
+// imapgate's CA names it: upper-case hex, even length.
+func SerialHex(n *big.Int) string {
+	s := strings.ToUpper(n.Text(16))
+	if len(s)%2 == 1 {
+		s = "0" + s
+	}
+	return s
+}

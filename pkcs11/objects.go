@@ -136,7 +136,7 @@ func (t *Token) WriteCertificate(cert *x509.Certificate, id []byte, label string
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, err := t.mod.ctx.CreateObject(t.sh, tmpl); err != nil {
-		return tokenError(t.info.Label, "write certificate "+cert.SerialNumber.Text(16), err)
+		return tokenError(t.info.Label, "write certificate "+SerialHex(cert.SerialNumber), err)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -153,7 +154,7 @@ func newTokenShowCmd() *cobra.Command {
 			for _, o := range objs {
 				det := ""
 				if c := o.Cert; c != nil {
-					det = fmt.Sprintf("subject %q serial %s not after %s", c.Subject.String(), c.SerialNumber.Text(16), c.NotAfter.UTC().Format(time.RFC3339))
+					det = fmt.Sprintf("subject %q serial %s not after %s", c.Subject.String(), pkcs11.SerialHex(c.SerialNumber), c.NotAfter.UTC().Format(time.RFC3339))
 					if len(c.EmailAddresses) > 0 {
 						det += " email " + strings.Join(c.EmailAddresses, ",")
 					}
@@ -213,6 +214,7 @@ management key, and uses PIV slot 9a.`,
 				return err
 			}
 			defer closeAll()
+			var caSerial string
 			sign := func(ctx context.Context, csrDER []byte) ([]*x509.Certificate, error) {
 				resp, err := cl.Sign(ctx, caclient.SignRequest{
 					CSR:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
@@ -221,6 +223,7 @@ management key, and uses PIV slot 9a.`,
 				if err != nil {
 					return nil, err
 				}
+				caSerial = resp.Serial
 				return resp.Chain, nil
 			}
 			res, err := tok.Enroll(cmd.Context(), pkcs11.EnrollRequest{
@@ -229,6 +232,12 @@ management key, and uses PIV slot 9a.`,
 			if err != nil {
 				return err
 			}
+			if caSerial != "" {
+				res.Serial = caSerial // the CA's spelling, as imapgate cert revoke takes it
+			}
+			// One audit line (stderr, JSON); the receipt goes to stdout.
+			slog.Info("token enrolled", "user", res.User, "serial", res.Serial, "not_after", res.NotAfter,
+				"token", res.TokenLabel, "token_serial", res.TokenSerial, "key_type", string(res.KeyType), "key_id", res.KeyIDHex())
 			return printEnrollment(cmd.OutOrStdout(), res)
 		},
 	}
@@ -380,7 +389,7 @@ certificates first (imapgate cert revoke): wiping does not revoke.`,
 			for _, o := range plan {
 				det := ""
 				if o.Cert != nil {
-					det = " " + o.Cert.Subject.String() + " serial " + o.Cert.SerialNumber.Text(16)
+					det = " " + o.Cert.Subject.String() + " serial " + pkcs11.SerialHex(o.Cert.SerialNumber)
 				}
 				fmt.Fprintf(out, "  %-12s %s %s%s\n", o.Class, o.IDHex(), o.Label, det)
 			}

@@ -103,7 +103,7 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("enroll: %v\n%s", err, out)
 	}
-	for _, re := range []string{`(?m)^user\s+alice@example.org$`, `(?m)^serial\s+[0-9a-f]+$`, `(?m)^not after\s+\d{4}-\d\d-\d\dT`,
+	for _, re := range []string{`(?m)^user\s+alice@example.org$`, `(?m)^serial\s+[0-9A-F]+$`, `(?m)^not after\s+\d{4}-\d\d-\d\dT`,
 		`(?m)^token serial\s+[0-9a-f]+$`, `(?m)^key\s+ec-p256, ID [0-9a-f]{32}, label imapgate-alice@example.org$`} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("enroll summary lacks %s:\n%s", re, out)
@@ -112,7 +112,7 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 	if strings.Contains(out, "warning") {
 		t.Errorf("enroll warned:\n%s", out)
 	}
-	serial := regexp.MustCompile(`(?m)^serial\s+([0-9a-f]+)$`).FindStringSubmatch(out)[1]
+	serial := regexp.MustCompile(`(?m)^serial\s+([0-9A-F]+)$`).FindStringSubmatch(out)[1]
 
 	// The certificate on the token chains to the CA root and names alice.
 	show, err := runTokenCLI(t, "", "token", "show", "--module", hsm.Module, "--token", hsm.Label, "--pin-file", pin)
