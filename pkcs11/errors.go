@@ -35,26 +35,36 @@ func pinError(label string, who string, err error, ti *TokenInfo) error {
 			}
 			switch {
 			case lockedFlag:
-				return fmt.Errorf("pkcs11: token %s: wrong %s PIN; the %s PIN is now locked: %w: %s: %w", label, who, who, ErrPINLocked, unblockHint(who), err)
+				return fmt.Errorf("pkcs11: token %s: wrong %s; the %s is now locked: %w: %s: %w", label, whoNoun(who), whoNoun(who), ErrPINLocked, unblockHint(who), err)
 			case finalFlag:
 				left = "1 try left: one more wrong PIN locks the token"
 			case lowFlag:
-				left = "few tries left (the token reports the retry counter as low)"
+				left = "few tries left, the token reports its retry counter as low"
 			}
 		}
-		return fmt.Errorf("pkcs11: token %s: %w (%s PIN; %s): %w", label, ErrPINIncorrect, who, left, err)
+		return fmt.Errorf("pkcs11: token %s: %w for the %s: %s: %w", label, ErrPINIncorrect, whoNoun(who), left, err)
 	case errors.Is(err, p11.Error(p11.CKR_PIN_LOCKED)):
-		return fmt.Errorf("pkcs11: token %s: the %s PIN is locked: %w: %s: %w", label, who, ErrPINLocked, unblockHint(who), err)
+		return fmt.Errorf("pkcs11: token %s: the %s is locked: %w: %s: %w", label, whoNoun(who), ErrPINLocked, unblockHint(who), err)
 	case errors.Is(err, p11.Error(p11.CKR_PIN_LEN_RANGE)), errors.Is(err, p11.Error(p11.CKR_PIN_INVALID)):
 		lim := ""
 		if ti != nil && ti.MaxPINLen > 0 {
 			lim = fmt.Sprintf(" (%d to %d characters)", ti.MinPINLen, ti.MaxPINLen)
 		}
-		return fmt.Errorf("pkcs11: token %s: %w: the %s PIN has the wrong length or characters%s: %w", label, ErrPINInvalid, who, lim, err)
+		return fmt.Errorf("pkcs11: token %s: %w: the %s has the wrong length or characters%s: %w", label, ErrPINInvalid, whoNoun(who), lim, err)
 	case errors.Is(err, p11.Error(p11.CKR_PIN_EXPIRED)):
-		return fmt.Errorf("pkcs11: token %s: the %s PIN has expired: change it first (imapgate token pin): %w", label, who, err)
+		return fmt.Errorf("pkcs11: token %s: the %s has expired: change it first (imapgate token pin): %w", label, whoNoun(who), err)
 	}
 	return tokenError(label, "login as "+who, err)
+}
+
+func whoNoun(who string) string {
+	switch who {
+	case "user":
+		return "user PIN"
+	case "PUK":
+		return "PUK"
+	}
+	return who + " PIN"
 }
 
 func unblockHint(who string) string {

@@ -248,8 +248,12 @@ func (f TokenFlags) Words() []string {
 			w = append(w, s)
 		}
 	}
-	add(!f.Initialized, "NOT-INITIALIZED")
-	add(f.Initialized && !f.UserPINInitialized, "USER-PIN-NOT-SET")
+	if !f.Initialized {
+		// The PIN flags of a blank token mean nothing (SoftHSM's spare
+		// slot claims SO-PIN-LOCKED).
+		return []string{"NOT-INITIALIZED"}
+	}
+	add(!f.UserPINInitialized, "USER-PIN-NOT-SET")
 	add(f.PINLocked, "PIN-LOCKED")
 	add(f.PINFinalTry, "PIN-FINAL-TRY")
 	add(f.PINCountLow, "PIN-COUNT-LOW")

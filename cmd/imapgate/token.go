@@ -102,7 +102,11 @@ func newTokenListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "LABEL\tSERIAL\tMANUFACTURER\tMODEL\tSTATE")
 			for _, t := range toks {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Label, t.Serial, t.Manufacturer, t.Model, strings.Join(t.Flags.Words(), ","))
+				label := t.Label
+				if label == "" {
+					label = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", label, t.Serial, t.Manufacturer, t.Model, strings.Join(t.Flags.Words(), ","))
 			}
 			return tw.Flush()
 		},
