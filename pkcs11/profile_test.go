@@ -256,3 +256,23 @@ func TestPINLockout(t *testing.T) {
 		t.Fatalf("change PIN: %v", err)
 	}
 }
+
+// TestYKCS11FakeUnplugged: pcscd runs but no YubiKey is inserted, so ykcs11
+// reports no slots at all (observed with the real module on a machine with
+// no reader).
+func TestYKCS11FakeUnplugged(t *testing.T) {
+	f := newFakeYK()
+	f.unplugged = true
+	m, err := newModule("/usr/lib/x86_64-linux-gnu/libykcs11.so", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks, err := m.Tokens()
+	if err != nil || len(toks) != 0 {
+		t.Fatalf("tokens %v, %v", toks, err)
+	}
+	_, err = m.OpenToken(fakeYKSerial)
+	if !errors.Is(err, ErrNoToken) || !strings.Contains(err.Error(), "insert the card or YubiKey") {
+		t.Fatalf("got %v", err)
+	}
+}

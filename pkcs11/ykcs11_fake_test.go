@@ -51,6 +51,7 @@ type fakeYK struct {
 	signKey    p11.ObjectHandle
 	signMech   uint
 	calls      []string // "op:who" log for assertions
+	unplugged  bool     // pcscd runs, no YubiKey: ykcs11 reports no slots
 	rejections []string
 }
 
@@ -76,7 +77,12 @@ func (f *fakeYK) GetInfo() (p11.Info, error) {
 	return p11.Info{ManufacturerID: "Yubico (www.yubico.com)", LibraryDescription: "PKCS#11 PIV Library (SP-800-73)",
 		CryptokiVersion: p11.Version{Major: 2, Minor: 40}, LibraryVersion: p11.Version{Major: 2, Minor: 2}}, nil
 }
-func (f *fakeYK) GetSlotList(bool) ([]uint, error) { return []uint{0}, nil }
+func (f *fakeYK) GetSlotList(bool) ([]uint, error) {
+	if f.unplugged {
+		return nil, nil
+	}
+	return []uint{0}, nil
+}
 func (f *fakeYK) GetTokenInfo(uint) (p11.TokenInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
