@@ -168,3 +168,32 @@ func TestModuleSharedAndReopened(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenSCNoCard opens the real OpenSC module (generic profile). CI has no
+// reader, so no token is present; on a desk with a card in the reader the
+// selection still must not match a made-up label.
+func TestOpenSCNoCard(t *testing.T) {
+	const opensc = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so"
+	if _, err := os.Stat(opensc); err != nil {
+		t.Fatalf("%s missing: run make deps", opensc)
+	}
+	mod, err := Open(opensc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	if p := mod.Info().Profile; p != "generic" {
+		t.Errorf("OpenSC profile %s, want generic", p)
+	}
+	toks, err := mod.Tokens()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = mod.OpenToken("imapgate-no-such-card")
+	if !errors.Is(err, ErrNoToken) {
+		t.Fatalf("got %v, want ErrNoToken", err)
+	}
+	if len(toks) == 0 && !strings.Contains(err.Error(), "no token is present in any slot") {
+		t.Errorf("error %q does not say that no token is present", err)
+	}
+}

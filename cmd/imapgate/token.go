@@ -88,13 +88,13 @@ func newTokenListCmd() *cobra.Command {
 				return err
 			}
 			defer mod.Close()
+			out := cmd.OutOrStdout()
+			mi := mod.Info()
+			fmt.Fprintf(out, "module %s: %s %q %s (profile %s)\n", mi.Path, mi.Manufacturer, mi.Description, mi.LibraryVersion, mi.Profile)
 			toks, err := mod.Tokens()
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			mi := mod.Info()
-			fmt.Fprintf(out, "module %s: %s %q %s (profile %s)\n", mi.Path, mi.Manufacturer, mi.Description, mi.LibraryVersion, mi.Profile)
 			if len(toks) == 0 {
 				fmt.Fprintln(out, "no token present: insert a card or YubiKey (is pcscd running?)")
 				return nil
