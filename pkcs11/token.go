@@ -13,13 +13,16 @@ import (
 // session runs one operation at a time (SignInit+Sign must not interleave);
 // this makes a Token, and the Signers it hands out, safe for concurrent use.
 type Token struct {
-	mod  *Module
+	mod *Module
+	// info is what the token said at open; it never changes, so anything
+	// may read it without the lock. latest is the last Refresh.
 	info TokenInfo
 
 	mu       sync.Mutex
 	sh       p11.SessionHandle
 	closed   bool
 	loggedIn uint // p11.CKU_USER, p11.CKU_SO, or noLogin
+	latest   TokenInfo
 }
 
 const noLogin = ^uint(0)
@@ -38,11 +41,15 @@ func (m *Module) OpenToken(selector string) (*Token, error) {
 	if err != nil {
 		return nil, tokenError(ti.Label, "open session", err)
 	}
-	return &Token{mod: m, info: ti, sh: sh, loggedIn: noLogin}, nil
+	return &Token{mod: m, info: ti, latest: ti, sh: sh, loggedIn: noLogin}, nil
 }
 
-// Info returns what the token said when it was opened.
-func (t *Token) Info() TokenInfo { return t.info }
+// Info returns the token's information as last read (at open or by Refresh).
+func (t *Token) Info() TokenInfo {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.latest
+}
 
 // Label is the token's label.
 func (t *Token) Label() string { return t.info.Label }
@@ -52,12 +59,18 @@ func (t *Token) Profile() *Profile { return t.mod.profile }
 
 // Refresh re-reads the token's flags (after a failed login, for example).
 func (t *Token) Refresh() (TokenInfo, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refreshLocked()
+}
+
+func (t *Token) refreshLocked() (TokenInfo, error) {
 	ti, err := t.mod.ctx.GetTokenInfo(t.info.Slot)
 	if err != nil {
-		return t.info, tokenError(t.info.Label, "read token info", err)
+		return t.latest, tokenError(t.info.Label, "read token info", err)
 	}
-	t.info = convTokenInfo(t.info.Slot, ti)
-	return t.info, nil
+	t.latest = convTokenInfo(t.info.Slot, ti)
+	return t.latest, nil
 }
 
 // Close logs out and closes the session.
@@ -77,7 +90,8 @@ func (t *Token) Close() error {
 	return nil
 }
 
-// Login logs in as the user. The PIN is not kept.
+// Login logs in as the user. The PIN is checked even if the token is
+// already logged in, and it is not kept.
 func (t *Token) Login(pin *PIN) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -113,9 +127,8 @@ func (t *Token) loginLocked(userType uint, pin *PIN) error {
 	if pin.Empty() {
 		return fmt.Errorf("pkcs11: token %s: log in as %s: %w", t.info.Label, who(userType), errNoPIN)
 	}
-	if t.loggedIn == userType {
-		return nil
-	}
+	// Already logged in, maybe with another PIN: log out and in again, so
+	// that a Login always checks the PIN it is given.
 	if t.loggedIn != noLogin {
 		if err := t.logoutLocked(); err != nil {
 			return err
@@ -131,7 +144,7 @@ func (t *Token) loginLocked(userType uint, pin *PIN) error {
 		// login of the other type; PKCS#11 logins are per application.
 		return fmt.Errorf("pkcs11: token %s: already logged in as the other user type by another session: close it and retry: %w", t.info.Label, err)
 	}
-	ti, rerr := t.Refresh()
+	ti, rerr := t.refreshLocked()
 	if rerr != nil {
 		return pinError(t.info.Label, who(userType), err, nil)
 	}
@@ -161,7 +174,7 @@ func (t *Token) ChangePIN(old, newPIN *PIN) error {
 		return err
 	}
 	if err := t.mod.ctx.SetPIN(t.sh, old.unsafeString(), newPIN.unsafeString()); err != nil {
-		return pinError(t.info.Label, "user", err, &t.info)
+		return pinError(t.info.Label, "user", err, &t.latest)
 	}
 	return nil
 }
@@ -185,7 +198,7 @@ func (t *Token) ResetPIN(soPIN, newPIN *PIN) error {
 		defer oldArg.Wipe()
 		defer newArg.Wipe()
 		if err := t.mod.ctx.SetPIN(t.sh, oldArg.unsafeString(), newArg.unsafeString()); err != nil {
-			ti, _ := t.Refresh()
+			ti, _ := t.refreshLocked()
 			return pinError(t.info.Label, "PUK", err, &ti)
 		}
 		return nil
@@ -196,7 +209,7 @@ func (t *Token) ResetPIN(soPIN, newPIN *PIN) error {
 	defer t.logoutLocked()
 	if err := t.mod.ctx.InitPIN(t.sh, newPIN.unsafeString()); err != nil {
 		if errors.Is(err, p11.Error(p11.CKR_PIN_LEN_RANGE)) || errors.Is(err, p11.Error(p11.CKR_PIN_INVALID)) {
-			return pinError(t.info.Label, "new user", err, &t.info)
+			return pinError(t.info.Label, "new user", err, &t.latest)
 		}
 		return tokenError(t.info.Label, "set a new user PIN (C_InitPIN)", err)
 	}
