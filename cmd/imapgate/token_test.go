@@ -135,6 +135,12 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 		t.Fatalf("the certificate on the token does not verify: %v", err)
 	}
 
+	// RSA 2048 goes through the same CA.
+	out, err = runTokenCLI(t, "", append([]string{"token", "enroll", "--user", "carol@example.org", "--key-type", "rsa-2048"}, base...)...)
+	if err != nil || !regexp.MustCompile(`(?m)^key\s+rsa-2048, ID [0-9a-f]{32}, label imapgate-carol@example.org$`).MatchString(out) {
+		t.Fatalf("enroll rsa-2048: %v\n%s", err, out)
+	}
+
 	// A CSR the CA refuses: the key must not stay on the token.
 	for _, refused := range [][]string{
 		{"--user", "bob@example.org", "--validity-days", "50000"},
@@ -163,12 +169,12 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// alice's key pair and certificate and the CA certificates of the chain
+	// alice's and carol's key pairs and certificates, the CA certificates of the chain
 	// the CA sent (the intermediate): nothing of bob.
 	var alice, caCerts int
 	for _, o := range objs {
 		switch {
-		case o.Label == "imapgate-alice@example.org":
+		case o.Label == "imapgate-alice@example.org", o.Label == "imapgate-carol@example.org":
 			alice++
 		case o.Cert != nil && o.Cert.IsCA:
 			caCerts++
@@ -176,8 +182,8 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 			t.Errorf("unexpected object after refused enrollments: %+v", o)
 		}
 	}
-	if alice != 3 || caCerts < 1 {
-		t.Fatalf("after refused enrollments: %d objects of alice (want 3), %d CA certificates", alice, caCerts)
+	if alice != 6 || caCerts < 1 {
+		t.Fatalf("after refused enrollments: %d objects of alice and carol (want 6), %d CA certificates", alice, caCerts)
 	}
 
 	// Wipe: refused without the label typed, done with it.
