@@ -71,6 +71,9 @@ type state struct {
 	opts          Options
 	tls           *tls.Config
 	intermediates *x509.CertPool
+
+	chains     sync.Map // [32]byte → *chainResult: verified chains, see verifyChain
+	chainCount atomic.Int64
 }
 
 func buildState(o Options) (*state, error) {

@@ -2,6 +2,7 @@ package mtls
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -85,25 +86,9 @@ func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *cert
 			"no client certificate")
 	}
 	leaf := cs.PeerCertificates[0]
-	inter := st.intermediates
-	if len(cs.PeerCertificates) > 1 {
-		inter = st.intermediates.Clone()
-		for _, c := range cs.PeerCertificates[1:] {
-			inter.AddCert(c)
-		}
-	}
-	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         st.opts.ClientRoots,
-		Intermediates: inter,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-	})
-	if err != nil {
-		return nil, classifyVerifyError(leaf, err)
-	}
-	var issuer *x509.Certificate
-	if len(chains[0]) > 1 {
-		issuer = chains[0][1]
+	issuer, rej := st.verifyChain(cs.PeerCertificates, now)
+	if rej != nil {
+		return nil, rej
 	}
 	store := st.crlFor(issuer)
 	if store == nil {
@@ -123,6 +108,69 @@ func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *cert
 			"certificate revoked (CRL "+snap.NumberString()+")")
 	}
 	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, store: store, resumed: cs.DidResume}, nil
+}
+
+// verifyChain verifies the peer's chain at now and returns the leaf's issuer. Results
+// are cached per state (the roots never change within one) by the hash of the presented
+// certificates, so a user reconnecting or resuming does not pay for chain building and
+// signature checks again; the validity window is still checked against now on every
+// use, and revocation is checked by the caller every time.
+func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Certificate, *certReject) {
+	h := sha256.New()
+	for _, c := range certs {
+		h.Write(c.Raw)
+	}
+	var key [32]byte
+	h.Sum(key[:0])
+	if v, ok := st.chains.Load(key); ok {
+		cv := v.(*chainResult)
+		if !now.Before(cv.notBefore) && !now.After(cv.notAfter) {
+			return cv.issuer, nil
+		}
+	}
+	leaf := certs[0]
+	inter := st.intermediates
+	if len(certs) > 1 {
+		inter = st.intermediates.Clone()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         st.opts.ClientRoots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return nil, classifyVerifyError(leaf, err)
+	}
+	cv := &chainResult{notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
+	for _, c := range chains[0][1:] {
+		if c.NotBefore.After(cv.notBefore) {
+			cv.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(cv.notAfter) {
+			cv.notAfter = c.NotAfter
+		}
+	}
+	if len(chains[0]) > 1 {
+		cv.issuer = chains[0][1]
+	}
+	if st.chainCount.Add(1) > maxChainCache {
+		st.chains.Clear()
+		st.chainCount.Store(0)
+	}
+	st.chains.Store(key, cv)
+	return cv.issuer, nil
+}
+
+// maxChainCache bounds the verified-chain cache; past it the cache starts over.
+const maxChainCache = 50000
+
+type chainResult struct {
+	issuer              *x509.Certificate
+	notBefore, notAfter time.Time
 }
 
 func issuerName(issuer, leaf *x509.Certificate) string {
