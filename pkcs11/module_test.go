@@ -70,7 +70,7 @@ func TestTokensAndSelection(t *testing.T) {
 	if labels[env.Label] != 1 || labels["second-card"] != 1 || labels["twin"] != 2 || len(toks) != 5 {
 		t.Fatalf("tokens: %+v", toks)
 	}
-	if first.Manufacturer != "SoftHSM project" || first.Model != "SoftHSM v2" || first.Serial == "" {
+	if first.Manufacturer != "SoftHSM project" || first.Model != "SoftHSM v2" || first.Serial != env.Serial {
 		t.Errorf("token info: %+v", first)
 	}
 	if f := first.Flags; !f.Initialized || !f.UserPINInitialized || !f.LoginRequired || f.PINLocked || f.PINCountLow {

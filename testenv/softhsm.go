@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,8 +17,9 @@ const SoftHSMModule = "/usr/lib/softhsm/libsofthsm2.so"
 type SoftHSMToken struct {
 	// Module is the PKCS#11 module path.
 	Module string
-	// Label is the token label (select tokens by label, never by slot).
-	Label string
+	// Label is the token label (select tokens by label, never by slot);
+	// Serial its serial number, the other stable way to select it.
+	Label, Serial string
 	// PIN and SOPIN are the test token's PINs. Test values only.
 	PIN, SOPIN string
 	// Conf is the SOFTHSM2_CONF file, Dir the token directory.
@@ -58,15 +60,48 @@ func SoftHSMLabel(t testing.TB, label string) *SoftHSMToken {
 	t.Setenv("SOFTHSM2_CONF", conf)
 	tok := &SoftHSMToken{Module: SoftHSMModule, PIN: "123456", SOPIN: "12345678", Conf: conf, Dir: tokDir}
 	tok.Label = label
-	tok.AddToken(t, label)
+	tok.Serial = tok.AddToken(t, label)
 	return tok
 }
 
 // AddToken initialises another token with the same PINs in the same
-// configuration (for tests that need two tokens).
-func (s *SoftHSMToken) AddToken(t testing.TB, label string) {
+// configuration (for tests that need two tokens) and returns its serial.
+func (s *SoftHSMToken) AddToken(t testing.TB, label string) string {
 	t.Helper()
+	before := softHSMSerials(t, label)
 	RunTool(t, nil, "softhsm2-util", "--init-token", "--free", "--label", label, "--so-pin", s.SOPIN, "--pin", s.PIN)
+	for _, serial := range softHSMSerials(t, label) {
+		if !slices.Contains(before, serial) {
+			return serial
+		}
+	}
+	t.Fatalf("testenv: softhsm2-util --show-slots does not list the new token %q", label)
+	return ""
+}
+
+// softHSMSerials lists the serials of the tokens labelled label, from
+// softhsm2-util --show-slots (in each slot, "Serial number:" comes before
+// "Label:").
+func softHSMSerials(t testing.TB, label string) []string {
+	t.Helper()
+	var serials []string
+	var serial string
+	for _, line := range strings.Split(RunTool(t, nil, "softhsm2-util", "--show-slots"), "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "Serial number":
+			serial = strings.TrimSpace(v)
+		case "Label":
+			if strings.TrimSpace(v) == label && serial != "" {
+				serials = append(serials, serial)
+			}
+			serial = ""
+		}
+	}
+	return serials
 }
 
 // Env is the environment for a child process that must see this token.
