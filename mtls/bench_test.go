@@ -289,7 +289,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 				break
 			}
 			if strings.HasPrefix(sc.Text(), "HELPER FAIL") {
-				b.Fatal(sc.Text())
+				b.Fatalf("%s\nDovecot log:\n%s", sc.Text(), dc.Log())
 			}
 		}
 		if !ready {

@@ -103,6 +103,7 @@ default_process_limit = 100
 default_client_limit = 10000
 default_vsz_limit = 1G
 service imap {
+  service_count = 0
   process_limit = 64
   client_limit = 200
 }
