@@ -2,6 +2,7 @@ package mtls_test
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/imapgate/imapgate/crl"
 	"github.com/imapgate/imapgate/mtls"
 	"github.com/imapgate/imapgate/testenv"
 )
@@ -600,5 +602,79 @@ func TestReload(t *testing.T) {
 	bad.Backend.Address = ""
 	if err := e.front.Reload(bad); err == nil {
 		t.Fatal("reload with no backend accepted")
+	}
+}
+
+// TestShutdownDrains: Shutdown stops accepting, lets sessions run for the drain time,
+// then ends them with BYE.
+func TestShutdownDrains(t *testing.T) {
+	e := newEnv(t, envOptions{mod: func(o *mtls.Options) { o.DrainTimeout = 500 * time.Millisecond }})
+	c := e.dial(t, e.alice)
+	c.line()
+	c.send("a LOGIN alice@example.org alice-secret\r\n")
+	c.until("a OK")
+	done := make(chan struct{})
+	go func() { e.front.Shutdown(context.Background()); close(done) }()
+	lines := c.closed()
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [UNAVAILABLE] This server is shutting down") {
+		t.Fatalf("got %q", lines)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown did not return")
+	}
+	if conn, err := net.DialTimeout("tcp", e.addr, 5*time.Second); err == nil {
+		conn.Close()
+		t.Fatal("still accepting after Shutdown")
+	}
+}
+
+// TestSharedTicketKeys: two fronts with the same ticket key file resume each other's
+// sessions.
+func TestSharedTicketKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tickets.key")
+	testenv.WriteFile(t, path, []byte("# rotated daily\n"+mtls.NewTicketKeyLine()+mtls.NewTicketKeyLine()))
+	keys, err := mtls.ReadTicketKeys(path)
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("keys %d: %v", len(keys), err)
+	}
+	a := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) { o.SessionTicketKeys = keys }})
+	// The second front trusts the same PKI: same server certificate and CRL.
+	var opts mtls.Options
+	newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) { opts = *o }})
+	opts.Certificates = []tls.Certificate{a.server.TLSCertificate()}
+	opts.ClientRoots = a.pki.Pool()
+	opts.CRLs = []*crl.Store{a.store}
+	opts.SessionTicketKeys = keys
+	b, err := mtls.New(opts, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go b.Serve(ctx, ln, mtls.ImplicitTLS)
+	t.Cleanup(func() { cancel(); b.Close() })
+
+	cfg := a.clientTLS(a.alice)
+	cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	conn, err := tls.Dial("tcp", a.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLineConn(t, conn).line()
+	conn.Close()
+	conn, err = tls.Dial("tcp", ln.Addr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := newLineConn(t, conn).line(); !strings.HasPrefix(got, "* OK") {
+		t.Fatalf("greeting from the second front: %q", got)
+	}
+	if !conn.ConnectionState().DidResume {
+		t.Fatal("the second front did not resume the first one's session")
 	}
 }

@@ -84,8 +84,9 @@ func shardOf(key string) int { return int(maphash.String(seed, key) % shards) }
 
 // connLimiter counts open connections and recent handshakes per address.
 type connLimiter struct {
-	total  atomic.Int64
-	shards [shards]struct {
+	total   atomic.Int64
+	accepts atomic.Int64
+	shards  [shards]struct {
 		mu sync.Mutex
 		m  map[netip.Addr]*ipState
 	}
@@ -115,6 +116,9 @@ func (l *connLimiter) acquire(ip netip.Addr, lim *Limits, now time.Time) (releas
 	}
 	sh := &l.shards[shardOf(string(ip.AsSlice()))]
 	sh.mu.Lock()
+	if l.accepts.Add(1)%1024 == 0 {
+		l.sweep(sh, lim, now)
+	}
 	st := sh.m[ip]
 	if st == nil {
 		st = &ipState{tokens: float64(lim.HandshakesPerIPPerMinute), last: now}
@@ -136,6 +140,21 @@ func (l *connLimiter) acquire(ip netip.Addr, lim *Limits, now time.Time) (releas
 		}
 		sh.mu.Unlock()
 	}, ""
+}
+
+// sweep drops idle addresses whose handshake bucket has refilled by now, so that a scan
+// from many addresses does not grow the map for ever. The caller holds sh.mu; sweeping
+// one shard per 1024 accepts spreads the work.
+func (l *connLimiter) sweep(sh *struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*ipState
+}, lim *Limits, now time.Time) {
+	rate := float64(lim.HandshakesPerIPPerMinute)
+	for ip, st := range sh.m {
+		if st.open == 0 && st.tokens+now.Sub(st.last).Minutes()*rate >= rate {
+			delete(sh.m, ip)
+		}
+	}
 }
 
 // handshakeAllowed takes one token from ip's handshake bucket. The entry exists while

@@ -96,10 +96,17 @@ func (s *session) kill(r *Reply) {
 	if !s.killed.CompareAndSwap(false, true) {
 		return
 	}
+	if s.peer.Load() == nil {
+		// Before (or during) the handshake there is nobody to tell: just close.
+		s.closeAll()
+		return
+	}
 	go func() {
-		// A writer stuck on a client that does not read gives up after this deadline.
+		// A writer stuck on a client that does not read gives up after this deadline;
+		// then our BYE gets the same bound.
 		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		s.wmu.Lock()
+		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		io.WriteString(s.conn, r.line("*"))
 		s.wmu.Unlock()
 		s.closeAll()
