@@ -145,7 +145,9 @@ func (e *env) clientTLS(leaf *testenv.Leaf) *tls.Config {
 	cfg := &tls.Config{RootCAs: pool, ServerName: "localhost"}
 	if leaf != nil {
 		c := leaf.TLSCertificate()
-		cfg.Certificates = []tls.Certificate{c}
+		// Send it even when the server's list of acceptable CAs does not name its
+		// issuer (self-signed, other CA): we test what the front does with it.
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &c, nil }
 	}
 	return cfg
 }

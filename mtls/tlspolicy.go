@@ -54,6 +54,10 @@ func newTLSConfig(o *Options) *tls.Config {
 			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
 		NextProtos: []string{"imap"},
+		// Not used to verify (verifyPeer does that): with RequestClientCert the pool only
+		// names the acceptable CAs in the CertificateRequest, which lets mail programs
+		// offer the smartcard certificate instead of every certificate they know.
+		ClientCAs: o.ClientRoots,
 	}
 	if len(o.SessionTicketKeys) > 0 {
 		cfg.SetSessionTicketKeys(o.SessionTicketKeys)
