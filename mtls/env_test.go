@@ -96,7 +96,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 		Backend:      mtls.BackendOptions{Address: backend, DialTimeout: 5 * time.Second, LoginTimeout: 10 * time.Second},
 		// Small delays keep failure tests quick; the growth is still exercised.
 		Throttle:         mtls.Throttle{BaseDelay: 10 * time.Millisecond, MaxDelay: 50 * time.Millisecond},
-		HandshakeTimeout: 5 * time.Second,
+		HandshakeTimeout: 20 * time.Second, // generous: CI machines are loaded
 		Logger:           logger,
 	}
 	if o.mod != nil {

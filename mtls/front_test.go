@@ -356,8 +356,9 @@ func TestRevokedWhileOpen(t *testing.T) {
 // a hang.
 func TestHostileInput(t *testing.T) {
 	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) {
-		o.HandshakeTimeout = 2 * time.Second
-		o.PreAuthTimeout = 3 * time.Second
+		// Long enough for a handshake on a loaded machine, short enough to wait for.
+		o.HandshakeTimeout = 5 * time.Second
+		o.PreAuthTimeout = 5 * time.Second
 	}})
 	t.Run("long_line", func(t *testing.T) {
 		c := e.dial(t, e.alice)
