@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,13 +120,15 @@ func handshakes(b *testing.B, addr string, cfg *tls.Config, n, conc int) float64
 // two servers so background load hits both alike.
 func BenchmarkHandshake(b *testing.B) {
 	for _, tc := range []struct {
-		name  string
-		key   testenv.KeyType
-		extra int
+		name     string
+		key      testenv.KeyType
+		extra    int
+		distinct bool // a new certificate for every handshake: no verified-chain cache hits
 	}{
-		{"EC-P256", testenv.KeyEC256, 0},
-		{"RSA-2048", testenv.KeyRSA2048, 0},
-		{"EC-P256-CRL100k", testenv.KeyEC256, 100_000},
+		{"EC-P256", testenv.KeyEC256, 0, false},
+		{"RSA-2048", testenv.KeyRSA2048, 0, false},
+		{"EC-P256-CRL100k", testenv.KeyEC256, 100_000, false},
+		{"EC-P256-distinct-certs", testenv.KeyEC256, 0, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			e := newEnv(b, envOptions{backendAddr: "127.0.0.1:1", mod: benchOptions})
@@ -138,6 +141,16 @@ func BenchmarkHandshake(b *testing.B) {
 			cfg.SessionTicketsDisabled = true
 			per := benchScale(60, 400)
 			rounds := 4
+			if tc.distinct {
+				certs := make([]tls.Certificate, 2*b.N*rounds*per+40)
+				for i := range certs {
+					certs[i] = e.pki.Issue(b, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}}).TLSCertificate()
+				}
+				var next atomic.Int64
+				cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					return &certs[int(next.Add(1)-1)%len(certs)], nil
+				}
+			}
 			handshakes(b, e.addr, cfg, 10, 2) // warm up both
 			handshakes(b, bare, cfg, 10, 2)
 			b.ResetTimer()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,46 @@ func waitFor(t *testing.T, logs *syncBuffer, s string) {
 		}
 	}
 	t.Fatalf("log never said %q", s)
+}
+
+// TestDocsInStep: the YAML example in docs/front.md parses, and every config key is in
+// its table of keys.
+func TestDocsInStep(t *testing.T) {
+	doc, err := os.ReadFile("../docs/front.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(doc)
+	start := strings.Index(text, "```yaml\n")
+	end := strings.Index(text[start+8:], "```")
+	if start < 0 || end < 0 {
+		t.Fatal("no yaml example in docs/front.md")
+	}
+	if _, err := mtls.ParseConfig([]byte(text[start+8 : start+8+end])); err != nil {
+		t.Fatalf("the example in docs/front.md does not parse: %v", err)
+	}
+	var keys []string
+	var walk func(prefix string, typ reflect.Type)
+	walk = func(prefix string, typ reflect.Type) {
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+			ft := f.Type
+			if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+				walk(prefix+name+"[].", ft.Elem())
+				continue
+			}
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(time.Duration(0)) {
+				walk(prefix+name+".", ft)
+				continue
+			}
+			keys = append(keys, prefix+name)
+		}
+	}
+	walk("", reflect.TypeOf(mtls.Config{}))
+	for _, k := range keys {
+		if !strings.Contains(text, "| `"+k+"` |") {
+			t.Errorf("docs/front.md has no row for key %s", k)
+		}
+	}
 }

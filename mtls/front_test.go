@@ -704,3 +704,56 @@ func TestCertificateRequestNamesCA(t *testing.T) {
 		t.Fatalf("acceptable CAs %q, want the test root", acceptable)
 	}
 }
+
+// TestPerIPLimits: connections beyond max_connections_per_ip and handshakes beyond the
+// per-minute budget are dropped without a greeting; the log says why.
+func TestPerIPLimits(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) {
+		o.Limits = mtls.Limits{MaxConnectionsPerIP: 2, HandshakesPerIPPerMinute: 3}
+	}})
+	a, b := e.dial(t, e.alice), e.dial(t, e.alice)
+	a.line()
+	b.line()
+	if _, err := tls.Dial("tcp", e.addr, e.clientTLS(e.alice)); err == nil {
+		t.Fatal("third concurrent connection from one address got through")
+	}
+	waitFor(t, e.logs, "max_connections_per_ip (2)")
+	a.send("x LOGOUT\r\n")
+	a.closed()
+	a.c.Close()
+	// Two handshakes used; one left in this minute, then none. The front releases a's
+	// slot a moment after it closed, so retry the dial (refusals cost no handshake).
+	var c *lineConn
+	for deadline := time.Now().Add(20 * time.Second); c == nil; {
+		conn, err := tls.Dial("tcp", e.addr, e.clientTLS(e.alice))
+		if err == nil {
+			c = newLineConn(t, conn)
+			if _, err = c.readLine(); err == nil {
+				break
+			}
+			c = nil
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection after a's slot was released: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.send("x LOGOUT\r\n")
+	c.closed()
+	c.c.Close()
+	// The next one may first meet c's slot not yet released; then the handshake budget.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(e.logs.String(), "too many handshakes"); {
+		if conn, err := tls.Dial("tcp", e.addr, e.clientTLS(e.alice)); err == nil {
+			conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, rerr := conn.Read(make([]byte, 1)); rerr == nil {
+				t.Fatal("handshake over the per-minute budget was served")
+			}
+			conn.Close()
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, e.logs, "too many handshakes from this address")
+}
