@@ -15,7 +15,6 @@ import (
 
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/config"
-	"github.com/smallstep/certificates/authority/provisioner"
 	"github.com/smallstep/certificates/db"
 	"go.step.sm/crypto/kms"
 	"go.step.sm/crypto/kms/apiv1"
@@ -35,6 +34,8 @@ type CA struct {
 	km       apiv1.KeyManager
 	log      *slog.Logger
 	now      func() time.Time
+	// crlStop ends the CRL schedule; crlDone is closed when it has.
+	crlStop, crlDone chan struct{}
 }
 
 // Option changes how Open builds the CA.
@@ -83,7 +84,7 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 		// bbolt creates the file 0600 already; make sure an older file is too.
 		_ = os.Chmod(dbcfg.DataSource, 0o600)
 	}
-	for _, t := range [][]byte{certsTable, auditTable} {
+	for _, t := range [][]byte{certsTable, auditTable, locksTable} {
 		if err := c.db.CreateTable(t); err != nil {
 			c.db.Shutdown()
 			c.closeKMS()
@@ -92,16 +93,8 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 	}
 
 	c.auth, err = authority.NewEmbedded(
-		authority.WithConfig(&config.Config{
-			AuthorityConfig: &config.AuthConfig{},
-			CRL: &config.CRLConfig{
-				Enabled:          true,
-				GenerateOnRevoke: true,
-				CacheDuration:    &provisioner.Duration{Duration: cfg.CRL.Validity.Duration},
-				RenewPeriod:      &provisioner.Duration{Duration: cfg.CRL.RenewPeriod.Duration},
-				IDPurl:           cfg.CRLURL(),
-			},
-		}),
+		// No CRL config: smallstep's generator is not safe across nodes (crl.go).
+		authority.WithConfig(&config.Config{AuthorityConfig: &config.AuthConfig{}}),
 		authority.WithX509RootCerts(c.root),
 		authority.WithX509Signer(c.inter, c.interKey),
 		authority.WithDatabase(c.db),
@@ -112,11 +105,21 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 		c.closeKMS()
 		return nil, fmt.Errorf("ca: start authority: %w", err)
 	}
+	// A fresh CRL at every start: the CA may have been down past nextUpdate.
+	if _, err := c.generateCRL(ctx); err != nil {
+		c.auth.Shutdown()
+		c.closeKMS()
+		return nil, err
+	}
+	c.crlStop, c.crlDone = make(chan struct{}), make(chan struct{})
+	go c.runCRLSchedule(c.crlStop)
 	return c, nil
 }
 
 // Close stops the CRL schedule and closes the database and the HSM.
 func (c *CA) Close() error {
+	close(c.crlStop)
+	<-c.crlDone
 	err := c.auth.Shutdown() // also closes the DB
 	c.closeKMS()
 	return err

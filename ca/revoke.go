@@ -2,9 +2,7 @@ package ca
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -92,7 +90,8 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	}
 	// MTLS with the certificate set is smallstep's provisioner-less path (the API
 	// already authorized the admin); the revoke method on the context makes it
-	// record ExpiresAt so the entry is pruned from the CRL after the certificate expires.
+	// record ExpiresAt so the entry is pruned from the CRL after the certificate
+	// expires. smallstep's own CRL generation is off: see crl.go.
 	err = c.auth.Revoke(provisioner.NewContextWithMethod(ctx, provisioner.RevokeMethod), &authority.RevokeOptions{
 		Serial: dec, ReasonCode: reasonCode, Reason: reason, MTLS: true, Crt: cert,
 	})
@@ -107,45 +106,14 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 		target = cert.EmailAddresses[0]
 	}
 	c.audit(ctx, "revoke", hexSerial, target, reason, by)
-	out := &Revoked{Serial: hexSerial, RevokedAt: time.Now().UTC()}
-	if info, err := c.auth.GetCertificateRevocationList(); err == nil {
-		out.CRLNumber = info.Number
-	}
-	return out, nil
-}
-
-// CRL is the current signed CRL as the API serves it.
-type CRL struct {
-	DER        []byte
-	Number     int64
-	ThisUpdate time.Time
-	NextUpdate time.Time
-	// ETag is a strong validator over the DER.
-	ETag string
-}
-
-// CRL returns the current CRL from the database (so every node sharing a
-// PostgreSQL database serves the newest one, whichever node signed it).
-func (c *CA) CRL() (*CRL, error) {
-	info, err := c.auth.GetCertificateRevocationList()
+	info, err := c.generateCRL(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("ca: read CRL: %w", err)
+		// The revocation is stored; the scheduled renewal will publish it. The
+		// admin must know the CRL does not list it yet.
+		c.log.Error("ca: revoked, but the CRL could not be re-signed", "serial", hexSerial, "error", err)
+		return nil, fmt.Errorf("ca: revoke %s: revoked, but the CRL could not be re-signed (%v); it is retried every few minutes: check the CA log", hexSerial, err)
 	}
-	sum := sha256.Sum256(info.Data)
-	out := &CRL{DER: info.Data, Number: info.Number, NextUpdate: info.ExpiresAt,
-		ETag: `"` + hex.EncodeToString(sum[:16]) + `"`}
-	// thisUpdate = nextUpdate − validity, as smallstep sets them; parsing a large
-	// CRL on every request would cost more than it tells.
-	out.ThisUpdate = info.ExpiresAt.Add(-info.Duration)
-	return out, nil
-}
-
-// RegenerateCRL re-signs the CRL now.
-func (c *CA) RegenerateCRL() error {
-	if err := c.auth.GenerateCertificateRevocationList(); err != nil {
-		return fmt.Errorf("ca: sign CRL: %w", err)
-	}
-	return nil
+	return &Revoked{Serial: hexSerial, RevokedAt: time.Now().UTC(), CRLNumber: info.Number}, nil
 }
 
 // Certificate returns an issued certificate by serial.

@@ -1,0 +1,210 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql/database"
+)
+
+// The CRL is signed here rather than by smallstep's own generator: smallstep
+// serialises generation with an in-process mutex only, so two CA nodes on one
+// PostgreSQL database can both read CRL number n and the revocation list at the
+// same moment, and the later write can drop a revocation the other node has just
+// made — until the next renewal, hours later. Here every generation, on any node,
+// holds a lock row in the shared database, reads the revocations inside it and
+// takes the next number, so the stored CRL always lists every committed
+// revocation and its number strictly increases.
+
+var (
+	locksTable = []byte("imapgate_locks")
+	crlLockKey = []byte("crl")
+	// expiredCRLGrace keeps an entry on the CRL this long after the certificate
+	// expires (as smallstep does), so no relying party sees it vanish early.
+	expiredCRLGrace = time.Hour
+	// crlLockTTL bounds how long a crashed node can block CRL generation.
+	crlLockTTL = 30 * time.Second
+)
+
+var oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+
+// RFC 5280 §5.2.5, only the distribution point: that is what makes OpenSSL match
+// the CRL to the certificates' CRL distribution point.
+type issuingDistributionPoint struct {
+	DistributionPoint distributionPointName `asn1:"optional,tag:0"`
+}
+
+type distributionPointName struct {
+	FullName []asn1.RawValue `asn1:"optional,tag:0"`
+}
+
+func idpExtension(uri string) (pkix.Extension, error) {
+	b, err := asn1.Marshal(issuingDistributionPoint{DistributionPoint: distributionPointName{
+		FullName: []asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(uri)}},
+	}})
+	if err != nil {
+		return pkix.Extension{}, err
+	}
+	return pkix.Extension{Id: oidIssuingDistributionPoint, Critical: true, Value: b}, nil
+}
+
+type lockValue struct {
+	Owner   string    `json:"owner"`
+	Expires time.Time `json:"expires"`
+}
+
+// lockCRL takes the cluster-wide CRL lock: a row in the shared database,
+// compare-and-swapped from free (absent or expired) to ours.
+func (c *CA) lockCRL(ctx context.Context) (unlock func(), err error) {
+	var rnd [8]byte
+	rand.Read(rnd[:])
+	owner := hex.EncodeToString(rnd[:])
+	for wait := 10 * time.Millisecond; ; wait = min(wait*2, 250*time.Millisecond) {
+		mine, _ := json.Marshal(lockValue{Owner: owner, Expires: c.now().Add(crlLockTTL)})
+		cur, err := c.db.Get(locksTable, crlLockKey)
+		if err != nil && !database.IsErrNotFound(err) {
+			return nil, fmt.Errorf("ca: CRL lock: %w", err)
+		}
+		free := cur == nil
+		if !free {
+			var lv lockValue
+			free = json.Unmarshal(cur, &lv) != nil || c.now().After(lv.Expires)
+		}
+		if free {
+			// A failed swap (or a unique-key error when two nodes insert the row at
+			// once) means another node got there first: wait and look again.
+			if _, swapped, err := c.db.CmpAndSwap(locksTable, crlLockKey, cur, mine); err == nil && swapped {
+				return func() {
+					released, _ := json.Marshal(lockValue{})
+					c.db.CmpAndSwap(locksTable, crlLockKey, mine, released)
+				}, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("ca: CRL lock: another CA node holds it: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+	}
+}
+
+// generateCRL signs a new CRL with every unexpired revocation and stores it.
+func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo, error) {
+	ctx, cancel := context.WithTimeout(ctx, crlLockTTL)
+	defer cancel()
+	unlock, err := c.lockCRL(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+
+	prev, err := c.db.GetCRL()
+	if err != nil && !database.IsErrNotFound(err) {
+		return nil, fmt.Errorf("ca: read stored CRL: %w", err)
+	}
+	number := int64(1)
+	if prev != nil {
+		number = prev.Number + 1
+	}
+	revoked, err := c.db.GetRevokedCertificates()
+	if err != nil {
+		return nil, fmt.Errorf("ca: read revocations: %w", err)
+	}
+	now := c.now().Truncate(time.Second).UTC()
+	entries := make([]x509.RevocationListEntry, 0, len(*revoked))
+	for _, r := range *revoked {
+		if !r.ExpiresAt.IsZero() && r.ExpiresAt.Add(expiredCRLGrace).Before(now) {
+			continue
+		}
+		sn, ok := new(big.Int).SetString(r.Serial, 10)
+		if !ok {
+			c.log.Error("ca: revocation row with a malformed serial skipped", "serial", r.Serial)
+			continue
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: sn, RevocationTime: r.RevokedAt, ReasonCode: r.ReasonCode})
+	}
+	idp, err := idpExtension(c.cfg.CRLURL())
+	if err != nil {
+		return nil, err
+	}
+	validity := c.cfg.CRL.Validity.Duration
+	tpl := &x509.RevocationList{
+		Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(validity),
+		RevokedCertificateEntries: entries, ExtraExtensions: []pkix.Extension{idp},
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tpl, c.inter, c.interKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca: sign CRL: %w", err)
+	}
+	info := &db.CertificateRevocationListInfo{Number: number, ExpiresAt: tpl.NextUpdate, Duration: validity, DER: der}
+	if err := c.db.StoreCRL(info); err != nil {
+		return nil, fmt.Errorf("ca: store CRL: %w", err)
+	}
+	return info, nil
+}
+
+// runCRLSchedule re-signs the CRL once the stored one is renew_period old,
+// whichever node signed it, so several nodes do not each re-sign it.
+func (c *CA) runCRLSchedule(stop <-chan struct{}) {
+	defer close(c.crlDone)
+	period := c.cfg.CRL.RenewPeriod.Duration
+	t := time.NewTicker(max(period/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		info, err := c.db.GetCRL()
+		if err == nil && c.now().Sub(info.ExpiresAt.Add(-info.Duration)) < period {
+			continue
+		}
+		if _, err := c.generateCRL(context.Background()); err != nil {
+			c.log.Error("ca: scheduled CRL renewal failed; retrying", "error", err)
+		}
+	}
+}
+
+// CRL is the current signed CRL as the API serves it.
+type CRL struct {
+	DER        []byte
+	Number     int64
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	// ETag is a strong validator over the DER.
+	ETag string
+}
+
+// CRL returns the current CRL from the database (so every node sharing a
+// PostgreSQL database serves the newest one, whichever node signed it).
+func (c *CA) CRL() (*CRL, error) {
+	info, err := c.db.GetCRL()
+	if err != nil {
+		return nil, fmt.Errorf("ca: read CRL: %w", err)
+	}
+	sum := sha256.Sum256(info.DER)
+	return &CRL{
+		DER: info.DER, Number: info.Number, NextUpdate: info.ExpiresAt,
+		// thisUpdate = nextUpdate − validity as signed; parsing a large CRL on
+		// every request would cost more than it tells.
+		ThisUpdate: info.ExpiresAt.Add(-info.Duration),
+		ETag:       `"` + hex.EncodeToString(sum[:16]) + `"`,
+	}, nil
+}
+
+// RegenerateCRL re-signs the CRL now.
+func (c *CA) RegenerateCRL() error {
+	_, err := c.generateCRL(context.Background())
+	return err
+}
