@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -756,4 +757,26 @@ func TestPerIPLimits(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	waitFor(t, e.logs, "too many handshakes from this address")
+}
+
+// TestBackendQuoting: passwords with quotes, backslashes and UTF-8 reach Dovecot intact
+// (quoted with escapes, or as a literal).
+func TestBackendQuoting(t *testing.T) {
+	users := []testenv.DovecotUser{
+		{Name: "carol@example.org", Password: `sp ace"quote\back`},
+		{Name: "dave@example.org", Password: "pässwörd-ünïcode"},
+	}
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{Users: users})
+	e := newEnv(t, envOptions{dovecot: dc})
+	for _, u := range users {
+		t.Run(strings.Split(u.Name, "@")[0], func(t *testing.T) {
+			leaf := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{u.Name}})
+			c := e.dial(t, leaf)
+			c.line()
+			c.send(fmt.Sprintf("a LOGIN %s {%d+}\r\n%s\r\n", u.Name, len(u.Password), u.Password))
+			if got := c.line(); !loginOK.MatchString(got) {
+				t.Fatalf("login: %q", got)
+			}
+		})
+	}
 }

@@ -235,6 +235,8 @@ func (s *session) loop(ctx context.Context) {
 			continue
 		}
 		s.raw.SetReadDeadline(time.Time{})
+		// The debug trace names the command only: arguments may be credentials.
+		s.log.Debug("command", "event", "preauth", "tag", cmd.tag, "command", cmd.name, "args", len(cmd.args))
 		done, err := s.dispatch(ctx, cmd)
 		if err != nil {
 			var r *Reply
