@@ -433,6 +433,10 @@ func (s *session) cmdAuthenticate(ctx context.Context, cmd *command, tlsOn bool)
 	}
 	raw, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
+		// Some clients leave out the padding.
+		raw, err = base64.RawStdEncoding.DecodeString(b64)
+	}
+	if err != nil {
 		return false, replyBad("Invalid base64 in AUTHENTICATE.")
 	}
 	parts := strings.Split(string(raw), "\x00")

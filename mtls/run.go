@@ -11,6 +11,17 @@ import (
 	"time"
 )
 
+// Check loads the config file at path and everything it names (certificates, keys, CA
+// files, ticket keys) without starting anything: `imapgate front --check`.
+func Check(path string, log *slog.Logger) error {
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return err
+	}
+	_, err = cfg.Options(log)
+	return err
+}
+
 // Run is `imapgate front`: it serves the front described by the config file at path
 // until ctx ends, then drains (timeouts.drain) and returns. Every value received on
 // reload re-reads the file and swaps in the new settings for new connections; a broken
@@ -101,8 +112,9 @@ func Run(ctx context.Context, path string, reload <-chan struct{}, log *slog.Log
 			if err == nil {
 				var o Options
 				if o, err = next.Options(log); err == nil {
-					if !reflect.DeepEqual(next.CRL, cfg.CRL) || next.Listen != cfg.Listen || next.StartTLSListen != cfg.StartTLSListen || next.MetricsListen != cfg.MetricsListen {
-						log.Warn("crl and listen settings are read at start only; restart the front to change them")
+					if !reflect.DeepEqual(next.CRL, cfg.CRL) || !reflect.DeepEqual(next.ProxyProtocol, cfg.ProxyProtocol) ||
+						next.Listen != cfg.Listen || next.StartTLSListen != cfg.StartTLSListen || next.MetricsListen != cfg.MetricsListen {
+						log.Warn("crl, proxy_protocol and listen settings are read at start only; restart the front to change them")
 					}
 					o.CRLs = opts.CRLs // keep the running, polled stores
 					err = srv.Reload(o)

@@ -15,6 +15,7 @@ import (
 // SIGHUP reloads the file; SIGTERM (via the root context) drains and exits.
 func newFrontCmd() *cobra.Command {
 	var cfgPath string
+	var check bool
 	cmd := &cobra.Command{
 		Use:   "front",
 		Short: "Run the mTLS IMAPS front: smartcard certificate + password, then the mail server",
@@ -26,6 +27,13 @@ Every setting is in the YAML file given with --config; see docs/front.md.
 SIGHUP re-reads it; SIGTERM stops accepting and drains live sessions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if check {
+				if err := mtls.Check(cfgPath, slog.Default()); err != nil {
+					return err
+				}
+				cmd.Println("front config OK:", cfgPath)
+				return nil
+			}
 			reload := make(chan struct{}, 1)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
@@ -41,6 +49,7 @@ SIGHUP re-reads it; SIGTERM stops accepting and drains live sessions.`,
 			return mtls.Run(cmd.Context(), cfgPath, reload, slog.Default())
 		},
 	}
+	cmd.Flags().BoolVar(&check, "check", false, "load and check the config and every file it names, then exit")
 	cmd.Flags().StringVar(&cfgPath, "config", "/etc/imapgate/front.yaml", "the front's YAML configuration file (docs/front.md)")
 	return cmd
 }
