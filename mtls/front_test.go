@@ -780,3 +780,19 @@ func TestBackendQuoting(t *testing.T) {
 		})
 	}
 }
+
+// TestCertificateExpiresDuringSession: a session outliving its certificate ends with BYE.
+func TestCertificateExpiresDuringSession(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	leaf := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}, NotAfter: time.Now().Add(8 * time.Second)}) // long enough to log in on a loaded machine
+	c := e.dial(t, leaf)
+	c.line()
+	c.send("a LOGIN alice@example.org alice-secret\r\n")
+	c.until("a OK")
+	c.send("b IDLE\r\n")
+	c.until("+ ")
+	lines := c.closed()
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [ALERT] Your certificate has expired") {
+		t.Fatalf("got %q", lines)
+	}
+}

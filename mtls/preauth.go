@@ -56,6 +56,7 @@ type session struct {
 	killed atomic.Bool
 	done   chan struct{}
 	bad    int
+	expiry *time.Timer // ends the session when the certificate expires
 }
 
 func newSession(srv *Server, st *state, c net.Conn) *session {
@@ -149,6 +150,9 @@ func (s *session) closeAll() {
 func (s *session) run(ctx context.Context, mode Mode) {
 	s.srv.registry.add(s)
 	defer func() {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
 		s.srv.registry.remove(s)
 		s.lingerClose()
 		close(s.done)
@@ -203,6 +207,11 @@ func (s *session) handshake(ctx context.Context) bool {
 	}
 	s.log = s.log.With("serial", p.serialHex(), "subject", p.subject())
 	s.peer.Store(p) // publishes s.log to the registry too
+	// A certificate that expires during a long session (IDLE for days) ends it then.
+	s.expiry = time.AfterFunc(time.Until(p.leaf.NotAfter), func() {
+		s.log.Info("session ended: certificate expired", "event", "expired", "result", "expired", "reason", "certificate expired during the session")
+		s.kill(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has expired. Call the help desk to renew it."})
+	})
 	// A CRL may have landed between the check and the registration above: look again.
 	if snap := p.store.Load(); snap.Revoked(p.serial) {
 		s.srv.metrics.handshakes.WithLabelValues("revoked").Inc()
