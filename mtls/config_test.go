@@ -54,8 +54,16 @@ func TestRunFromConfig(t *testing.T) {
 	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
 	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
 	testenv.WriteFile(t, filepath.Join(dir, "tickets.key"), []byte(mtls.NewTicketKeyLine()))
-	listen, starttls, metrics := freeAddr(t), freeAddr(t), freeAddr(t)
-	conf := fmt.Sprintf(`listen: %q
+	var listen, starttls, metrics, conf, path string
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{}, 1)
+	var done chan error
+	// The free ports may be taken before Run binds them (parallel test packages): then
+	// Run fails at once and we try others.
+	for attempt := 1; ; attempt++ {
+		listen, starttls, metrics = freeAddr(t), freeAddr(t), freeAddr(t)
+		conf = fmt.Sprintf(`listen: %q
 starttls_listen: %q
 metrics_listen: %q
 tls:
@@ -74,14 +82,30 @@ throttle:
 timeouts:
   drain: 1s
 `, listen, starttls, metrics, srvCert, srvKey, dir, dir, dir, dir, dc.Addr)
-	path := filepath.Join(dir, "front.yaml")
-	testenv.WriteFile(t, path, []byte(conf))
-
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	reload := make(chan struct{}, 1)
-	done := make(chan error, 1)
-	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+		path = filepath.Join(dir, "front.yaml")
+		testenv.WriteFile(t, path, []byte(conf))
+		done = make(chan error, 1)
+		go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+		ready := false
+		for deadline := time.Now().Add(30 * time.Second); !ready && time.Now().Before(deadline); {
+			select {
+			case err := <-done:
+				if attempt < 3 && err != nil && strings.Contains(err.Error(), "in use") {
+					deadline = time.Time{}
+					continue
+				}
+				t.Fatalf("Run: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			ready = strings.Contains(logs.String(), "metrics listening")
+		}
+		if ready {
+			break
+		}
+		if attempt == 3 {
+			t.Fatalf("front not listening after 3 attempts:\n%s", logs)
+		}
+	}
 	defer func() {
 		cancel()
 		select {

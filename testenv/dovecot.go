@@ -95,7 +95,6 @@ func StartDovecot(t testing.TB, o DovecotOptions) *Dovecot {
 	WriteFile(t, filepath.Join(dir, "passwd"), []byte(passwd.String()))
 	os.Chmod(filepath.Join(dir, "passwd"), 0o644)
 
-	port := freePort(t)
 	limits := ""
 	if o.ManyClients {
 		limits = `
@@ -121,6 +120,23 @@ service auth {
 mail_max_userip_connections = 100000
 `
 	}
+	// The free port may be taken by someone else before Dovecot binds it (parallel test
+	// packages): then Dovecot exits at once and we try another one.
+	for attempt := 1; ; attempt++ {
+		d, err := launchDovecot(t, bin, dir, freePort(t), uid, gid, limits, o.Users)
+		if err == nil {
+			return d
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("testenv: %v", err)
+		}
+		t.Logf("testenv: dovecot: %v; retrying on another port", err)
+	}
+}
+
+// launchDovecot writes the config for port and starts Dovecot; it returns once the
+// server greets, or an error (with Dovecot's log) if it exits first.
+func launchDovecot(t testing.TB, bin, dir string, port, uid, gid int, limits string, users []DovecotUser) (*Dovecot, error) {
 	conf := fmt.Sprintf(`# Written by imapgate testenv for one test; removed afterwards.
 protocols = imap
 listen = 127.0.0.1
@@ -165,32 +181,37 @@ service stats {
 	confPath := filepath.Join(dir, "dovecot.conf")
 	WriteFile(t, confPath, []byte(conf))
 	os.Chmod(confPath, 0o644)
+	os.Remove(filepath.Join(dir, "dovecot.log")) // a retry starts with a fresh log
 
 	cmd := exec.Command(bin, "-F", "-c", confPath)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := os.Create(filepath.Join(dir, "dovecot.stdout"))
 	if err != nil {
-		t.Fatalf("testenv: %v", err)
+		return nil, err
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("testenv: start dovecot: %v", err)
+		return nil, fmt.Errorf("start dovecot: %w", err)
 	}
-	d := &Dovecot{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, Users: o.Users, cmd: cmd, done: make(chan struct{})}
+	d := &Dovecot{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, Users: users, cmd: cmd, done: make(chan struct{})}
 	go func() { cmd.Wait(); out.Close(); close(d.done) }()
 	t.Cleanup(d.stop)
 
 	// Wait for the real greeting (generous: a loaded CI machine is slow to fork).
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		select {
+		case <-d.done:
+			return nil, fmt.Errorf("dovecot exited early:\n%s", d.Log())
+		default:
+		}
 		if err := d.probe(); err == nil {
-			return d
+			return d, nil
 		} else if time.Now().After(deadline) {
 			t.Fatalf("testenv: dovecot on %s not ready after 60s: %v\n%s", d.Addr, err, d.Log())
 		}
 		select {
 		case <-d.done:
-			t.Fatalf("testenv: dovecot exited early:\n%s", d.Log())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
