@@ -258,6 +258,16 @@ func TestCertificateRefused(t *testing.T) {
 		})
 	}
 
+	t.Run("no_crl_for_issuer", func(t *testing.T) {
+		inter, key := e.pki.NewIntermediate(t, "second intermediate without a CRL")
+		c := e.dial(t, e.pki.IssueBy(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}}, inter, key))
+		lines := c.closed()
+		if len(lines) != 1 || !strings.HasPrefix(lines[0], "* BYE [UNAVAILABLE] Certificate status cannot be checked") {
+			t.Fatalf("got %q", lines)
+		}
+		waitFor(t, e.logs, "no CRL configured for issuer")
+	})
+
 	t.Run("stale_crl", func(t *testing.T) {
 		s := newEnv(t, envOptions{dovecot: dc})
 		s.publishCRL(t, testenv.CRLOptions{ThisUpdate: now.Add(-3 * time.Hour), NextUpdate: now.Add(-2 * time.Hour)})

@@ -96,6 +96,35 @@ func NewPKI(t testing.TB) *PKI {
 	return p
 }
 
+// NewIntermediate makes another intermediate under the same root (as a CA with a second
+// issuing key would); leaves come from it with IssueBy.
+func (p *PKI) NewIntermediate(t testing.TB, name string) (*x509.Certificate, crypto.Signer) {
+	t.Helper()
+	key := mustEC(t)
+	p.mu.Lock()
+	p.serial++
+	serial := big.NewInt(p.serial)
+	p.mu.Unlock()
+	now := time.Now()
+	cert := mustCreate(t, &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"imapgate tests"}},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(9 * 24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		MaxPathLenZero:        true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}, p.Root, key.Public(), p.RootKey)
+	return cert, key
+}
+
+// IssueBy signs a leaf with another issuer (see NewIntermediate).
+func (p *PKI) IssueBy(t testing.TB, o LeafOptions, issuer *x509.Certificate, key crypto.Signer) *Leaf {
+	t.Helper()
+	return p.issue(t, o, issuer, key)
+}
+
 // Pool returns a pool holding the root only.
 func (p *PKI) Pool() *x509.CertPool {
 	pool := x509.NewCertPool()
