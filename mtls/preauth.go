@@ -225,7 +225,7 @@ func (s *session) handshake(ctx context.Context) bool {
 }
 
 func leafSerial(cs tls.ConnectionState) string {
-	return strings.ToLower(cs.PeerCertificates[0].SerialNumber.Text(16))
+	return serialHex(cs.PeerCertificates[0].SerialNumber)
 }
 
 // loop reads and answers pre-auth commands until LOGOUT, a splice, an error or BYE.

@@ -27,7 +27,17 @@ func (p *peer) serialHex() string {
 	if p == nil {
 		return ""
 	}
-	return fmt.Sprintf("%x", p.serial)
+	return serialHex(p.serial)
+}
+
+// serialHex spells a serial as the CA and openssl do (upper-case hex, even length), so
+// an admin can paste it from a log line into `imapgate cert revoke`.
+func serialHex(n *big.Int) string {
+	s := strings.ToUpper(n.Text(16))
+	if len(s)%2 == 1 {
+		s = "0" + s
+	}
+	return s
 }
 
 func (p *peer) subject() string {
