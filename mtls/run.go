@@ -27,7 +27,13 @@ func Check(path string, log *slog.Logger) error {
 // reload re-reads the file and swaps in the new settings for new connections; a broken
 // file is logged and the running settings stay.
 func Run(ctx context.Context, path string, reload <-chan struct{}, log *slog.Logger) error {
-	cfg, err := LoadConfig(path)
+	return RunConfig(ctx, func() (*Config, error) { return LoadConfig(path) }, reload, log)
+}
+
+// RunConfig is Run with the configuration from load (called at start and on every
+// reload), for commands that embed the front, such as `imapgate serve`.
+func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan struct{}, log *slog.Logger) error {
+	cfg, err := load()
 	if err != nil {
 		return err
 	}
@@ -108,7 +114,7 @@ func Run(ctx context.Context, path string, reload <-chan struct{}, log *slog.Log
 				return err
 			}
 		case <-reload:
-			next, err := LoadConfig(path)
+			next, err := load()
 			if err == nil {
 				var o Options
 				if o, err = next.Options(log); err == nil {
