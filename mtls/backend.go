@@ -159,7 +159,14 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	switch r.status {
 	case "OK":
 	case "NO":
-		return fail(errAuthFailed("backend refused the login: " + r.text))
+		// Only a refusal of these credentials counts as a failed login; a backend in
+		// trouble ([UNAVAILABLE], [LIMIT], [SERVERBUG], …) must not lock users out.
+		switch code := respCode(r.text); code {
+		case "", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED":
+			return fail(errAuthFailed("backend refused the login: " + r.text))
+		default:
+			return fail(fmt.Errorf("backend: LOGIN answered NO %s", r.text))
+		}
 	default:
 		return fail(fmt.Errorf("backend: LOGIN answered %s %s", r.status, r.text))
 	}
@@ -240,6 +247,18 @@ func readTagged(br *bufio.Reader, tag string) (tagged, error) {
 		}
 		return r, nil
 	}
+}
+
+// respCode is the response code of a status text ("[UNAVAILABLE] …" → "UNAVAILABLE").
+func respCode(text string) string {
+	if !strings.HasPrefix(text, "[") {
+		return ""
+	}
+	end := strings.IndexAny(text, " ]")
+	if end < 0 {
+		return ""
+	}
+	return strings.ToUpper(text[1:end])
 }
 
 func cutFold(s, prefix string) (string, bool) {

@@ -806,3 +806,47 @@ func TestCertificateExpiresDuringSession(t *testing.T) {
 		t.Fatalf("got %q", lines)
 	}
 }
+
+// TestBackendTemporaryFailure: a backend that answers LOGIN with NO [UNAVAILABLE] gives
+// the user NO [UNAVAILABLE] and counts no failed login (no lockout for an outage).
+func TestBackendTemporaryFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] fake ready\r\n")
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					tag, _, _ := strings.Cut(l, " ")
+					if strings.Contains(l, " LOGIN ") {
+						io.WriteString(c, tag+" NO [UNAVAILABLE] Temporary authentication failure.\r\n")
+					} else {
+						io.WriteString(c, tag+" OK done\r\n")
+					}
+				}
+			}()
+		}
+	}()
+	e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
+	c := e.dial(t, e.alice)
+	c.line()
+	for i := 0; i < 3; i++ {
+		c.send("a LOGIN alice@example.org alice-secret\r\n")
+		if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] The mail server is not available") {
+			t.Fatalf("attempt %d: %q", i, got)
+		}
+	}
+}
