@@ -808,7 +808,9 @@ func TestCertificateExpiresDuringSession(t *testing.T) {
 }
 
 // TestBackendTemporaryFailure: a backend that answers LOGIN with NO [UNAVAILABLE] gives
-// the user NO [UNAVAILABLE] and counts no failed login (no lockout for an outage).
+// the user NO [UNAVAILABLE] and counts no failed login (no lockout for an outage). A
+// stub speaks for Dovecot here: a test cannot easily make a real one fail its password
+// lookups temporarily (a missing or unreadable passwd-file reads as a wrong password).
 func TestBackendTemporaryFailure(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
