@@ -54,10 +54,28 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		b.Close()
 		return true, nil
 	}
-	start := time.Now()
-	in, out := s.splice(b, bbr)
-	log.Info("session ended", "event", "logout", "result", "ok", "duration", time.Since(start).Round(time.Millisecond).String(), "bytes_in", in, "bytes_out", out)
+	// The splice runs from run(), once the pre-auth frames (loop, dispatch, login) have
+	// returned: an idle session then sits on a shallow stack that the runtime shrinks,
+	// which is a good part of its memory.
+	s.proxied = &proxied{backend: b, br: bbr, log: log}
 	return true, nil
+}
+
+// proxied is a logged-in session waiting to be spliced.
+type proxied struct {
+	backend net.Conn
+	br      *bufio.Reader
+	log     *slog.Logger
+}
+
+// relay splices a logged-in session until either side ends.
+func (s *session) relay(p *proxied) {
+	// Take the fields apart: p must not keep the backend reader's 4 KiB buffer alive
+	// for the whole session (splice drains it first and then drops it).
+	b, br, log := p.backend, p.br, p.log
+	start := time.Now()
+	in, out := s.splice(b, br)
+	log.Info("session ended", "event", "logout", "result", "ok", "duration", time.Since(start).Round(time.Millisecond).String(), "bytes_in", in, "bytes_out", out)
 }
 
 // loginFailed throttles (a growing delay), counts and logs a failed login. The client

@@ -284,7 +284,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	root := filepath.Join(dir, "root.pem")
 	testenv.WriteFile(b, root, testenv.CertPEM(e.pki.Root))
 	for i := 0; i < b.N; i++ {
-		before := memInUse()
+		beforeHeap, beforeStack := memInUse()
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperIdleClients$", "-test.v")
 		cmd.Env = append(os.Environ(), "IMAPGATE_IDLE_HELPER=1", "HELPER_ADDR="+e.addr, "HELPER_CERT="+cert,
 			"HELPER_KEY="+key, "HELPER_ROOT="+root, "HELPER_N="+strconv.Itoa(n))
@@ -309,22 +309,25 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 			b.Fatal("idle helper did not get ready")
 		}
 		time.Sleep(time.Second)
-		after := memInUse()
+		afterHeap, afterStack := memInUse()
 		stdin.Close()
 		go io.Copy(io.Discard, stdout)
 		cmd.Wait()
-		per := float64(after-before) / float64(n)
-		b.ReportMetric(per/1024, "KiB/session")
+		heap := float64(afterHeap-beforeHeap) / float64(n)
+		stack := float64(afterStack-beforeStack) / float64(n)
+		b.ReportMetric((heap+stack)/1024, "KiB/session")
+		b.ReportMetric(heap/1024, "heap-KiB/session")
+		b.ReportMetric(stack/1024, "stack-KiB/session")
 		b.ReportMetric(float64(n), "sessions")
 	}
 }
 
-func memInUse() uint64 {
+func memInUse() (heap, stack uint64) {
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
-	return m.HeapInuse + m.StackInuse
+	return m.HeapInuse, m.StackInuse
 }
 
 // TestHelperIdleClients is the child process of BenchmarkIdleSessionMemory: it opens

@@ -57,6 +57,8 @@ type session struct {
 	done   chan struct{}
 	bad    int
 	expiry *time.Timer // ends the session when the certificate expires
+
+	proxied *proxied // set by a successful login; run then splices
 }
 
 func newSession(srv *Server, st *state, c net.Conn) *session {
@@ -168,6 +170,10 @@ func (s *session) run(ctx context.Context, mode Mode) {
 		return
 	}
 	s.loop(ctx)
+	if p := s.proxied; p != nil {
+		s.proxied = nil
+		s.relay(p)
+	}
 }
 
 // handshake runs TLS with a deadline and checks the client certificate. On a refused
