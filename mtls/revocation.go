@@ -19,13 +19,6 @@ func newRegistry() *registry { return &registry{} }
 func (r *registry) add(s *session)    { r.m.Store(s, struct{}{}) }
 func (r *registry) remove(s *session) { r.m.Delete(s) }
 
-// count is the number of live sessions (walks the map; for tests and metrics).
-func (r *registry) count() int {
-	n := 0
-	r.m.Range(func(any, any) bool { n++; return true })
-	return n
-}
-
 // revoke ends every live session whose certificate, issued by store's CA, snap lists.
 // It runs on the CRL poller's goroutine once per new CRL: a walk over live sessions is
 // cheap next to the poll interval.

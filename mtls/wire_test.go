@@ -218,8 +218,12 @@ func TestConnLimiter(t *testing.T) {
 	if _, why := l.acquire(b, &lim, now); !strings.Contains(why, "max_connections (3)") {
 		t.Fatalf("fourth overall: %q", why)
 	}
-	if !l.handshakeAllowed(a, &lim, now) || !l.handshakeAllowed(a, &lim, now) || l.handshakeAllowed(a, &lim, now) {
-		t.Fatal("handshake bucket of 2 per minute not enforced")
+	var allowed []bool
+	for i := 0; i < 3; i++ {
+		allowed = append(allowed, l.handshakeAllowed(a, &lim, now))
+	}
+	if !reflect.DeepEqual(allowed, []bool{true, true, false}) {
+		t.Fatalf("handshake bucket of 2 per minute: %v", allowed)
 	}
 	if !l.handshakeAllowed(a, &lim, now.Add(time.Minute)) {
 		t.Fatal("bucket did not refill")
