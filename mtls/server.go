@@ -114,9 +114,15 @@ func buildState(o Options) (*state, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	inter := o.ClientIntermediates
-	if inter == nil {
-		inter = x509.NewCertPool()
+	inter := x509.NewCertPool()
+	if o.ClientIntermediates != nil {
+		inter = o.ClientIntermediates.Clone()
+	}
+	// Each CRL's issuer issues user certificates. A smartcard often holds only the
+	// user's certificate and NSS then sends the leaf alone: build the chain
+	// through the CRL issuers without making the admin configure them twice.
+	for _, s := range o.CRLs {
+		inter.AddCert(s.Issuer())
 	}
 	return &state{opts: o, tls: newTLSConfig(&o), intermediates: inter}, nil
 }
