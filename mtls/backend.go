@@ -3,8 +3,10 @@ package mtls
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -114,32 +116,30 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	t0 := time.Now()
 	d := net.Dialer{Timeout: bo.DialTimeout}
 	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
-	c, err := d.DialContext(dctx, "tcp", bo.Address)
+	raw, err := d.DialContext(dctx, "tcp", bo.Address)
 	cancel()
 	if err != nil {
 		m.backendDial.Observe(time.Since(t0).Seconds())
 		return nil, nil, "", fmt.Errorf("backend: dial %s: %w", bo.Address, err)
 	}
-	s.backend.Store(&c)
+	// s.backend holds the TCP connection even when TLS runs on top: closing it is what
+	// kill and shutdown must do to cut the session at once.
+	s.backend.Store(&raw)
 	if s.killed.Load() {
-		c.Close()
+		raw.Close()
 		return nil, nil, "", errors.New("backend: session ended during login")
 	}
 	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
-		c.Close()
+		raw.Close()
 		return nil, nil, "", err
 	}
-	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
 	defer stop()
-	c.SetDeadline(time.Now().Add(bo.DialTimeout))
-	br := bufio.NewReaderSize(c, 4096)
-	greet, err := readLine(br, maxBackendLine)
+	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
+	c, br, err := backendGreeting(ctx, raw, &bo)
 	m.backendDial.Observe(time.Since(t0).Seconds())
 	if err != nil {
-		return fail(fmt.Errorf("backend: greeting from %s: %w", bo.Address, err))
-	}
-	if !strings.HasPrefix(greet, "* OK") {
-		return fail(fmt.Errorf("backend: unexpected greeting from %s: %.100q", bo.Address, greet))
+		return fail(err)
 	}
 
 	t1 := time.Now()
@@ -204,6 +204,60 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	}
 	c.SetDeadline(time.Time{})
 	return c, br, caps, nil
+}
+
+// backendGreeting reads the backend's greeting and brings up TLS as configured: at once
+// (implicit), or after the greeting with STARTTLS. It returns the connection to speak
+// IMAP on (raw or TLS on top of it) and its reader. Errors say what to check.
+func backendGreeting(ctx context.Context, raw net.Conn, bo *BackendOptions) (net.Conn, *bufio.Reader, error) {
+	c := raw
+	if bo.TLS == BackendImplicitTLS {
+		tc, err := backendHandshake(ctx, raw, bo)
+		if err != nil {
+			return nil, nil, err
+		}
+		c = tc
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	greet, err := readLine(br, maxBackendLine)
+	if err != nil {
+		return nil, nil, fmt.Errorf("backend: greeting from %s: %w", bo.Address, err)
+	}
+	if !strings.HasPrefix(greet, "* OK") {
+		return nil, nil, fmt.Errorf("backend: unexpected greeting from %s: %.100q", bo.Address, greet)
+	}
+	if bo.TLS != BackendStartTLS {
+		return c, br, nil
+	}
+	if _, err := io.WriteString(c, "g0 STARTTLS\r\n"); err != nil {
+		return nil, nil, fmt.Errorf("backend: send STARTTLS: %w", err)
+	}
+	r, err := readTagged(br, "g0")
+	if err != nil {
+		return nil, nil, fmt.Errorf("backend: STARTTLS at %s: %w", bo.Address, err)
+	}
+	if r.status != "OK" {
+		return nil, nil, fmt.Errorf("backend: %s refused STARTTLS (%s %.100s): enable TLS in the IMAP server, or set backend.tls to implicit for an imaps port", bo.Address, r.status, r.text)
+	}
+	if br.Buffered() > 0 {
+		// Bytes after the OK but before the handshake were sent in the clear and could
+		// be injected by anyone on the path (CVE-2011-0411 style): refuse them.
+		return nil, nil, fmt.Errorf("backend: %s sent data after its STARTTLS OK, before the TLS handshake; refusing the connection", bo.Address)
+	}
+	tc, err := backendHandshake(ctx, raw, bo)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tc, bufio.NewReaderSize(tc, 4096), nil
+}
+
+// backendHandshake runs the TLS handshake with the backend and verifies its certificate.
+func backendHandshake(ctx context.Context, raw net.Conn, bo *BackendOptions) (*tls.Conn, error) {
+	tc := tls.Client(raw, bo.TLSConfig)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, fmt.Errorf("backend: TLS handshake with %s (server name %q): %w (check backend.tls, backend.ca_file and backend.server_name)", bo.Address, bo.TLSConfig.ServerName, err)
+	}
+	return tc, nil
 }
 
 // sendAstring writes s as a quoted string, or as a synchronising literal (waiting for

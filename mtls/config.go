@@ -42,6 +42,11 @@ type Config struct {
 
 	Backend struct {
 		Address      string        `yaml:"address"`
+		TLS          string        `yaml:"tls"`
+		CAFile       string        `yaml:"ca_file"`
+		ServerName   string        `yaml:"server_name"`
+		CertFile     string        `yaml:"cert_file"`
+		KeyFile      string        `yaml:"key_file"`
 		DialTimeout  time.Duration `yaml:"dial_timeout"`
 		LoginTimeout time.Duration `yaml:"login_timeout"`
 	} `yaml:"backend"`
@@ -119,6 +124,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 	o := Options{
 		Backend: BackendOptions{
 			Address:      c.Backend.Address,
+			TLS:          BackendTLS(c.Backend.TLS),
 			DialTimeout:  c.Backend.DialTimeout,
 			LoginTimeout: c.Backend.LoginTimeout,
 		},
@@ -142,6 +148,11 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 	}
 	if c.Backend.Address == "" {
 		add(errors.New("front config: backend.address is required (the IMAP server, e.g. 127.0.0.1:143)"))
+	}
+	add(c.backendTLS(&o.Backend))
+	if b := o.Backend; c.Backend.Address != "" {
+		_, err := backendTLSConfig(&b) // checked again by buildState; here to report it with the rest
+		add(err)
 	}
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		add(errors.New("front config: tls.cert_file and tls.key_file are required (the front's own server certificate)"))
@@ -216,6 +227,41 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		return Options{}, err
 	}
 	return o, nil
+}
+
+// backendTLS loads the files of the backend's TLS settings into b.TLSConfig. Whether
+// they fit backend.tls is checked by buildState.
+func (c *Config) backendTLS(b *BackendOptions) error {
+	bc := c.Backend
+	if bc.CAFile == "" && bc.ServerName == "" && bc.CertFile == "" && bc.KeyFile == "" {
+		return nil
+	}
+	var errs []error
+	cfg := &tls.Config{ServerName: bc.ServerName, MinVersion: tls.VersionTLS12}
+	if bc.CAFile != "" {
+		if roots, err := readCerts(bc.CAFile); err != nil {
+			errs = append(errs, fmt.Errorf("front config: backend.ca_file: %w", err))
+		} else {
+			cfg.RootCAs = x509.NewCertPool()
+			for _, r := range roots {
+				cfg.RootCAs.AddCert(r)
+			}
+		}
+	}
+	switch {
+	case bc.CertFile == "" && bc.KeyFile == "":
+	case bc.CertFile == "" || bc.KeyFile == "":
+		errs = append(errs, errors.New("front config: backend.cert_file and backend.key_file go together (the front's client certificate for the backend)"))
+	default:
+		cert, err := tls.LoadX509KeyPair(bc.CertFile, bc.KeyFile)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("front config: backend.cert_file/key_file: %w", err))
+		} else {
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+	}
+	b.TLSConfig = cfg
+	return errors.Join(errs...)
 }
 
 func (cc CRLConfig) store(log *slog.Logger) (*crl.Store, error) {

@@ -29,6 +29,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{"no_crl", "{}\n", "crl: at least one CRL source"},
 		{"no_backend", "{}\n", "backend.address"},
 		{"bad_proxy_net", "proxy_protocol:\n  trusted_networks: [nonsense]\n", "neither an address nor a CIDR"},
+		{"backend_tls_unknown", "backend:\n  address: 127.0.0.1:993\n  tls: ssl\n", "backend.tls \"ssl\": want none, implicit or starttls"},
+		{"backend_ca_without_tls", "backend:\n  address: 127.0.0.1:143\n  server_name: mail.example.org\n", "set backend.tls to implicit or starttls"},
+		{"backend_ca_file_missing", "backend:\n  address: 127.0.0.1:993\n  tls: implicit\n  ca_file: /nonexistent/ca.pem\n", "backend.ca_file"},
+		{"backend_cert_without_key", "backend:\n  address: 127.0.0.1:993\n  tls: implicit\n  cert_file: /x.pem\n", "backend.cert_file and backend.key_file go together"},
 		{"crl_both", "crl:\n  - url: http://x/crl\n    file: /x\n    issuer_file: /nonexistent\n", "issuer_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -7,7 +7,8 @@
 // A connection goes: accept (optional PROXY v2 header, per-IP limits) → TLS handshake
 // with a deadline → certificate checks (chain, clientAuth, validity, CRL; a failure is
 // told to the user as "* BYE [ALERT] …") → greeting and pre-auth loop (preauth.go, parsed
-// by wire.go) → identity binding (identity.go) → backend login and splice (backend.go).
+// by wire.go) → identity binding (identity.go) → backend login and splice (backend.go;
+// plain TCP, implicit TLS or STARTTLS to the backend, its certificate always verified).
 // Live sessions sit in a registry (revocation.go) so that a CRL that newly lists a
 // serial ends its sessions.
 //

@@ -58,12 +58,68 @@ type Options struct {
 
 // BackendOptions say where and how to log in to the IMAP server.
 type BackendOptions struct {
-	// Address is host:port of the IMAP server (plain TCP on a trusted network).
+	// Address is host:port of the IMAP server.
 	Address string
-	// DialTimeout bounds the TCP connect and the greeting; default 5s.
+	// TLS is how the connection to it is protected: BackendPlain (the default; plain
+	// TCP on a trusted network), BackendImplicitTLS or BackendStartTLS.
+	TLS BackendTLS
+	// TLSConfig verifies the backend when TLS is on: RootCAs (nil: the system roots),
+	// ServerName (empty: the host of Address) and, optionally, the front's own client
+	// Certificates. MinVersion is raised to TLS 1.2. Verification cannot be turned off.
+	TLSConfig *tls.Config
+	// DialTimeout bounds the TCP connect, the TLS handshake and the greeting; default 5s.
 	DialTimeout time.Duration
 	// LoginTimeout bounds ID and LOGIN; default 15s.
 	LoginTimeout time.Duration
+}
+
+// BackendTLS is how the front protects its connection to the backend.
+type BackendTLS string
+
+// Backend TLS modes, spelled as in the config file (backend.tls).
+const (
+	BackendPlain       BackendTLS = "none"     // plain TCP
+	BackendImplicitTLS BackendTLS = "implicit" // TLS from the first byte (imaps, port 993)
+	BackendStartTLS    BackendTLS = "starttls" // plain IMAP, then STARTTLS before anything else
+)
+
+// backendTLSConfig completes the backend's client TLS config: TLS 1.2 or later, the
+// server name from the address, a session cache so that logins resume TLS sessions.
+func backendTLSConfig(b *BackendOptions) (*tls.Config, error) {
+	switch b.TLS {
+	case "", BackendPlain:
+		if b.TLSConfig != nil {
+			return nil, errors.New("mtls: backend TLS settings are set but backend.tls is none: set backend.tls to implicit or starttls, or drop them")
+		}
+		b.TLS = BackendPlain
+		return nil, nil
+	case BackendImplicitTLS, BackendStartTLS:
+	default:
+		return nil, fmt.Errorf("mtls: backend.tls %q: want none, implicit or starttls", b.TLS)
+	}
+	var cfg *tls.Config
+	if b.TLSConfig != nil {
+		if b.TLSConfig.InsecureSkipVerify {
+			return nil, errors.New("mtls: backend TLS without certificate verification is not supported: give the backend's CA in backend.ca_file")
+		}
+		cfg = b.TLSConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.MinVersion < tls.VersionTLS12 {
+		cfg.MinVersion = tls.VersionTLS12
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(b.Address)
+		if err != nil {
+			return nil, fmt.Errorf("mtls: backend.address %q: %w", b.Address, err)
+		}
+		cfg.ServerName = host
+	}
+	if cfg.ClientSessionCache == nil {
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
+	}
+	return cfg, nil
 }
 
 // state is the immutable snapshot built from Options.
@@ -92,6 +148,11 @@ func buildState(o Options) (*state, error) {
 	} else if _, _, err := net.SplitHostPort(o.Backend.Address); err != nil {
 		errs = append(errs, fmt.Errorf("mtls: backend.address %q: %w", o.Backend.Address, err))
 	}
+	backendTLS, err := backendTLSConfig(&o.Backend)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	o.Backend.TLSConfig = backendTLS
 	if err := o.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
