@@ -8,24 +8,43 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/imapgate/imapgate/ca"
-	"github.com/imapgate/imapgate/crl"
 	"github.com/imapgate/imapgate/mtls"
 	"github.com/imapgate/imapgate/testenv"
 )
 
 // TestWithRealCA is the whole chain: the real imapgate CA issues Alice's certificate,
-// the front polls the CA's /crl over HTTP, Alice logs in to Dovecot through the front,
-// the CA revokes her certificate and her live session ends with BYE.
+// the front (built from its YAML config) polls the CA's CRL — over plain HTTP at the
+// public URL, or over HTTPS at the API with crl[].ca_file — Alice logs in to Dovecot
+// through the front, the CA revokes her certificate and her live session ends with BYE.
 func TestWithRealCA(t *testing.T) {
 	authority := testenv.StartCA(t)
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	for _, tc := range []struct {
+		name string
+		crl  string // YAML of the crl entry, after issuer_file
+	}{
+		{"http_public_url", "url: " + authority.PublicURL + "/crl"},
+		{"https_api_with_ca_file", "url: " + authority.URL + "/crl\n    ca_file: " + authority.RootsPEM},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.HasPrefix(authority.URL, "https://") {
+				t.Fatalf("CA API URL %q is not https", authority.URL)
+			}
+			testWithRealCA(t, authority, dc, tc.crl)
+		})
+	}
+}
+
+func testWithRealCA(t *testing.T, authority *testenv.CA, dc *testenv.Dovecot, crlYAML string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -50,24 +69,15 @@ func TestWithRealCA(t *testing.T) {
 		t.Fatalf("CA issued e-mail SANs %v", iss.Cert.EmailAddresses)
 	}
 
-	store, err := crl.NewStore(crl.Options{URL: authority.PublicURL + "/crl", Issuer: authority.Intermediate, Interval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	pki := testenv.NewPKI(t) // only for the front's own server certificate
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, nil))
+	o := realCAOptions(t, authority, pki, dc, crlYAML, logger)
+	store := o.CRLs[0]
 	if _, err := store.Refresh(ctx); err != nil {
 		t.Fatalf("first CRL from the CA: %v", err)
 	}
-	pki := testenv.NewPKI(t) // only for the front's own server certificate
-	roots := x509.NewCertPool()
-	roots.AddCert(authority.Root)
-	logs := &syncBuffer{}
-	front, err := mtls.New(mtls.Options{
-		Certificates: []tls.Certificate{pki.Server(t).TLSCertificate()},
-		ClientRoots:  roots,
-		CRLs:         []*crl.Store{store},
-		Backend:      mtls.BackendOptions{Address: dc.Addr},
-		Logger:       slog.New(slog.NewJSONHandler(logs, nil)),
-	}, nil)
+	front, err := mtls.New(o, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,5 +122,52 @@ func TestWithRealCA(t *testing.T) {
 	lines := c.closed()
 	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [ALERT] Your certificate has been revoked") {
 		t.Fatalf("session after revocation at the CA: %q", lines)
+	}
+	// The revoking CRL came from the configured source (https: through ca_file).
+	if want := `"msg":"crl loaded","source":"` + strings.Fields(crlYAML)[1] + `"`; !strings.Contains(logs.String(), want) {
+		t.Errorf("log lacks %s", want)
+	}
+}
+
+// realCAOptions builds the front's options from YAML the way `imapgate front --config`
+// does, with the real CA's root as client CA, its intermediate as CRL issuer and the
+// given crl entry (polled every 200ms).
+func realCAOptions(t *testing.T, authority *testenv.CA, pki *testenv.PKI, dc *testenv.Dovecot, crlYAML string, logger *slog.Logger) mtls.Options {
+	t.Helper()
+	dir := t.TempDir()
+	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "front")
+	issuer := filepath.Join(dir, "intermediate.pem")
+	testenv.WriteFile(t, issuer, testenv.CertPEM(authority.Intermediate))
+	cfg, err := mtls.ParseConfig([]byte(fmt.Sprintf(`tls:
+  cert_file: %s
+  key_file: %s
+  client_ca_file: %s
+crl:
+  - issuer_file: %s
+    interval: 200ms
+    %s
+backend:
+  address: %s
+`, srvCert, srvKey, authority.RootsPEM, issuer, crlYAML, dc.Addr)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := cfg.Options(logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
+// TestCRLOverHTTPSNeedsCAFile: the CA's HTTPS API has a certificate from the CA's own
+// root, so without crl[].ca_file (system roots) the front cannot fetch the CRL, and
+// says why; it does not fall back to skipping verification.
+func TestCRLOverHTTPSNeedsCAFile(t *testing.T) {
+	authority := testenv.StartCA(t)
+	dc := &testenv.Dovecot{Addr: "127.0.0.1:143"} // never dialled
+	o := realCAOptions(t, authority, testenv.NewPKI(t), dc, "url: "+authority.URL+"/crl", slog.New(slog.DiscardHandler))
+	_, err := o.CRLs[0].Refresh(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Fatalf("CRL over https without ca_file: %v, want a certificate verification error", err)
 	}
 }
