@@ -2,6 +2,7 @@ package mtls_test
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
@@ -175,5 +176,93 @@ func TestBackendSTARTTLSRefused(t *testing.T) {
 			}
 			waitFor(t, e.logs, tc.why)
 		})
+	}
+}
+
+// TestBackendClientCertificate: with backend.cert_file and key_file the front presents
+// its own certificate to a backend that requires one; without, the backend refuses the
+// handshake and the user gets NO [UNAVAILABLE]. A Go stub backend stands in for Dovecot
+// with ssl_verify_client_cert, so that the test sees exactly which certificate arrived.
+func TestBackendClientCertificate(t *testing.T) {
+	backendPKI := testenv.NewPKI(t)
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "backend-ca.pem")
+	testenv.WriteFile(t, caFile, testenv.CertPEM(backendPKI.Root))
+	frontCert, frontKey := backendPKI.Issue(t, testenv.LeafOptions{CommonName: "front.example.org"}).WriteFiles(t, dir, "front-client")
+	presented := make(chan string, 10)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{
+		Certificates: []tls.Certificate{backendPKI.Server(t).TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    backendPKI.Pool(),
+		MinVersion:   tls.VersionTLS12,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go stubIMAP(c.(*tls.Conn), presented)
+		}
+	}()
+	for _, tc := range []struct {
+		name, backend, want, cn string
+	}{
+		{"good_with_cert", "\n  cert_file: " + frontCert + "\n  key_file: " + frontKey, "a OK [CAPABILITY IMAP4rev1] Logged in", "front.example.org"},
+		{"fail_without_cert", "", "a NO [UNAVAILABLE]", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := backendFromYAML(t, "address: "+ln.Addr().String()+"\n  tls: implicit\n  ca_file: "+caFile+tc.backend)
+			e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) { o.Backend = backend }})
+			c := e.dial(t, e.alice)
+			c.line()
+			c.send("a LOGIN alice@example.org alice-secret\r\n")
+			if got := c.line(); !strings.HasPrefix(got, tc.want) {
+				t.Fatalf("login: %q, want %q", got, tc.want)
+			}
+			if tc.cn != "" {
+				if got := <-presented; got != tc.cn {
+					t.Errorf("backend saw client certificate %q, want %q", got, tc.cn)
+				}
+			} else {
+				waitFor(t, e.logs, `"result":"backend_error"`)
+			}
+		})
+	}
+}
+
+// stubIMAP is a minimal IMAP server for the front's backend login: greeting, ID, LOGIN
+// (any password), then it reads until the connection ends. It reports the common name
+// of the client certificate once the handshake is done.
+func stubIMAP(c *tls.Conn, presented chan<- string) {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := c.Handshake(); err != nil {
+		return
+	}
+	if pc := c.ConnectionState().PeerCertificates; len(pc) > 0 {
+		presented <- pc[0].Subject.CommonName
+	}
+	io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] stub ready\r\n")
+	br := bufio.NewReader(c)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return
+		}
+		tag, rest, _ := strings.Cut(line, " ")
+		switch cmd, _, _ := strings.Cut(strings.TrimSpace(rest), " "); strings.ToUpper(cmd) {
+		case "LOGIN":
+			io.WriteString(c, tag+" OK [CAPABILITY IMAP4rev1] Logged in\r\n")
+		case "LOGOUT":
+			io.WriteString(c, "* BYE\r\n"+tag+" OK\r\n")
+			return
+		default:
+			io.WriteString(c, tag+" OK\r\n")
+		}
 	}
 }
