@@ -2,8 +2,10 @@ package testenv
 
 import (
 	"bufio"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -36,6 +38,8 @@ type Dovecot struct {
 	cmd   *exec.Cmd
 	done  chan struct{}
 	once  sync.Once
+
+	greeting string // Dovecot's login_greeting, unique per start
 }
 
 // DovecotOptions tune the private Dovecot. The zero value is plain IMAP on a free
@@ -259,6 +263,11 @@ func searchable(dir string) error {
 // any limits) and starts Dovecot; it returns once
 // the server greets, or an error (with Dovecot's log) if it exits first or never greets.
 func launchDovecot(bin, dir, host string, port, uid, gid int, implicitTLS bool, extra string, users []DovecotUser) (*Dovecot, error) {
+	// The probe looks for this greeting, so that another server that holds the port
+	// (and answers IMAP) is not taken for ours.
+	var tok [6]byte
+	rand.Read(tok[:])
+	greeting := "imapgate test Dovecot " + hex.EncodeToString(tok[:]) + " ready."
 	listenerSSL := "no"
 	if implicitTLS {
 		listenerSSL = "yes"
@@ -273,6 +282,7 @@ log_path = %[1]s/dovecot.log
 default_internal_user = dovecot
 default_internal_group = dovecot
 default_login_user = dovenull
+login_greeting = %[8]s
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 auth_failure_delay = 0
@@ -303,7 +313,7 @@ service stats {
     port = 0
   }
 }
-%[5]s`, dir, port, uid, gid, extra, host, listenerSSL)
+%[5]s`, dir, port, uid, gid, extra, host, listenerSSL, greeting)
 	confPath := filepath.Join(dir, "dovecot.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("testenv: dovecot config: %w", err)
@@ -322,7 +332,7 @@ service stats {
 		out.Close()
 		return nil, fmt.Errorf("testenv: start dovecot: %w", err)
 	}
-	d := &Dovecot{Addr: net.JoinHostPort(host, strconv.Itoa(port)), Dir: dir, Users: users, cmd: cmd, done: make(chan struct{})}
+	d := &Dovecot{Addr: net.JoinHostPort(host, strconv.Itoa(port)), Dir: dir, Users: users, cmd: cmd, done: make(chan struct{}), greeting: greeting}
 	go func() { cmd.Wait(); out.Close(); close(d.done) }()
 
 	// Wait for the real greeting (generous: a loaded CI machine is slow to fork).
@@ -337,6 +347,10 @@ service stats {
 		if err == nil {
 			return d, nil
 		}
+		if errors.Is(err, errNotOurs) {
+			d.Stop()
+			return nil, fmt.Errorf("testenv: another server answers on %s (address already in use)", d.Addr)
+		}
 		if time.Now().After(deadline) {
 			d.Stop()
 			return nil, fmt.Errorf("testenv: dovecot on %s not ready after 60s: %v\n%s", d.Addr, err, d.Log())
@@ -347,6 +361,8 @@ service stats {
 		}
 	}
 }
+
+var errNotOurs = errors.New("greeting from another server")
 
 // probe waits for the greeting with CAPABILITY. Over implicit TLS it does not verify
 // the certificate: it only asks whether Dovecot is up; the code under test verifies.
@@ -368,6 +384,9 @@ func (d *Dovecot) probe(implicitTLS bool) error {
 		}
 		if strings.Contains(line, "[CAPABILITY") {
 			fmt.Fprintf(c, "p LOGOUT\r\n")
+			if !strings.Contains(line, d.greeting) {
+				return errNotOurs
+			}
 			return nil
 		}
 	}

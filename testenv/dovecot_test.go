@@ -110,6 +110,27 @@ func TestRunDovecotErrors(t *testing.T) {
 		return
 	}
 	private := filepath.Join(t.TempDir(), "dovecot") // t.TempDir's parents are 0700
+	// Another IMAP server on the port asked for: RunDovecot must not take it for its own.
+	other, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	go func() {
+		for {
+			c, err := other.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("* OK [CAPABILITY IMAP4rev1] some other server ready.\r\n"))
+			c.Close()
+		}
+	}()
+	taken, err := os.MkdirTemp("", "imapgate-rundovecot-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(taken)
 	for _, tc := range []struct {
 		name string
 		dir  string
@@ -119,6 +140,7 @@ func TestRunDovecotErrors(t *testing.T) {
 		{"bad_addr", os.TempDir(), testenv.DovecotOptions{Addr: "localhost"}, "want host:port"},
 		{"implicit_without_cert", os.TempDir(), testenv.DovecotOptions{ImplicitTLS: true}, "needs TLSCert"},
 		{"private_parent", private, testenv.DovecotOptions{}, "not searchable by the dovecot user"},
+		{"addr_taken", taken, testenv.DovecotOptions{Addr: other.Addr().String()}, "is taken: choose another port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := testenv.RunDovecot(tc.dir, tc.o)
