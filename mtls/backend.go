@@ -33,7 +33,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
 		return false, errUnavailable(fmt.Sprintf("Too many failed logins. Wait %s and try again.", roundUp(wait)), why)
 	}
-	if why := bindIdentity(p.leaf, authzid, user); why != "" {
+	if why := st.opts.Identity.Bind(p.leaf, authzid, user); why != "" {
 		return false, s.loginFailed(ctx, log, "identity_mismatch", why)
 	}
 	b, bbr, caps, err := s.backendLogin(ctx, user, pass)

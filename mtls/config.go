@@ -51,6 +51,11 @@ type Config struct {
 		LoginTimeout time.Duration `yaml:"login_timeout"`
 	} `yaml:"backend"`
 
+	Identity struct {
+		Mode    string `yaml:"mode"`
+		MapFile string `yaml:"map_file"`
+	} `yaml:"identity"`
+
 	Timeouts struct {
 		Handshake time.Duration `yaml:"handshake"`
 		PreAuth   time.Duration `yaml:"preauth"`
@@ -199,6 +204,11 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			continue
 		}
 		o.CRLs = append(o.CRLs, store)
+	}
+	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile); err != nil {
+		add(fmt.Errorf("front config: %w", err))
+	} else {
+		o.Identity = id
 	}
 	for _, n := range c.ProxyProtocol.TrustedNetworks {
 		p, err := netip.ParsePrefix(n)

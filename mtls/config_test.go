@@ -34,6 +34,9 @@ func TestParseConfigErrors(t *testing.T) {
 		{"backend_ca_file_missing", "backend:\n  address: 127.0.0.1:993\n  tls: implicit\n  ca_file: /nonexistent/ca.pem\n", "backend.ca_file"},
 		{"backend_cert_without_key", "backend:\n  address: 127.0.0.1:993\n  tls: implicit\n  cert_file: /x.pem\n", "backend.cert_file and backend.key_file go together"},
 		{"crl_both", "crl:\n  - url: http://x/crl\n    file: /x\n    issuer_file: /nonexistent\n", "issuer_file"},
+		{"identity_bad_mode", "identity:\n  mode: upn\n", "identity.mode \"upn\": use email, local_part, cn or map"},
+		{"identity_map_without_file", "identity:\n  mode: map\n", "identity.mode map needs identity.map_file"},
+		{"identity_file_without_map", "identity:\n  map_file: /x.map\n", "set mode: map"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := mtls.ParseConfig([]byte(tc.yaml))

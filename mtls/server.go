@@ -32,6 +32,9 @@ type Options struct {
 	// Backend is the IMAP server behind the front.
 	Backend BackendOptions
 
+	// Identity binds the login name to the certificate; nil is IdentityEmail.
+	Identity *IdentityPolicy
+
 	// HandshakeTimeout bounds the TLS handshake; default 10s.
 	HandshakeTimeout time.Duration
 	// PreAuthTimeout bounds the wait for each pre-auth command; default 60s.
