@@ -177,6 +177,21 @@ timeouts:
 	reload <- struct{}{}
 	waitFor(t, logs, "front reloaded")
 
+	// A reload that points the CRL at another source swaps the poller, and the new
+	// CRL reaches the session that is already open.
+	pki.Revoke(alice.Cert.SerialNumber)
+	testenv.WriteFile(t, filepath.Join(dir, "ca2.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	testenv.WriteFile(t, path, []byte(strings.Replace(conf, "/ca.crl", "/ca2.crl", 1)))
+	reload <- struct{}{}
+	waitFor(t, logs, "CRL sources replaced")
+	if got := c.until("* BYE"); !strings.Contains(got, "revoked") {
+		t.Fatalf("live session after the CRL source was replaced: %q", got)
+	}
+	// And a CRL source that cannot be loaded is refused; the running one stays.
+	testenv.WriteFile(t, path, []byte(strings.Replace(conf, "/ca.crl", "/missing.crl", 1)))
+	reload <- struct{}{}
+	waitFor(t, logs, "new CRL source")
+
 	// The STARTTLS port answers too.
 	pc, err := net.DialTimeout("tcp", starttls, 5*time.Second)
 	if err != nil {

@@ -9,7 +9,23 @@ import (
 	"net/http"
 	"reflect"
 	"time"
+
+	"github.com/imapgate/imapgate/crl"
 )
+
+// loadCRLs loads every new CRL source once; a reload that cannot is refused, so
+// the front never swaps in a source that would refuse every client.
+func loadCRLs(ctx context.Context, stores []*crl.Store) error {
+	for _, st := range stores {
+		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err := st.Refresh(lctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("new CRL source for %s: %w", st.Issuer().Subject, err)
+		}
+	}
+	return nil
+}
 
 // Check loads the config file at path and everything it names (certificates, keys, CA
 // files, ticket keys) without starting anything: `imapgate front --check`.
@@ -55,8 +71,11 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
+	// The CRL pollers run under their own context so a reload can replace them.
+	crlCtx, stopCRLs := context.WithCancel(runCtx)
+	defer func() { stopCRLs() }()
 	for _, st := range opts.CRLs {
-		go st.Run(runCtx)
+		go st.Run(crlCtx)
 	}
 
 	errc := make(chan error, 3)
@@ -118,12 +137,41 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 			if err == nil {
 				var o Options
 				if o, err = next.Options(log); err == nil {
-					if !reflect.DeepEqual(next.CRL, cfg.CRL) || !reflect.DeepEqual(next.ProxyProtocol, cfg.ProxyProtocol) ||
+					if !reflect.DeepEqual(next.ProxyProtocol, cfg.ProxyProtocol) ||
 						next.Listen != cfg.Listen || next.StartTLSListen != cfg.StartTLSListen || next.MetricsListen != cfg.MetricsListen {
-						log.Warn("crl, proxy_protocol and listen settings are read at start only; restart the front to change them")
+						log.Warn("proxy_protocol and listen settings are read at start only; restart the front to change them")
 					}
-					o.CRLs = opts.CRLs // keep the running, polled stores
-					err = srv.Reload(o)
+					sameCRLs := reflect.DeepEqual(next.CRL, cfg.CRL)
+					if sameCRLs {
+						o.CRLs = opts.CRLs // keep the running, polled stores
+					} else {
+						err = loadCRLs(ctx, o.CRLs)
+					}
+					if err == nil {
+						err = srv.Reload(o)
+					}
+					if err == nil && !sameCRLs {
+						// New sources are live: start them, stop the old ones, and end
+						// sessions whose CA lost its CRL source (fail closed).
+						newCtx, cancel := context.WithCancel(runCtx)
+						for _, st := range o.CRLs {
+							go st.Run(newCtx)
+						}
+						stopCRLs()
+						stopCRLs = cancel
+						srv.registry.orphans(o.CRLs)
+						// The new sources were loaded before anyone subscribed: apply
+						// them to the live sessions now.
+						for _, st := range o.CRLs {
+							if snap := st.Load(); snap != nil {
+								srv.registry.revoke(st, snap, log)
+							}
+						}
+						log.Info("CRL sources replaced", "sources", len(o.CRLs))
+					}
+					if err == nil {
+						cfg, opts = next, o
+					}
 				}
 			}
 			if err != nil {
