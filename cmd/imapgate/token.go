@@ -270,6 +270,27 @@ func printEnrollment(w io.Writer, r *pkcs11.EnrollResult) error {
 	return tw.Flush()
 }
 
+// withPINs reads the PIN that authorizes a change and the new PIN from their
+// files, opens the token and runs change; both PINs are wiped afterwards.
+func withPINs(f *tokenFlags, authFile, authWhat, newFile string, change func(tok *pkcs11.Token, auth, newPIN *pkcs11.PIN) error) (string, error) {
+	auth, err := readPIN(authFile, authWhat)
+	if err != nil {
+		return "", err
+	}
+	defer auth.Wipe()
+	newPIN, err := readPIN(newFile, "new PIN")
+	if err != nil {
+		return "", err
+	}
+	defer newPIN.Wipe()
+	_, tok, closeAll, err := f.open()
+	if err != nil {
+		return "", err
+	}
+	defer closeAll()
+	return tok.Label(), change(tok, auth, newPIN)
+}
+
 func newTokenPINCmd() *cobra.Command {
 	var f tokenFlags
 	var newPINFile string
@@ -281,25 +302,11 @@ func newTokenPINCmd() *cobra.Command {
 			if f.pinFile == "" || newPINFile == "" {
 				return errors.New("give the current and the new PIN in files: --pin-file OLD --new-pin-file NEW")
 			}
-			old, err := readPIN(f.pinFile, "current PIN")
+			label, err := withPINs(&f, f.pinFile, "current PIN", newPINFile, (*pkcs11.Token).ChangePIN)
 			if err != nil {
 				return err
 			}
-			defer old.Wipe()
-			newPIN, err := readPIN(newPINFile, "new PIN")
-			if err != nil {
-				return err
-			}
-			defer newPIN.Wipe()
-			_, tok, closeAll, err := f.open()
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			if err := tok.ChangePIN(old, newPIN); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "PIN of token %s changed\n", tok.Label())
+			fmt.Fprintf(cmd.OutOrStdout(), "PIN of token %s changed\n", label)
 			return nil
 		},
 	}
@@ -319,25 +326,11 @@ func newTokenUnblockCmd() *cobra.Command {
 			if f.soPINFile == "" || newPINFile == "" {
 				return errors.New("give the SO PIN (YubiKey: PUK) and the new PIN in files: --so-pin-file F --new-pin-file NEW")
 			}
-			so, err := readPIN(f.soPINFile, "SO PIN")
+			label, err := withPINs(&f, f.soPINFile, "SO PIN", newPINFile, (*pkcs11.Token).ResetPIN)
 			if err != nil {
 				return err
 			}
-			defer so.Wipe()
-			newPIN, err := readPIN(newPINFile, "new PIN")
-			if err != nil {
-				return err
-			}
-			defer newPIN.Wipe()
-			_, tok, closeAll, err := f.open()
-			if err != nil {
-				return err
-			}
-			defer closeAll()
-			if err := tok.ResetPIN(so, newPIN); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "new user PIN set on token %s: hand it to the user in person, and have them change it (imapgate token pin)\n", tok.Label())
+			fmt.Fprintf(cmd.OutOrStdout(), "new user PIN set on token %s: hand it to the user in person, and have them change it (imapgate token pin)\n", label)
 			return nil
 		},
 	}
