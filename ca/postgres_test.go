@@ -36,20 +36,28 @@ func copyDir(t *testing.T, src, dst string) {
 	}
 }
 
-// TestPostgresTwoNodes: two CA nodes share one PostgreSQL database; a revocation
-// on one is on the other's CRL, and issuance on either is listed by both.
-func TestPostgresTwoNodes(t *testing.T) {
+// twoNodes starts PostgreSQL and two nodes of one CA on it; it returns them
+// and node A's directory.
+func twoNodes(t *testing.T) (a, b *testenv.CA, dirA string) {
+	t.Helper()
 	pg := testenv.StartPostgres(t)
-	ctx := context.Background()
-	dirA := filepath.Join(t.TempDir(), "ca")
+	dirA = filepath.Join(t.TempDir(), "ca")
 	// The database does not exist yet: the CA creates it.
-	a := testenv.StartCA(t, testenv.CAOptions{Dir: dirA, DB: &ca.DBConfig{Type: "postgresql", DataSource: pg.DSNFor("imapgate_ca")}})
+	a = testenv.StartCA(t, testenv.CAOptions{Dir: dirA, DB: &ca.DBConfig{Type: "postgresql", DataSource: pg.DSNFor("imapgate_ca")}})
 	dirB := filepath.Join(t.TempDir(), "ca")
 	copyDir(t, dirA, dirB)
-	b := testenv.StartCA(t, testenv.CAOptions{Dir: dirB, Node: true})
+	b = testenv.StartCA(t, testenv.CAOptions{Dir: dirB, Node: true})
 	if b.URL == a.URL {
 		t.Fatal("node B listens where node A does")
 	}
+	return a, b, dirA
+}
+
+// TestPostgresTwoNodes: two CA nodes share one PostgreSQL database; a revocation
+// on one is on the other's CRL, and issuance on either is listed by both.
+func TestPostgresTwoNodes(t *testing.T) {
+	ctx := context.Background()
+	a, b, dirA := twoNodes(t)
 
 	issA, err := client(t, a, a.EnrollCred).Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "ivan@example.org"})
 	if err != nil {
@@ -101,13 +109,8 @@ func TestPostgresTwoNodes(t *testing.T) {
 // stored last still lists every revocation, and no two CRLs share a number.
 // (smallstep's own generator, locked per process only, loses revocations here.)
 func TestPostgresConcurrentRevocations(t *testing.T) {
-	pg := testenv.StartPostgres(t)
 	ctx := context.Background()
-	dirA := filepath.Join(t.TempDir(), "ca")
-	a := testenv.StartCA(t, testenv.CAOptions{Dir: dirA, DB: &ca.DBConfig{Type: "postgresql", DataSource: pg.DSNFor("imapgate_ca")}})
-	dirB := filepath.Join(t.TempDir(), "ca")
-	copyDir(t, dirA, dirB)
-	b := testenv.StartCA(t, testenv.CAOptions{Dir: dirB, Node: true})
+	a, b, _ := twoNodes(t)
 
 	const n = 24
 	serials := make([]string, n)
