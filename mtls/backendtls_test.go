@@ -142,28 +142,14 @@ func TestBackendSTARTTLSRefused(t *testing.T) {
 		{"injected", "g0 OK Begin TLS\r\ng1 OK [CAPABILITY IMAP4rev1] injected\r\n", "sent data after its STARTTLS OK"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer c.Close()
-						c.SetDeadline(time.Now().Add(30 * time.Second))
-						io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 STARTTLS] stub ready\r\n")
-						if line, err := bufio.NewReader(c).ReadString('\n'); err == nil && strings.HasPrefix(line, "g0 STARTTLS") {
-							io.WriteString(c, tc.answer)
-						}
-						io.Copy(io.Discard, c)
-					}()
+			ln := serveStub(t, localListen(t), func(c net.Conn) {
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 STARTTLS] stub ready\r\n")
+				if line, err := bufio.NewReader(c).ReadString('\n'); err == nil && strings.HasPrefix(line, "g0 STARTTLS") {
+					io.WriteString(c, tc.answer)
 				}
-			}()
+				io.Copy(io.Discard, c)
+			})
 			e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) {
 				o.Backend.TLS = mtls.BackendStartTLS
 				o.Backend.TLSConfig = nil // system roots: the stub never gets that far

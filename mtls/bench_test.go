@@ -48,28 +48,14 @@ func bareTLS(b *testing.B, e *env) string {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    e.pki.Pool(),
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(30 * time.Second))
-				if err := c.(*tls.Conn).Handshake(); err != nil {
-					return
-				}
-				io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR ID LITERAL+ AUTH=PLAIN] imapgate ready.\r\n")
-				io.Copy(io.Discard, c)
-			}()
+	ln := serveStub(b, tlsListen(b, cfg), func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if err := c.(*tls.Conn).Handshake(); err != nil {
+			return
 		}
-	}()
+		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR ID LITERAL+ AUTH=PLAIN] imapgate ready.\r\n")
+		io.Copy(io.Discard, c)
+	})
 	return ln.Addr().String()
 }
 

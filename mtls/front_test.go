@@ -812,36 +812,22 @@ func TestCertificateExpiresDuringSession(t *testing.T) {
 // stub speaks for Dovecot here: a test cannot easily make a real one fail its password
 // lookups temporarily (a missing or unreadable passwd-file reads as a wrong password).
 func TestBackendTemporaryFailure(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	ln := serveStub(t, localListen(t), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] fake ready\r\n")
 		for {
-			c, err := ln.Accept()
+			l, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] fake ready\r\n")
-				for {
-					l, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					tag, _, _ := strings.Cut(l, " ")
-					if strings.Contains(l, " LOGIN ") {
-						io.WriteString(c, tag+" NO [UNAVAILABLE] Temporary authentication failure.\r\n")
-					} else {
-						io.WriteString(c, tag+" OK done\r\n")
-					}
-				}
-			}()
+			tag, _, _ := strings.Cut(l, " ")
+			if strings.Contains(l, " LOGIN ") {
+				io.WriteString(c, tag+" NO [UNAVAILABLE] Temporary authentication failure.\r\n")
+			} else {
+				io.WriteString(c, tag+" OK done\r\n")
+			}
 		}
-	}()
+	})
 	e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
 	c := e.dial(t, e.alice)
 	c.line()
