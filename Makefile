@@ -41,7 +41,8 @@ fuzz:
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkcs11/
 	$(GO) test -run '^$$' -bench Issue -benchtime 2s ./ca/
-	$(GO) test -run '^$$' -bench CRL -benchtime 1x ./ca/
+	$(GO) test -run '^$$' -bench '^BenchmarkCRL$$' -benchtime 1x ./ca/
+	$(GO) test -run '^$$' -bench ServeCRL -benchtime 200x ./ca/
 	IMAPGATE_BENCH=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./mtls/
 
 # The main job on embedded defaults: a CA in ./demo, served on 127.0.0.1.

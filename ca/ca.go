@@ -11,6 +11,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/smallstep/certificates/authority"
@@ -36,6 +37,8 @@ type CA struct {
 	now      func() time.Time
 	// crlStop ends the CRL schedule; crlDone is closed when it has.
 	crlStop, crlDone chan struct{}
+	// crlCache is the last CRL read from the database (see CRL).
+	crlCache atomic.Pointer[CRL]
 }
 
 // Option changes how Open builds the CA.
@@ -84,7 +87,7 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 		// bbolt creates the file 0600 already; make sure an older file is too.
 		_ = os.Chmod(dbcfg.DataSource, 0o600)
 	}
-	for _, t := range [][]byte{certsTable, auditTable, locksTable} {
+	for _, t := range [][]byte{certsTable, auditTable, locksTable, crlMetaTable} {
 		if err := c.db.CreateTable(t); err != nil {
 			c.db.Shutdown()
 			c.closeKMS()

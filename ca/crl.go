@@ -29,6 +29,11 @@ import (
 var (
 	locksTable = []byte("imapgate_locks")
 	crlLockKey = []byte("crl")
+	// crlMetaTable holds a few bytes about the stored CRL (number, ETag) so that
+	// a poll can be answered without reading and decoding the whole CRL, which
+	// for 100,000 entries is megabytes (and JSON-base64 in smallstep's table).
+	crlMetaTable = []byte("imapgate_crl")
+	crlMetaKey   = []byte("current")
 	// expiredCRLGrace keeps an entry on the CRL this long after the certificate
 	// expires (as smallstep does), so no relying party sees it vanish early.
 	expiredCRLGrace = time.Hour
@@ -150,7 +155,22 @@ func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo
 	if err := c.db.StoreCRL(info); err != nil {
 		return nil, fmt.Errorf("ca: store CRL: %w", err)
 	}
+	meta, _ := json.Marshal(crlMeta{Number: number, ETag: etagOf(der)})
+	if err := c.db.Set(crlMetaTable, crlMetaKey, meta); err != nil {
+		// Readers then load the full CRL every time: slower, still correct.
+		c.log.Warn("ca: CRL metadata not stored", "error", err)
+	}
 	return info, nil
+}
+
+type crlMeta struct {
+	Number int64  `json:"number"`
+	ETag   string `json:"etag"`
+}
+
+func etagOf(der []byte) string {
+	sum := sha256.Sum256(der)
+	return `"` + hex.EncodeToString(sum[:16]) + `"`
 }
 
 // runCRLSchedule re-signs the CRL once the stored one is renew_period old,
@@ -187,20 +207,32 @@ type CRL struct {
 }
 
 // CRL returns the current CRL from the database (so every node sharing a
-// PostgreSQL database serves the newest one, whichever node signed it).
+// PostgreSQL database serves the newest one, whichever node signed it). The
+// decoded CRL is cached and reused while the small metadata row still names it.
 func (c *CA) CRL() (*CRL, error) {
+	var meta crlMeta
+	if b, err := c.db.Get(crlMetaTable, crlMetaKey); err == nil && json.Unmarshal(b, &meta) == nil {
+		if cur := c.crlCache.Load(); cur != nil && cur.ETag == meta.ETag {
+			return cur, nil
+		}
+	}
 	info, err := c.db.GetCRL()
 	if err != nil {
 		return nil, fmt.Errorf("ca: read CRL: %w", err)
 	}
-	sum := sha256.Sum256(info.DER)
-	return &CRL{
+	crl := &CRL{
 		DER: info.DER, Number: info.Number, NextUpdate: info.ExpiresAt,
 		// thisUpdate = nextUpdate − validity as signed; parsing a large CRL on
 		// every request would cost more than it tells.
 		ThisUpdate: info.ExpiresAt.Add(-info.Duration),
-		ETag:       `"` + hex.EncodeToString(sum[:16]) + `"`,
-	}, nil
+		ETag:       etagOf(info.DER),
+	}
+	// Cache only what the metadata names: between the two writes of a new CRL
+	// the row and the blob may disagree for a moment.
+	if crl.ETag == meta.ETag {
+		c.crlCache.Store(crl)
+	}
+	return crl, nil
 }
 
 // RegenerateCRL re-signs the CRL now.
