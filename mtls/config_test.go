@@ -192,6 +192,38 @@ timeouts:
 	reload <- struct{}{}
 	waitFor(t, logs, "new CRL source")
 
+	// A reload can move the listeners: the new addresses are served, the old ones
+	// closed. An address that is taken fails the reload and changes nothing.
+	taken := localListen(t)
+	defer taken.Close()
+	busy := strings.Replace(strings.Replace(conf, "/ca.crl", "/ca2.crl", 1), listen, taken.Addr().String(), 1)
+	testenv.WriteFile(t, path, []byte(busy))
+	reload <- struct{}{}
+	waitFor(t, logs, "listen on "+taken.Addr().String())
+	newListen, newMetrics := freeAddr(t), freeAddr(t)
+	moved := strings.Replace(strings.Replace(strings.Replace(conf, "/ca.crl", "/ca2.crl", 1), listen, newListen, 1), metrics, newMetrics, 1)
+	testenv.WriteFile(t, path, []byte(moved))
+	reload <- struct{}{}
+	waitFor(t, logs, `"addr":"`+newListen+`"`)
+	bob := pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Bob.Name}})
+	bcfg := &tls.Config{RootCAs: pki.Pool(), ServerName: "localhost", Certificates: []tls.Certificate{bob.TLSCertificate()}}
+	bc, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", newListen, bcfg)
+	if err != nil {
+		t.Fatalf("the moved listener: %v", err)
+	}
+	if got := newLineConn(t, bc).line(); !strings.HasPrefix(got, "* OK") {
+		t.Fatalf("greeting on the moved listener: %q", got)
+	}
+	if old, err := net.DialTimeout("tcp", listen, 2*time.Second); err == nil {
+		old.Close()
+		t.Errorf("the old listen address %s still accepts connections", listen)
+	}
+	if resp, err := http.Get("http://" + newMetrics + "/metrics"); err != nil {
+		t.Errorf("metrics on the new address: %v", err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// The STARTTLS port answers too.
 	pc, err := net.DialTimeout("tcp", starttls, 5*time.Second)
 	if err != nil {

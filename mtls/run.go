@@ -13,6 +13,57 @@ import (
 	"github.com/imapgate/imapgate/crl"
 )
 
+// endpoints are listeners opened for a configuration.
+type endpoints struct {
+	lns     map[Mode]net.Listener
+	metrics net.Listener
+}
+
+func (e *endpoints) close() {
+	if e == nil {
+		return
+	}
+	for _, ln := range e.lns {
+		ln.Close()
+	}
+	if e.metrics != nil {
+		e.metrics.Close()
+	}
+}
+
+// openEndpoints binds the addresses of next that differ from those of cur (all
+// of them when cur is nil). On any failure it closes what it opened.
+func openEndpoints(cur, next *Config) (*endpoints, error) {
+	var old Config
+	if cur != nil {
+		old = *cur
+	}
+	e := &endpoints{lns: map[Mode]net.Listener{}}
+	for _, b := range []struct {
+		mode     Mode
+		old, new string
+	}{{ImplicitTLS, old.Listen, next.Listen}, {StartTLS, old.StartTLSListen, next.StartTLSListen}} {
+		if b.new == "" || (cur != nil && b.old == b.new) {
+			continue
+		}
+		ln, err := net.Listen("tcp", b.new)
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("front: listen on %s: %w (is another server on that port?)", b.new, err)
+		}
+		e.lns[b.mode] = ln
+	}
+	if next.MetricsListen != "" && (cur == nil || old.MetricsListen != next.MetricsListen) {
+		ln, err := net.Listen("tcp", next.MetricsListen)
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("front: metrics listener on %s: %w", next.MetricsListen, err)
+		}
+		e.metrics = ln
+	}
+	return e, nil
+}
+
 // loadCRLs loads every new CRL source once; a reload that cannot is refused, so
 // the front never swaps in a source that would refuse every client.
 func loadCRLs(ctx context.Context, stores []*crl.Store) error {
@@ -78,41 +129,35 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 		go st.Run(crlCtx)
 	}
 
-	errc := make(chan error, 3)
-	serve := func(addr string, mode Mode) error {
-		ln, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("front: listen on %s: %w (is another server on that port?)", addr, err)
-		}
+	errc := make(chan error, 8)
+	lns := map[Mode]net.Listener{}
+	serve := func(ln net.Listener, mode Mode) {
 		log.Info("front listening", "addr", ln.Addr().String(), "starttls", mode == StartTLS)
+		lns[mode] = ln
 		go func() { errc <- srv.Serve(runCtx, ln, mode) }()
-		return nil
-	}
-	if err := serve(cfg.Listen, ImplicitTLS); err != nil {
-		return err
-	}
-	if cfg.StartTLSListen != "" {
-		if err := serve(cfg.StartTLSListen, StartTLS); err != nil {
-			srv.Close()
-			return err
-		}
 	}
 	var metricsSrv *http.Server
-	if cfg.MetricsListen != "" {
+	serveMetrics := func(ln net.Listener) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.Metrics().Handler())
-		metricsSrv = &http.Server{Addr: cfg.MetricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		ln, err := net.Listen("tcp", cfg.MetricsListen)
-		if err != nil {
-			srv.Close()
-			return fmt.Errorf("front: metrics listener on %s: %w", cfg.MetricsListen, err)
-		}
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		log.Info("metrics listening", "addr", ln.Addr().String())
-		go func() {
-			if err := metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		go func(m *http.Server) {
+			if err := m.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				log.Error("metrics listener failed", "error", err.Error())
 			}
-		}()
+		}(metricsSrv)
+	}
+	fresh, err := openEndpoints(nil, cfg)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	for mode, ln := range fresh.lns {
+		serve(ln, mode)
+	}
+	if fresh.metrics != nil {
+		serveMetrics(fresh.metrics)
 	}
 
 	for {
@@ -136,11 +181,13 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 			next, err := load()
 			if err == nil {
 				var o Options
+				var eps *endpoints
 				if o, err = next.Options(log); err == nil {
-					if !reflect.DeepEqual(next.ProxyProtocol, cfg.ProxyProtocol) ||
-						next.Listen != cfg.Listen || next.StartTLSListen != cfg.StartTLSListen || next.MetricsListen != cfg.MetricsListen {
-						log.Warn("proxy_protocol and listen settings are read at start only; restart the front to change them")
-					}
+					// New addresses are bound before anything changes, so one that
+					// cannot be had fails the reload and the front keeps serving.
+					eps, err = openEndpoints(cfg, next)
+				}
+				if err == nil {
 					sameCRLs := reflect.DeepEqual(next.CRL, cfg.CRL)
 					if sameCRLs {
 						o.CRLs = opts.CRLs // keep the running, polled stores
@@ -170,7 +217,31 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 						log.Info("CRL sources replaced", "sources", len(o.CRLs))
 					}
 					if err == nil {
+						// Listeners that moved: serve the new, close the old (its
+						// sessions go on); a removed STARTTLS listener just closes.
+						for _, mode := range []Mode{ImplicitTLS, StartTLS} {
+							if ln := eps.lns[mode]; ln != nil {
+								if old := lns[mode]; old != nil {
+									old.Close()
+								}
+								serve(ln, mode)
+							} else if mode == StartTLS && next.StartTLSListen == "" && lns[mode] != nil {
+								lns[mode].Close()
+								delete(lns, mode)
+							}
+						}
+						if next.MetricsListen != cfg.MetricsListen {
+							if metricsSrv != nil {
+								metricsSrv.Close()
+								metricsSrv = nil
+							}
+							if eps.metrics != nil {
+								serveMetrics(eps.metrics)
+							}
+						}
 						cfg, opts = next, o
+					} else {
+						eps.close()
 					}
 				}
 			}

@@ -277,10 +277,10 @@ const (
 
 // Serve accepts connections on ln until ctx ends or Close is called. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, mode Mode) error {
+	// Always wrapped: with no trusted networks the policy skips every connection
+	// (no byte is read as a header), and a reload can add some later.
 	st := s.st.Load()
-	if len(st.opts.TrustedProxies) > 0 {
-		ln = newProxyListener(ln, st.opts.TrustedProxies, st.opts.HandshakeTimeout, s.log)
-	}
+	ln = newProxyListener(ln, func() []netip.Prefix { return s.st.Load().opts.TrustedProxies }, st.opts.HandshakeTimeout, s.log)
 	s.mu.Lock()
 	if s.closed.Load() {
 		s.mu.Unlock()
