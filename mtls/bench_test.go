@@ -197,6 +197,49 @@ func BenchmarkLogin(b *testing.B) {
 	cfg := e.clientTLS(e.alice)
 	cfg.SessionTicketsDisabled = true
 	per := benchScale(20, 200)
+	var tFront, tDirect float64
+	for i := 0; i < b.N; i++ {
+		tDirect += float64(per) / loginRate(b, per, func() (net.Conn, error) { return net.Dial("tcp", e.dovecot.Addr) })
+		tFront += float64(per) / loginRate(b, per, func() (net.Conn, error) { return tls.Dial("tcp", e.addr, cfg) })
+	}
+	total := float64(b.N * per)
+	b.ReportMetric(total/tFront, "logins/s")
+	b.ReportMetric(total/tDirect, "dovecot-direct-logins/s")
+}
+
+// BenchmarkLoginBackendTLS: logins through the front to a Dovecot that speaks
+// implicit TLS, against the same front and Dovecot over plain TCP in the same run.
+func BenchmarkLoginBackendTLS(b *testing.B) {
+	pki := testenv.NewPKI(b)
+	dc := testenv.StartDovecot(b, testenv.DovecotOptions{TLSCert: pki.Server(b), ImplicitTLS: true})
+	plainDC := testenv.StartDovecot(b, testenv.DovecotOptions{})
+	tlsEnv := newEnv(b, envOptions{dovecot: dc, mod: func(o *mtls.Options) {
+		benchOptions(o)
+		o.Backend.TLS = mtls.BackendImplicitTLS
+		o.Backend.TLSConfig = &tls.Config{RootCAs: pki.Pool(), ServerName: "localhost"}
+	}})
+	plainEnv := newEnv(b, envOptions{dovecot: plainDC, mod: benchOptions})
+	per := benchScale(20, 200)
+	var tTLS, tPlain float64
+	for i := 0; i < b.N; i++ {
+		for _, side := range []struct {
+			e   *env
+			sum *float64
+		}{{plainEnv, &tPlain}, {tlsEnv, &tTLS}} {
+			cfg := side.e.clientTLS(side.e.alice)
+			cfg.SessionTicketsDisabled = true
+			*side.sum += float64(per) / loginRate(b, per, func() (net.Conn, error) { return tls.Dial("tcp", side.e.addr, cfg) })
+		}
+	}
+	total := float64(b.N * per)
+	b.ReportMetric(total/tTLS, "logins/s")
+	b.ReportMetric(total/tPlain, "plain-backend-logins/s")
+	b.ReportMetric(100*tPlain/tTLS, "%-of-plain")
+}
+
+// loginRate logs alice in and out per times, 4 at once, over connections from
+// dial, and returns logins per second.
+func loginRate(b *testing.B, per int, dial func() (net.Conn, error)) float64 {
 	login := func(c net.Conn) error {
 		br := bufio.NewReader(c)
 		c.SetDeadline(time.Now().Add(60 * time.Second))
@@ -220,42 +263,32 @@ func BenchmarkLogin(b *testing.B) {
 		io.Copy(io.Discard, br)
 		return nil
 	}
-	run := func(dial func() (net.Conn, error)) float64 {
-		var wg sync.WaitGroup
-		errc := make(chan error, per)
-		start := time.Now()
-		sem := make(chan struct{}, 4)
-		for i := 0; i < per; i++ {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				c, err := dial()
-				if err == nil {
-					err = login(c)
-					c.Close()
-				}
-				if err != nil {
-					errc <- err
-				}
-			}()
-		}
-		wg.Wait()
-		select {
-		case err := <-errc:
-			b.Fatal(err)
-		default:
-		}
-		return float64(per) / time.Since(start).Seconds()
+	var wg sync.WaitGroup
+	errc := make(chan error, per)
+	start := time.Now()
+	sem := make(chan struct{}, 4)
+	for i := 0; i < per; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			c, err := dial()
+			if err == nil {
+				err = login(c)
+				c.Close()
+			}
+			if err != nil {
+				errc <- err
+			}
+		}()
 	}
-	var tFront, tDirect float64
-	for i := 0; i < b.N; i++ {
-		tDirect += float64(per) / run(func() (net.Conn, error) { return net.Dial("tcp", e.dovecot.Addr) })
-		tFront += float64(per) / run(func() (net.Conn, error) { return tls.Dial("tcp", e.addr, cfg) })
+	wg.Wait()
+	select {
+	case err := <-errc:
+		b.Fatal(err)
+	default:
 	}
-	total := float64(b.N * per)
-	b.ReportMetric(total/tFront, "logins/s")
-	b.ReportMetric(total/tDirect, "dovecot-direct-logins/s")
+	return float64(per) / time.Since(start).Seconds()
 }
 
 // BenchmarkIdleSessionMemory: heap and stack per idle proxied session (logged in, in
