@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"bytes"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -109,8 +110,9 @@ func (p *PIN) withPrefix(prefix string) *PIN {
 	return PINFromBytes(b)
 }
 
+// equal compares in constant time, as every comparison of secrets here does.
 func (p *PIN) equal(q *PIN) bool {
-	return p != nil && q != nil && bytes.Equal(p.b, q.b)
+	return p != nil && q != nil && subtle.ConstantTimeCompare(p.b, q.b) == 1
 }
 
 func wipe(b []byte) {
