@@ -183,8 +183,6 @@ func etagMatch(header, etag string) bool {
 	return false
 }
 
-type ctxKey struct{}
-
 // authorize lets a request through only with a verified, unrevoked role
 // certificate of one of the given roles: no certificate → 401, a user
 // certificate or another role → 403.

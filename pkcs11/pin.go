@@ -2,7 +2,6 @@ package pkcs11
 
 import (
 	"bytes"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -108,11 +107,6 @@ func (p *PIN) withPrefix(prefix string) *PIN {
 		b = append(b, p.b...)
 	}
 	return PINFromBytes(b)
-}
-
-// equal compares in constant time, as every comparison of secrets here does.
-func (p *PIN) equal(q *PIN) bool {
-	return p != nil && q != nil && subtle.ConstantTimeCompare(p.b, q.b) == 1
 }
 
 func wipe(b []byte) {

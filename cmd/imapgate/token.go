@@ -21,9 +21,8 @@ import (
 // tokenFlags are the flags that name a module and a token. PINs come only
 // from files: a PIN on the command line ends up in shell history and ps.
 type tokenFlags struct {
-	module, token        string
-	pinFile, soPINFile   string
-	needToken, needLogin bool
+	module, token      string
+	pinFile, soPINFile string
 }
 
 func (f *tokenFlags) register(cmd *cobra.Command, token, pin bool) {
