@@ -6,7 +6,7 @@ PKGS     := ./...
 # (smallstep pulls in ~400 modules) but quick to run.
 TESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps test vet fuzz bench demo clean
+.PHONY: all build deps test vet lint fuzz bench demo clean
 
 all: build
 
@@ -20,6 +20,11 @@ build: deps
 vet:
 	$(GO) vet $(PKGS)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+# staticcheck, pinned; not part of `make test` so CI does not depend on one more download.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+lint:
+	$(GO) run $(STATICCHECK) $(PKGS)
 
 test: deps vet
 	$(GO) test $(TESTFLAGS) $(PKGS)
