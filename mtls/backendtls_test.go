@@ -252,3 +252,33 @@ func stubIMAP(c *tls.Conn, presented chan<- string) {
 		}
 	}
 }
+
+// TestBackendClientCertificateDovecot: a real Dovecot that accepts logins only
+// over TLS with a client certificate of its own CA (a backend that trusts the
+// front alone): the front's backend.cert_file gets alice in, without it the
+// login is refused.
+func TestBackendClientCertificateDovecot(t *testing.T) {
+	backendPKI := testenv.NewPKI(t)
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{TLSCert: backendPKI.Server(t), ImplicitTLS: true, ClientCA: backendPKI.Root})
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "backend-ca.pem")
+	testenv.WriteFile(t, caFile, testenv.CertPEM(backendPKI.Root))
+	frontCert, frontKey := backendPKI.Issue(t, testenv.LeafOptions{CommonName: "front.example.org"}).WriteFiles(t, dir, "front-client")
+	for _, tc := range []struct{ name, backend, want string }{
+		{"good_with_cert", "\n  cert_file: " + frontCert + "\n  key_file: " + frontKey, "a OK [CAPABILITY"},
+		// Dovecot says NO [ALERT] …didn't present valid SSL certificate: a backend
+		// problem, not the user's password, so nobody is throttled for it.
+		{"fail_without_cert", "", "a NO [UNAVAILABLE]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			backend := backendFromYAML(t, "address: "+dc.Addr+"\n  tls: implicit\n  ca_file: "+caFile+"\n  server_name: localhost"+tc.backend)
+			e := newEnv(t, envOptions{dovecot: dc, mod: func(o *mtls.Options) { o.Backend = backend }})
+			c := e.dial(t, e.alice)
+			c.line()
+			c.send("a LOGIN alice@example.org alice-secret\r\n")
+			if got := c.until("a "); !strings.HasPrefix(got, tc.want) {
+				t.Fatalf("login: %q, want %q\ndovecot log:\n%s", got, tc.want, dc.Log())
+			}
+		})
+	}
+}

@@ -63,6 +63,10 @@ type DovecotOptions struct {
 	// ImplicitTLS makes the listener imaps-style (TLS from the first byte) instead of
 	// STARTTLS. Only with TLSCert.
 	ImplicitTLS bool
+	// ClientCA, with TLSCert, makes Dovecot ask for a client certificate chaining
+	// to it (ssl_verify_client_cert) and refuse logins without a valid one
+	// (auth_ssl_require_client_cert): a backend that trusts only the front.
+	ClientCA *x509.Certificate
 }
 
 // Default test users.
@@ -176,6 +180,17 @@ func RunDovecot(dir string, o DovecotOptions) (*Dovecot, error) {
 		if ssl, err = writeDovecotTLS(dir, o.TLSCert); err != nil {
 			return nil, err
 		}
+		if o.ClientCA != nil {
+			caFile := filepath.Join(dir, "client-ca.pem")
+			if err := os.WriteFile(caFile, CertPEM(o.ClientCA), 0o644); err != nil {
+				return nil, fmt.Errorf("testenv: dovecot client CA: %w", err)
+			}
+			// ssl_require_crl = no: Dovecot otherwise wants a CRL for every CA in
+			// the chain, which this fixture does not publish.
+			ssl += fmt.Sprintf("ssl_ca = <%s\nssl_verify_client_cert = yes\nssl_require_crl = no\nauth_ssl_require_client_cert = yes\n", caFile)
+		}
+	} else if o.ClientCA != nil {
+		return nil, errors.New("testenv: DovecotOptions.ClientCA needs TLSCert")
 	}
 	extra := ssl
 	if o.ManyClients {
