@@ -88,7 +88,7 @@ func TestBackendTLS(t *testing.T) {
 			if m == nil {
 				t.Fatalf("no session id in the front's log:\n%s", e.logs)
 			}
-			waitDovecotLine(t, tc.dovecot, "Login: user=<alice@example.org>", ", TLS", "session=<"+m[1]+">")
+			tc.dovecot.WaitLog(t, "Login: user=<alice@example.org>", ", TLS", "session=<"+m[1]+">")
 		})
 	}
 }
@@ -114,23 +114,6 @@ func backendFromYAML(t *testing.T, backend string) mtls.BackendOptions {
 		t.Fatal(err)
 	}
 	return o.Backend
-}
-
-// waitDovecotLine waits until Dovecot's log has a line with all of parts.
-func waitDovecotLine(t *testing.T, d *testenv.Dovecot, parts ...string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-	lines:
-		for _, line := range strings.Split(d.Log(), "\n") {
-			for _, p := range parts {
-				if !strings.Contains(line, p) {
-					continue lines
-				}
-			}
-			return
-		}
-	}
-	t.Fatalf("Dovecot's log has no line with %q:\n%s", parts, d.Log())
 }
 
 // TestBackendSTARTTLSRefused: a backend that refuses STARTTLS, or sends bytes after its

@@ -472,3 +472,21 @@ func freeLoopbackPort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
+
+// WaitLog waits up to 30 s until Dovecot's log has a line containing all of
+// parts, and fails the test with the log otherwise.
+func (d *Dovecot) WaitLog(t testing.TB, parts ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	lines:
+		for _, line := range strings.Split(d.Log(), "\n") {
+			for _, p := range parts {
+				if !strings.Contains(line, p) {
+					continue lines
+				}
+			}
+			return
+		}
+	}
+	t.Fatalf("Dovecot's log has no line with %q:\n%s", parts, d.Log())
+}

@@ -96,7 +96,7 @@ func TestRunDovecot(t *testing.T) {
 			}
 			cmd("d", "LOGOUT")
 			if tc.tlsCert {
-				waitLog(t, d, "Login: user=<alice@example.org>", ", TLS")
+				d.WaitLog(t, "Login: user=<alice@example.org>", ", TLS")
 			}
 		})
 	}
@@ -153,21 +153,4 @@ func TestRunDovecotErrors(t *testing.T) {
 			}
 		})
 	}
-}
-
-// waitLog waits until Dovecot's log has a line with all of parts.
-func waitLog(t *testing.T, d *testenv.Dovecot, parts ...string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-	lines:
-		for _, line := range strings.Split(d.Log(), "\n") {
-			for _, p := range parts {
-				if !strings.Contains(line, p) {
-					continue lines
-				}
-			}
-			return
-		}
-	}
-	t.Fatalf("Dovecot's log has no line with %q:\n%s", parts, d.Log())
 }
