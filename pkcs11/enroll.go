@@ -1,6 +1,7 @@
 package pkcs11
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -34,6 +35,13 @@ type EnrollRequest struct {
 	SOPIN *PIN
 	// WriteCACerts also stores the CA certificates of the returned chain.
 	WriteCACerts bool
+	// Replace allows enrolling a token that already holds an imapgate
+	// credential (a key with a certificate labelled imapgate-…, or, for
+	// ykcs11, anything in PIV slot 9a). Without it such a token is refused
+	// before anything is written. With it, the old key pairs and their
+	// certificates are deleted once the new certificate is on the token
+	// (ykcs11: the new key overwrites slot 9a at generation).
+	Replace bool
 }
 
 // SignFunc has the CA sign a DER CSR and returns the chain, leaf first.
@@ -56,6 +64,9 @@ type EnrollResult struct {
 	// Warnings are things that went wrong without failing the enrollment
 	// (a CA certificate that could not be stored, say).
 	Warnings []string
+	// Replaced are the certificates of the credentials Replace took off
+	// the token: revoke them.
+	Replaced []*x509.Certificate
 }
 
 // Enroll generates a key pair on the token, signs a CSR for req.User with
@@ -86,16 +97,29 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		return nil, fmt.Errorf("pkcs11: enroll %s: %w", req.User, err)
 	}
 
-	// Log in as whoever may write.
-	if prof.SOForWrite {
-		err = t.LoginSO(req.SOPIN)
-	} else if !req.PIN.Empty() {
+	// The user PIN first: it is checked before anything is written, and
+	// the user login shows the private keys the check below must see.
+	if !req.PIN.Empty() {
 		err = t.Login(req.PIN)
 	} else if !t.loggedInAs(p11.CKU_USER) {
 		err = fmt.Errorf("pkcs11: token %s: enroll: %w: give the user PIN", t.info.Label, ErrNotLoggedIn)
 	}
 	if err != nil {
 		return nil, err
+	}
+	old, err := t.Credentials()
+	if err != nil {
+		return nil, err
+	}
+	if len(old) > 0 && !req.Replace {
+		return nil, fmt.Errorf("pkcs11: token %s already holds %s: nothing was written; to renew or reassign the token pass --replace (the old key is deleted once the new certificate is on the token), then revoke the old serial", t.info.Label, describeCredentials(old))
+	}
+	if prof.SOForWrite {
+		// Key generation and import need the SO (the login switch drops
+		// the user login).
+		if err := t.LoginSO(req.SOPIN); err != nil {
+			return nil, err
+		}
 	}
 
 	key, err := t.GenerateKey(kt, label)
@@ -163,6 +187,23 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 			}
 		}
 	}
+	if !prof.SOForWrite {
+		// ykcs11's slot 9a was overwritten at key generation; elsewhere
+		// the old credentials go now that the new one is complete.
+		for _, c := range old {
+			if bytes.Equal(c.ID, key.ID) {
+				continue
+			}
+			if derr := t.removeID(c.ID); derr != nil {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("the old credential %s could not be deleted (%v): remove it with imapgate token wipe", c, derr))
+			}
+		}
+	}
+	for _, c := range old {
+		if c.Cert != nil {
+			res.Replaced = append(res.Replaced, c.Cert)
+		}
+	}
 	if prof.SOForWrite {
 		// Leave the token as a user would find it: no SO session.
 		_ = t.Logout()
@@ -198,6 +239,22 @@ func (t *Token) removeKey(k *Key, soPIN *PIN) error {
 		p11.NewAttribute(p11.CKA_ID, k.ID),
 	}); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// removeID deletes the key pair and certificates with CKA_ID id.
+func (t *Token) removeID(id []byte) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var errs []error
+	for _, class := range []uint{p11.CKO_CERTIFICATE, p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
+		if _, err := t.deleteLocked([]*p11.Attribute{
+			p11.NewAttribute(p11.CKA_CLASS, class),
+			p11.NewAttribute(p11.CKA_ID, id),
+		}); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

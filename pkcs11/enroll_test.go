@@ -33,6 +33,7 @@ func (s *softToken) withFault(t *testing.T, createErr error) *Token {
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.logins = s.mod.logins // the same library in the same process
 	tok, err := m.OpenToken(s.env.Label)
 	if err != nil {
 		t.Fatal(err)
@@ -91,13 +92,13 @@ func TestEnroll(t *testing.T) {
 			if gotCert != 1 || gotPriv != 1 || gotPub != 1 || gotCA != 2 {
 				t.Fatalf("objects: cert %d priv %d pub %d ca %d, want 1 1 1 2", gotCert, gotPriv, gotPub, gotCA)
 			}
-			// A second enrollment writes no duplicate CA certificates.
-			if _, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "bob@example.org", KeyType: kt, WriteCACerts: true}, ca.sign); err != nil {
-				t.Fatal(err)
+			// A second enrollment is refused, and writes nothing...
+			_, err = s.tok.Enroll(context.Background(), EnrollRequest{User: "bob@example.org", KeyType: kt, WriteCACerts: true}, ca.sign)
+			if err == nil || !strings.Contains(err.Error(), "already holds the credential of alice@example.org (serial "+res.Serial) || !strings.Contains(err.Error(), "--replace") {
+				t.Fatalf("second enrollment without Replace: %v", err)
 			}
-			objs, _ = s.tok.Objects()
-			if n := countClass(objs, ClassCertificate); n != 4 {
-				t.Errorf("%d certificates after two enrollments, want 4 (2 users + 2 CA)", n)
+			if after, _ := s.tok.Objects(); len(after) != len(objs) {
+				t.Fatalf("a refused enrollment changed the token: %d objects, had %d", len(after), len(objs))
 			}
 			// The key found again by ID signs for a chain the CA accepts.
 			k, err := s.tok.FindKey(res.KeyID)
@@ -107,15 +108,35 @@ func TestEnroll(t *testing.T) {
 			if !samePublicKey(k.Public, leaf.PublicKey) {
 				t.Error("FindKey returned another key")
 			}
+			// ...unless it replaces: bob's credential in, alice's out, no
+			// duplicate CA certificates.
+			res2, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "bob@example.org", KeyType: kt, WriteCACerts: true, Replace: true}, ca.sign)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res2.Replaced) != 1 || res2.Replaced[0].SerialNumber.Cmp(leaf.SerialNumber) != 0 || len(res2.Warnings) != 0 {
+				t.Errorf("replaced %v, warnings %q; want alice's serial %s", res2.Replaced, res2.Warnings, res.Serial)
+			}
+			creds, err := s.tok.Credentials()
+			if err != nil || len(creds) != 1 || !bytes.Equal(creds[0].ID, res2.KeyID) || creds[0].Cert.EmailAddresses[0] != "bob@example.org" {
+				t.Fatalf("credentials after replace: %v, %v", creds, err)
+			}
+			if _, err := s.tok.FindKey(res.KeyID); err == nil {
+				t.Error("alice's key is still on the token after the replacement")
+			}
+			objs, _ = s.tok.Objects()
+			if n := countClass(objs, ClassCertificate); n != 3 {
+				t.Errorf("%d certificates after the replacement, want 3 (bob + 2 CA)", n)
+			}
 			// Wipe removes exactly imapgate's objects.
 			plan, err := s.tok.WipePlan()
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(plan) != 8 {
-				t.Errorf("wipe plan has %d objects, want 8", len(plan))
+			if len(plan) != 5 {
+				t.Errorf("wipe plan has %d objects, want 5", len(plan))
 			}
-			if n, err := s.tok.Wipe(plan); err != nil || n != 8 {
+			if n, err := s.tok.Wipe(plan); err != nil || n != 5 {
 				t.Fatalf("wipe: %d, %v", n, err)
 			}
 			if objs, _ := s.tok.Objects(); len(objs) != 0 {
@@ -215,6 +236,11 @@ func TestEnrollFailuresLeaveNoObjects(t *testing.T) {
 				t.Errorf("error shows the PIN")
 			}
 			// Look with a fresh, logged-in session: nothing may be left.
+			// The login belongs to the process, so the faulty Token gives
+			// it up first.
+			if tok != s.tok {
+				tok.Close()
+			}
 			if err := s.tok.Login(s.pin()); err != nil {
 				t.Fatal(err)
 			}

@@ -48,6 +48,7 @@ type Module struct {
 	info    p11.Info
 	profile *Profile
 	shared  *sharedModule
+	logins  *slotLogins
 }
 
 // A PKCS#11 library can be initialised once per process: a second
@@ -57,6 +58,40 @@ type Module struct {
 type sharedModule struct {
 	ctx  cryptoki
 	refs int
+	// ownInit: our C_Initialize succeeded. When something else in the
+	// process initialised the library first (go.step.sm/crypto's KMS, say),
+	// we must not C_Finalize it under that user.
+	ownInit bool
+	logins  *slotLogins
+}
+
+// slotLogins records which Token holds the login of each slot. PKCS#11
+// logins belong to the application, not to a session: a second Token on
+// the slot would get CKR_USER_ALREADY_LOGGED_IN without its PIN being
+// checked, and its Logout would end the first one's login.
+type slotLogins struct {
+	mu     sync.Mutex
+	holder map[uint]*Token
+}
+
+func newSlotLogins() *slotLogins { return &slotLogins{holder: map[uint]*Token{}} }
+
+func (l *slotLogins) claim(slot uint, t *Token) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if h := l.holder[slot]; h != nil && h != t {
+		return false
+	}
+	l.holder[slot] = t
+	return true
+}
+
+func (l *slotLogins) release(slot uint, t *Token) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.holder[slot] == t {
+		delete(l.holder, slot)
+	}
 }
 
 var (
@@ -105,24 +140,25 @@ func Open(path string) (*Module, error) {
 		if c == nil {
 			return nil, fmt.Errorf("pkcs11: %s is not a PKCS#11 module (it cannot be loaded or has no C_GetFunctionList): check the path", path)
 		}
-		if err := c.Initialize(); err != nil && !errors.Is(err, p11.Error(p11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		err := c.Initialize()
+		if err != nil && !errors.Is(err, p11.Error(p11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 			c.Destroy()
 			return nil, fmt.Errorf("pkcs11: initialise module %s: %w%s", path, err, initHint(err))
 		}
-		sm = &sharedModule{ctx: c}
+		sm = &sharedModule{ctx: c, ownInit: err == nil, logins: newSlotLogins()}
 		modules[abs] = sm
 	}
 	m, err := newModule(abs, sm.ctx)
 	if err != nil {
 		if sm.refs == 0 {
 			delete(modules, abs)
-			_ = sm.ctx.Finalize()
-			sm.ctx.Destroy()
+			sm.finalize()
 		}
 		return nil, err
 	}
 	sm.refs++
 	m.shared = sm
+	m.logins = sm.logins
 	return m, nil
 }
 
@@ -141,7 +177,7 @@ func newModule(path string, c cryptoki) (*Module, error) {
 	}
 	info.ManufacturerID = trim(info.ManufacturerID)
 	info.LibraryDescription = trim(info.LibraryDescription)
-	return &Module{path: path, ctx: c, info: info, profile: profileFor(path, info)}, nil
+	return &Module{path: path, ctx: c, info: info, profile: profileFor(path, info), logins: newSlotLogins()}, nil
 }
 
 // Close releases the module; the last Close of a path finalises and unloads
@@ -163,12 +199,20 @@ func (m *Module) Close() error {
 			delete(modules, k)
 		}
 	}
-	err := sm.ctx.Finalize()
-	sm.ctx.Destroy()
-	if err != nil {
+	if err := sm.finalize(); err != nil {
 		return fmt.Errorf("pkcs11: finalise module %s: %w", m.path, err)
 	}
 	return nil
+}
+
+// finalize undoes our C_Initialize, if it was ours, and unloads the library.
+func (sm *sharedModule) finalize() error {
+	var err error
+	if sm.ownInit {
+		err = sm.ctx.Finalize()
+	}
+	sm.ctx.Destroy()
+	return err
 }
 
 // Info describes the module.

@@ -13,9 +13,19 @@ import (
 	p11 "github.com/miekg/pkcs11"
 )
 
-// LabelPrefix starts the CKA_LABEL of every object imapgate writes; Wipe
-// removes objects by it (and, for ykcs11, whose labels are fixed, by PIV slot).
+// LabelPrefix starts the CKA_LABEL of every object imapgate writes, followed
+// by a dash; Wipe removes objects by it (and, for ykcs11, whose labels are
+// fixed, by PIV slot).
 const LabelPrefix = "imapgate"
+
+// reservedLabels are imapgate labels that are not a user's token objects:
+// the CA's own HSM key (ca init --kms) must never be wiped or replaced.
+var reservedLabels = map[string]bool{"imapgate-intermediate": true, "imapgate-root": true}
+
+// ownLabel says whether label names an object imapgate wrote to a user token.
+func ownLabel(label string) bool {
+	return strings.HasPrefix(label, LabelPrefix+"-") && !reservedLabels[label]
+}
 
 // DefaultLabel is the label of a user's key and certificate. NSS shows the
 // certificate as "<token label>:<label>" in Thunderbird.
@@ -84,16 +94,17 @@ func (t *Token) objectsLocked(tmpl []*p11.Attribute) ([]Object, error) {
 	}
 	out := make([]Object, 0, len(hs))
 	for _, h := range hs {
-		a, err := t.mod.ctx.GetAttributeValue(t.sh, h, []*p11.Attribute{
-			p11.NewAttribute(p11.CKA_CLASS, nil),
-			p11.NewAttribute(p11.CKA_ID, nil),
-			p11.NewAttribute(p11.CKA_LABEL, nil),
-		})
+		// One attribute per call: a data object has no CKA_ID, and asking
+		// for it with the others fails the whole call with
+		// CKR_ATTRIBUTE_TYPE_INVALID. The class is the only one required.
+		class, err := t.attrLocked(h, p11.CKA_CLASS)
 		if err != nil {
-			return nil, tokenError(t.info.Label, "read object attributes", err)
+			return nil, tokenError(t.info.Label, "read object class", err)
 		}
-		o := Object{ID: a[1].Value, Label: string(a[2].Value), h: h, Class: ClassOther}
-		switch ulong(a[0].Value) {
+		id, _ := t.attrLocked(h, p11.CKA_ID)
+		label, _ := t.attrLocked(h, p11.CKA_LABEL)
+		o := Object{ID: id, Label: string(label), h: h, Class: ClassOther}
+		switch ulong(class) {
 		case p11.CKO_CERTIFICATE:
 			o.Class = ClassCertificate
 			if v, err := t.mod.ctx.GetAttributeValue(t.sh, h, []*p11.Attribute{p11.NewAttribute(p11.CKA_VALUE, nil)}); err == nil {
@@ -107,6 +118,15 @@ func (t *Token) objectsLocked(tmpl []*p11.Attribute) ([]Object, error) {
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// attrLocked reads one attribute of an object.
+func (t *Token) attrLocked(h p11.ObjectHandle, typ uint) ([]byte, error) {
+	a, err := t.mod.ctx.GetAttributeValue(t.sh, h, []*p11.Attribute{p11.NewAttribute(typ, nil)})
+	if err != nil {
+		return nil, err
+	}
+	return a[0].Value, nil
 }
 
 // ulong decodes a CK_ULONG attribute value (native byte order, as the
@@ -244,11 +264,12 @@ func (t *Token) deleteLocked(tmpl []*p11.Attribute) (int, error) {
 	return n, errors.Join(errs...)
 }
 
-// WipePlan lists the objects Wipe would remove: every object whose label
-// starts with LabelPrefix, and every object sharing a CKA_ID with one (so a
-// key pair goes together with its certificate). For ykcs11, whose labels
-// are fixed, it is every object in PIV slot 9a. Log in as user first, or
-// private keys are not seen.
+// WipePlan lists the objects Wipe would remove: every object whose label is
+// imapgate's ("imapgate-…", but never the CA's own HSM key), and every object
+// sharing a CKA_ID with one (so a key pair goes together with its
+// certificate). For ykcs11, whose labels are fixed, it is every object in
+// PIV slot 9a, imapgate's enrollment slot. Log in as user first, or private
+// keys are not seen.
 func (t *Token) WipePlan() ([]Object, error) {
 	objs, err := t.Objects()
 	if err != nil {
@@ -256,7 +277,7 @@ func (t *Token) WipePlan() ([]Object, error) {
 	}
 	ids := map[string]bool{}
 	for _, o := range objs {
-		if strings.HasPrefix(o.Label, LabelPrefix) && len(o.ID) > 0 {
+		if ownLabel(o.Label) && len(o.ID) > 0 {
 			ids[string(o.ID)] = true
 		}
 		if fid := t.mod.profile.FixedKeyID; fid != nil && bytes.Equal(o.ID, fid) {
@@ -265,11 +286,67 @@ func (t *Token) WipePlan() ([]Object, error) {
 	}
 	var plan []Object
 	for _, o := range objs {
-		if ids[string(o.ID)] || strings.HasPrefix(o.Label, LabelPrefix) {
+		if ids[string(o.ID)] || ownLabel(o.Label) {
 			plan = append(plan, o)
 		}
 	}
 	return plan, nil
+}
+
+// Credential is a user key pair imapgate enrolled on a token, with its
+// certificate when there is one.
+type Credential struct {
+	ID    []byte
+	Label string
+	Cert  *x509.Certificate
+}
+
+func (c Credential) String() string {
+	if c.Cert == nil {
+		return fmt.Sprintf("a key with ID %x labelled %q and no certificate", c.ID, c.Label)
+	}
+	who := c.Cert.Subject.CommonName
+	if len(c.Cert.EmailAddresses) > 0 {
+		who = c.Cert.EmailAddresses[0]
+	}
+	return fmt.Sprintf("the credential of %s (serial %s, valid until %s)", who, SerialHex(c.Cert.SerialNumber), c.Cert.NotAfter.UTC().Format("2006-01-02"))
+}
+
+func describeCredentials(cs []Credential) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = c.String()
+	}
+	return strings.Join(s, " and ")
+}
+
+// Credentials lists the user key pairs imapgate enrolled on the token: the
+// private keys labelled "imapgate-…" (for ykcs11, whose labels are fixed:
+// the key in PIV slot 9a), each with the certificate of the same CKA_ID.
+// Log in as user first, or private keys are not seen.
+func (t *Token) Credentials() ([]Credential, error) {
+	objs, err := t.Objects()
+	if err != nil {
+		return nil, err
+	}
+	fid := t.mod.profile.FixedKeyID
+	var out []Credential
+	for _, o := range objs {
+		if o.Class != ClassPrivateKey || len(o.ID) == 0 {
+			continue
+		}
+		if fid != nil && !bytes.Equal(o.ID, fid) || fid == nil && !ownLabel(o.Label) {
+			continue
+		}
+		c := Credential{ID: o.ID, Label: o.Label}
+		for _, p := range objs {
+			if p.Class == ClassCertificate && p.Cert != nil && bytes.Equal(p.ID, o.ID) {
+				c.Cert = p.Cert
+			}
+		}
+		out = append(out, c)
+	}
+	return out, nil
 }
 
 // Wipe removes the objects WipePlan listed. For a profile with SOForWrite

@@ -81,9 +81,7 @@ func (t *Token) Close() error {
 		return nil
 	}
 	t.closed = true
-	if t.loggedIn != noLogin {
-		_ = t.mod.ctx.Logout(t.sh)
-	}
+	_ = t.logoutLocked()
 	if err := t.mod.ctx.CloseSession(t.sh); err != nil && !errors.Is(err, p11.Error(p11.CKR_SESSION_HANDLE_INVALID)) {
 		return tokenError(t.info.Label, "close session", err)
 	}
@@ -95,7 +93,7 @@ func (t *Token) Close() error {
 func (t *Token) Login(pin *PIN) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.loginLocked(p11.CKU_USER, pin)
+	return t.loginLocked(p11.CKU_USER, pin, false)
 }
 
 // LoginSO logs in as the security officer (for ykcs11: with the PIV
@@ -103,7 +101,7 @@ func (t *Token) Login(pin *PIN) error {
 func (t *Token) LoginSO(soPIN *PIN) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.loginLocked(p11.CKU_SO, soPIN)
+	return t.loginLocked(p11.CKU_SO, soPIN, false)
 }
 
 // Logout ends the login, if any.
@@ -120,7 +118,9 @@ func who(userType uint) string {
 	return "user"
 }
 
-func (t *Token) loginLocked(userType uint, pin *PIN) error {
+// loginLocked logs in. allowExpired accepts CKR_PIN_EXPIRED, which leaves
+// the session logged in for C_SetPIN only (ChangePIN).
+func (t *Token) loginLocked(userType uint, pin *PIN, allowExpired bool) error {
 	if t.closed {
 		return fmt.Errorf("pkcs11: token %s: closed", t.info.Label)
 	}
@@ -134,11 +134,26 @@ func (t *Token) loginLocked(userType uint, pin *PIN) error {
 			return err
 		}
 	}
+	if !t.mod.logins.claim(t.info.Slot, t) {
+		return fmt.Errorf("pkcs11: token %s: another session of this process is logged in to it (PKCS#11 logins are per process): close that one first", t.info.Label)
+	}
 	err := t.mod.ctx.Login(t.sh, userType, pin.unsafeString())
 	switch {
-	case err == nil, errors.Is(err, p11.Error(p11.CKR_USER_ALREADY_LOGGED_IN)):
+	case err == nil:
 		t.loggedIn = userType
 		return nil
+	case errors.Is(err, p11.Error(p11.CKR_PIN_EXPIRED)) && userType == p11.CKU_USER && allowExpired:
+		// The session is logged in so that C_SetPIN can replace the PIN.
+		t.loggedIn = userType
+		return nil
+	}
+	t.mod.logins.release(t.info.Slot, t)
+	switch {
+	case errors.Is(err, p11.Error(p11.CKR_USER_ALREADY_LOGGED_IN)):
+		// Someone else in this process (another library context on the
+		// same module) holds the login: the PIN was not checked, and
+		// using that login would be using someone else's.
+		return fmt.Errorf("pkcs11: token %s: already logged in by other code in this process, so the PIN could not be checked: close it and retry: %w", t.info.Label, err)
 	case errors.Is(err, p11.Error(p11.CKR_USER_ANOTHER_ALREADY_LOGGED_IN)):
 		// Another application (or another Token on this module) holds a
 		// login of the other type; PKCS#11 logins are per application.
@@ -156,6 +171,7 @@ func (t *Token) logoutLocked() error {
 		return nil
 	}
 	t.loggedIn = noLogin
+	defer t.mod.logins.release(t.info.Slot, t)
 	if err := t.mod.ctx.Logout(t.sh); err != nil && !errors.Is(err, p11.Error(p11.CKR_USER_NOT_LOGGED_IN)) {
 		return tokenError(t.info.Label, "logout", err)
 	}
@@ -170,7 +186,7 @@ func (t *Token) ChangePIN(old, newPIN *PIN) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := t.loginLocked(p11.CKU_USER, old); err != nil {
+	if err := t.loginLocked(p11.CKU_USER, old, true); err != nil {
 		return err
 	}
 	if err := t.mod.ctx.SetPIN(t.sh, old.unsafeString(), newPIN.unsafeString()); err != nil {
@@ -203,7 +219,7 @@ func (t *Token) ResetPIN(soPIN, newPIN *PIN) error {
 		}
 		return nil
 	}
-	if err := t.loginLocked(p11.CKU_SO, soPIN); err != nil {
+	if err := t.loginLocked(p11.CKU_SO, soPIN, false); err != nil {
 		return err
 	}
 	defer t.logoutLocked()

@@ -179,6 +179,7 @@ func newTokenEnrollCmd() *cobra.Command {
 		keyType string
 		days    int
 		caCerts bool
+		replace bool
 	)
 	cmd := &cobra.Command{
 		Use:   "enroll --module PATH --token LABEL --pin-file F --user EMAIL --ca URL --cred DIR",
@@ -188,7 +189,12 @@ signs a certificate request with it on the token, has the CA sign it with the
 enrollment-agent credential in --cred, and writes the certificate onto the
 token under the key's ID. If any step after key generation fails, the key is
 removed again. A YubiKey (ykcs11) also needs --so-pin-file with the PIV
-management key, and uses PIV slot 9a.`,
+management key, and uses PIV slot 9a.
+
+A token that already holds an imapgate credential is refused unless
+--replace is given; then the old key and certificate are deleted once the new
+certificate is on the token, and their serials are printed for an admin to
+revoke (reason superseded).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kt, err := pkcs11.ParseKeyType(keyType)
@@ -230,7 +236,7 @@ management key, and uses PIV slot 9a.`,
 				return resp.Chain, nil
 			}
 			res, err := tok.Enroll(cmd.Context(), pkcs11.EnrollRequest{
-				User: user, KeyType: kt, PIN: pin, SOPIN: soPIN, WriteCACerts: caCerts,
+				User: user, KeyType: kt, PIN: pin, SOPIN: soPIN, WriteCACerts: caCerts, Replace: replace,
 			}, sign)
 			if err != nil {
 				return err
@@ -251,6 +257,7 @@ management key, and uses PIV slot 9a.`,
 	cmd.Flags().StringVar(&keyType, "key-type", string(pkcs11.KeyECP256), "ec-p256 or rsa-2048")
 	cmd.Flags().IntVar(&days, "validity-days", 0, "certificate lifetime in days (0: the CA's default)")
 	cmd.Flags().BoolVar(&caCerts, "write-ca-certs", false, "also store the CA certificates on the token")
+	cmd.Flags().BoolVar(&replace, "replace", false, "enroll a token that already holds an imapgate credential, deleting the old one")
 	_ = cmd.MarkFlagRequired("user")
 	return cmd
 }
@@ -263,6 +270,10 @@ func printEnrollment(w io.Writer, r *pkcs11.EnrollResult) error {
 	fmt.Fprintf(tw, "token\t%s\n", r.TokenLabel)
 	fmt.Fprintf(tw, "token serial\t%s\n", r.TokenSerial)
 	fmt.Fprintf(tw, "key\t%s, ID %s, label %s\n", r.KeyType, r.KeyIDHex(), r.Label)
+	for _, c := range r.Replaced {
+		fmt.Fprintf(tw, "replaced\t%s, serial %s: revoke it (imapgate cert revoke %s --reason superseded)\n",
+			c.Subject.CommonName, pkcs11.SerialHex(c.SerialNumber), pkcs11.SerialHex(c.SerialNumber))
+	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(tw, "warning\t%s\n", w)
 	}
@@ -390,9 +401,15 @@ certificates first (imapgate cert revoke): wiping does not revoke.`,
 				fmt.Fprintf(out, "  %-12s %s %s%s\n", o.Class, o.IDHex(), o.Label, det)
 			}
 			if !yes {
-				fmt.Fprintf(out, "type the token label (%s) to confirm: ", tok.Label())
+				// The label, or the serial for a token without one: an
+				// empty answer must never confirm.
+				want, what := tok.Label(), "label"
+				if strings.TrimSpace(want) == "" {
+					want, what = tok.Info().Serial, "serial"
+				}
+				fmt.Fprintf(out, "type the token %s (%s) to confirm: ", what, want)
 				line, _ := bufio.NewReader(cmd.InOrStdin()).ReadString('\n')
-				if strings.TrimSpace(line) != tok.Label() {
+				if strings.TrimSpace(want) == "" || strings.TrimSpace(line) != strings.TrimSpace(want) {
 					return errors.New("not confirmed: nothing deleted")
 				}
 			}

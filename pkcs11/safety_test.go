@@ -1,0 +1,189 @@
+package pkcs11
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"strings"
+	"testing"
+
+	p11 "github.com/miekg/pkcs11"
+)
+
+// TestYKCS11FakeKeepsCredential: slot 9a is overwritten by a key
+// generation, so a YubiKey that already holds a credential keeps it through
+// a wrong PIN and through an enrollment without Replace.
+func TestYKCS11FakeKeepsCredential(t *testing.T) {
+	f, tok := openFakeYK(t)
+	ca := newTestCA(t)
+	req := EnrollRequest{User: "alice@example.org", PIN: NewPIN(fakeYKPIN), SOPIN: NewPIN(fakeYKMgmKey)}
+	first, err := tok.Enroll(context.Background(), req, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certOnCard := func() []byte {
+		for _, o := range f.objs {
+			if o.class == p11.CKO_CERTIFICATE {
+				return o.attrs[p11.CKA_VALUE]
+			}
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		name    string
+		req     EnrollRequest
+		wantErr error
+		wantMsg string
+	}{
+		{"wrong PIN", EnrollRequest{User: "alice@example.org", PIN: NewPIN("000000"), SOPIN: NewPIN(fakeYKMgmKey), Replace: true}, ErrPINIncorrect, "wrong PIN"},
+		{"no Replace", EnrollRequest{User: "bob@example.org", PIN: NewPIN(fakeYKPIN), SOPIN: NewPIN(fakeYKMgmKey)}, nil, "already holds the credential of alice@example.org"},
+	} {
+		_, err := tok.Enroll(context.Background(), c.req, ca.sign)
+		if err == nil || (c.wantErr != nil && !errors.Is(err, c.wantErr)) || !strings.Contains(err.Error(), c.wantMsg) {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if len(f.objs) != 3 || !bytes.Equal(certOnCard(), first.Certificate.Raw) {
+			t.Fatalf("%s: the YubiKey lost alice's credential (%d objects)", c.name, len(f.objs))
+		}
+	}
+	req.User, req.Replace = "bob@example.org", true
+	second, err := tok.Enroll(context.Background(), req, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(second.Replaced) != 1 || second.Replaced[0].SerialNumber.Cmp(first.Certificate.SerialNumber) != 0 {
+		t.Errorf("replaced %v, want alice's certificate", second.Replaced)
+	}
+	if len(f.objs) != 3 || !bytes.Equal(certOnCard(), second.Certificate.Raw) {
+		t.Errorf("after the replacement: %d objects, bob's certificate on the card: %v", len(f.objs), bytes.Equal(certOnCard(), second.Certificate.Raw))
+	}
+}
+
+// TestWipeSparesOthers: wipe takes imapgate's user objects only — not the
+// CA's HSM key (ca init --kms labels it imapgate-intermediate), not a label
+// that merely starts with "imapgate", and a data object without CKA_ID does
+// not break the listing.
+func TestWipeSparesOthers(t *testing.T) {
+	s := newSoftToken(t)
+	if err := s.tok.Login(s.pin()); err != nil {
+		t.Fatal(err)
+	}
+	for _, label := range []string{"imapgate-intermediate", "imapgateway"} {
+		if _, err := s.tok.GenerateKey(KeyECP256, label); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.tok.mu.Lock()
+	_, err := s.mod.ctx.CreateObject(s.tok.sh, []*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_DATA),
+		p11.NewAttribute(p11.CKA_TOKEN, true),
+		p11.NewAttribute(p11.CKA_LABEL, "imapgate-note"),
+		p11.NewAttribute(p11.CKA_VALUE, []byte("vendor data")),
+	})
+	s.tok.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org"}, newTestCA(t).sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := s.tok.Objects()
+	if err != nil {
+		t.Fatalf("objects with a data object on the token: %v", err)
+	}
+	if len(objs) != 8 {
+		t.Fatalf("%d objects, want 8 (2 spare key pairs, a data object, alice's pair and certificate)", len(objs))
+	}
+	plan, err := s.tok.WipePlan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range plan {
+		if o.Label == "imapgate-intermediate" || o.Label == "imapgateway" {
+			t.Errorf("wipe plan takes %s %q", o.Class, o.Label)
+		}
+	}
+	// alice's key pair and certificate, and the data object labelled as ours.
+	if len(plan) != 4 {
+		t.Errorf("wipe plan has %d objects, want 4", len(plan))
+	}
+	creds, err := s.tok.Credentials()
+	if err != nil || len(creds) != 1 || !bytes.Equal(creds[0].ID, res.KeyID) {
+		t.Errorf("credentials %v, %v; want alice's only", creds, err)
+	}
+}
+
+// TestLoginIsPerProcess: PKCS#11 logins belong to the process, so a second
+// Token on the same slot cannot borrow the first one's login (its PIN would
+// go unchecked), and closing it does not log the first one out.
+func TestLoginIsPerProcess(t *testing.T) {
+	s := newSoftToken(t)
+	if err := s.tok.Login(s.pin()); err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.mod.OpenToken(s.env.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Login(NewPIN("999999")); err == nil || !strings.Contains(err.Error(), "another session of this process") {
+		t.Fatalf("second Token's login with a wrong PIN: %v", err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.tok.GenerateKey(KeyECP256, "imapgate-x")
+	if err != nil {
+		t.Fatalf("the first Token lost its login when the second closed: %v", err)
+	}
+	if _, err := k.Signer().Sign(rand.Reader, make([]byte, 32), crypto.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	// Once the first Token lets go, the second may log in, with its PIN checked.
+	if err := s.tok.Logout(); err != nil {
+		t.Fatal(err)
+	}
+	third, err := s.mod.OpenToken(s.env.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer third.Close()
+	if err := third.Login(NewPIN("999999")); !errors.Is(err, ErrPINIncorrect) {
+		t.Fatalf("wrong PIN on a free slot: %v", err)
+	}
+	if err := third.Login(s.pin()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCloseLeavesForeignInit: when other code in the process initialised the
+// library first, closing our Module must not finalise it under that code.
+func TestCloseLeavesForeignInit(t *testing.T) {
+	env := newSoftToken(t).env // a token, and SOFTHSM2_CONF set for it
+	// The softToken above holds the library through Open; the other user
+	// is a second, independent context, as go.step.sm/crypto's KMS has.
+	foreign := p11.New(env.Module)
+	if foreign == nil {
+		t.Fatal("load module")
+	}
+	defer foreign.Destroy()
+	if err := foreign.Initialize(); err != nil && !errors.Is(err, p11.Error(p11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
+		t.Fatal(err)
+	}
+	// Our Open under another spelling of the path: a separate share entry
+	// that did not initialise the library itself.
+	m, err := Open(env.Module + "/../" + lastElem(env.Module))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := foreign.GetSlotList(true); err != nil {
+		t.Fatalf("the other user's context after our Close: %v", err)
+	}
+}
+
+func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
