@@ -135,16 +135,24 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 		t.Fatalf("the certificate on the token does not verify: %v", err)
 	}
 
-	// RSA 2048 goes through the same CA.
-	out, err = runTokenCLI(t, "", append([]string{"token", "enroll", "--user", "carol@example.org", "--key-type", "rsa-2048"}, base...)...)
-	if err != nil || !regexp.MustCompile(`(?m)^key\s+rsa-2048, ID [0-9a-f]{32}, label imapgate-carol@example.org$`).MatchString(out) {
-		t.Fatalf("enroll rsa-2048: %v\n%s", err, out)
+	// The token holds alice's credential: a second enrollment needs --replace.
+	carol := []string{"token", "enroll", "--user", "carol@example.org", "--key-type", "rsa-2048"}
+	out, err = runTokenCLI(t, "", append(carol, base...)...)
+	if err == nil || !strings.Contains(err.Error(), "already holds the credential of alice@example.org (serial "+serial) || !strings.Contains(err.Error(), "--replace") {
+		t.Fatalf("second enrollment without --replace: %v\n%s", err, out)
+	}
+	// With it (RSA 2048 this time), carol's credential takes alice's place,
+	// and the receipt names alice's serial for revocation.
+	out, err = runTokenCLI(t, "", append(append(carol, "--replace"), base...)...)
+	if err != nil || !regexp.MustCompile(`(?m)^key\s+rsa-2048, ID [0-9a-f]{32}, label imapgate-carol@example.org$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^replaced\s+alice@example.org, serial `+serial+`: revoke it \(imapgate cert revoke `+serial+` --reason superseded\)$`).MatchString(out) {
+		t.Fatalf("enroll rsa-2048 --replace: %v\n%s", err, out)
 	}
 
 	// A CSR the CA refuses: the key must not stay on the token.
 	for _, refused := range [][]string{
-		{"--user", "bob@example.org", "--validity-days", "50000"},
-		{"--user", "bob"},
+		{"--user", "bob@example.org", "--validity-days", "50000", "--replace"},
+		{"--user", "bob", "--replace"},
 	} {
 		out, err := runTokenCLI(t, "", append(append([]string{"token", "enroll"}, refused...), base...)...)
 		if err == nil || !strings.Contains(err.Error(), "the CA did not issue a certificate") ||
@@ -169,21 +177,21 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// alice's and carol's key pairs and certificates, the CA certificates of the chain
-	// the CA sent (the intermediate): nothing of bob.
-	var alice, caCerts int
+	// carol's key pair and certificate, the CA certificates of the chain the
+	// CA sent (the intermediate): nothing of alice (replaced) or bob (refused).
+	var carolObjs, caCerts int
 	for _, o := range objs {
 		switch {
-		case o.Label == "imapgate-alice@example.org", o.Label == "imapgate-carol@example.org":
-			alice++
+		case o.Label == "imapgate-carol@example.org":
+			carolObjs++
 		case o.Cert != nil && o.Cert.IsCA:
 			caCerts++
 		default:
 			t.Errorf("unexpected object after refused enrollments: %+v", o)
 		}
 	}
-	if alice != 6 || caCerts < 1 {
-		t.Fatalf("after refused enrollments: %d objects of alice and carol (want 6), %d CA certificates", alice, caCerts)
+	if carolObjs != 3 || caCerts < 1 {
+		t.Fatalf("after refused enrollments: %d objects of carol (want 3), %d CA certificates", carolObjs, caCerts)
 	}
 
 	// Wipe: refused without the label typed, done with it.
