@@ -187,3 +187,42 @@ func TestCloseLeavesForeignInit(t *testing.T) {
 }
 
 func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+
+// expiredCtx is SoftHSM2 with a user PIN that has expired: C_Login logs in
+// (as the standard says, for C_SetPIN only) and answers CKR_PIN_EXPIRED.
+// SoftHSM2 never expires a PIN, so the answer is simulated.
+type expiredCtx struct{ cryptoki }
+
+func (e expiredCtx) Login(sh p11.SessionHandle, userType uint, pin string) error {
+	if err := e.cryptoki.Login(sh, userType, pin); err != nil || userType != p11.CKU_USER {
+		return err
+	}
+	return p11.Error(p11.CKR_PIN_EXPIRED)
+}
+
+// TestExpiredPINCanBeChanged: the way out of an expired PIN is token pin,
+// which must not stop at the login's CKR_PIN_EXPIRED; a plain login still
+// reports it.
+func TestExpiredPINCanBeChanged(t *testing.T) {
+	s := newSoftToken(t)
+	m, err := newModule(s.mod.path, expiredCtx{s.mod.ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.logins = s.mod.logins
+	tok, err := m.OpenToken(s.env.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if err := tok.Login(s.pin()); err == nil || !strings.Contains(err.Error(), "has expired") {
+		t.Fatalf("login with an expired PIN: %v", err)
+	}
+	if err := tok.ChangePIN(s.pin(), NewPIN("24682468")); err != nil {
+		t.Fatalf("change an expired PIN: %v", err)
+	}
+	tok.Close()
+	if err := s.tok.Login(NewPIN("24682468")); err != nil {
+		t.Fatalf("login with the new PIN: %v", err)
+	}
+}

@@ -147,6 +147,10 @@ func (t *Token) loginLocked(userType uint, pin *PIN, allowExpired bool) error {
 		t.loggedIn = userType
 		return nil
 	}
+	if errors.Is(err, p11.Error(p11.CKR_PIN_EXPIRED)) {
+		// The token logged in for C_SetPIN only; undo it.
+		_ = t.mod.ctx.Logout(t.sh)
+	}
 	t.mod.logins.release(t.info.Slot, t)
 	switch {
 	case errors.Is(err, p11.Error(p11.CKR_USER_ALREADY_LOGGED_IN)):
