@@ -13,6 +13,7 @@ import (
 	"github.com/smallstep/certificates/authority"
 	"github.com/smallstep/certificates/authority/provisioner"
 	"github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql/database"
 )
 
 // ErrNotFound: no certificate with that serial was issued by this CA.
@@ -77,11 +78,18 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 		return nil, badRequest("the comment is longer than 256 characters")
 	}
 	dec := serial.String()
-	cert, err := c.db.GetCertificate(dec)
-	if err != nil || cert == nil {
+	cert, err := c.lookup(serial)
+	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("ca: revoke %s: %w: no certificate with this serial was issued by this CA (check with 'imapgate cert list')", hexSerial, ErrNotFound)
 	}
-	if rev, err := c.db.IsRevoked(dec); err == nil && rev {
+	if err != nil {
+		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
+	}
+	rev, err := c.db.IsRevoked(dec)
+	if err != nil {
+		return nil, fmt.Errorf("ca: revoke %s: check the revocation table: %w", hexSerial, err)
+	}
+	if rev {
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, ErrAlreadyRevoked)
 	}
 	reason := ReasonName(reasonCode)
@@ -118,9 +126,23 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 
 // Certificate returns an issued certificate by serial.
 func (c *CA) Certificate(serial *big.Int) (*x509.Certificate, error) {
+	cert, err := c.lookup(serial)
+	if err != nil {
+		return nil, fmt.Errorf("ca: certificate %s: %w", SerialHex(serial), err)
+	}
+	return cert, nil
+}
+
+// lookup reads an issued certificate. Only a serial the database does not hold
+// is ErrNotFound: a database that cannot answer, or a row that does not parse,
+// is the CA's fault (500), not the caller's (404).
+func (c *CA) lookup(serial *big.Int) (*x509.Certificate, error) {
 	cert, err := c.db.GetCertificate(serial.String())
-	if err != nil || cert == nil {
-		return nil, fmt.Errorf("ca: certificate %s: %w", SerialHex(serial), ErrNotFound)
+	switch {
+	case database.IsErrNotFound(err), err == nil && cert == nil:
+		return nil, ErrNotFound
+	case err != nil:
+		return nil, fmt.Errorf("look up the certificate: %w", err)
 	}
 	return cert, nil
 }
