@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 
 	"github.com/imapgate/imapgate/ca"
 	"github.com/spf13/cobra"
@@ -82,7 +83,13 @@ func newCAServeCmd() *cobra.Command {
 				cfg.HTTPListen = httpListen
 			}
 			if passwordFile != "" {
-				cfg.Keys.PasswordFile = passwordFile
+				// The operator's path is relative to where they are, not to the CA
+				// directory (which is what a relative path in ca.yaml means).
+				abs, err := filepath.Abs(passwordFile)
+				if err != nil {
+					return fmt.Errorf("--password-file: %w", err)
+				}
+				cfg.Keys.PasswordFile = abs
 			}
 			c, err := ca.Open(cmd.Context(), cfg)
 			if err != nil {

@@ -139,3 +139,55 @@ func waitUp(t *testing.T, url string) {
 	}
 	t.Fatalf("%s not up", url)
 }
+
+// TestCAServeRelativePasswordFile: a relative --password-file is the operator's
+// path, relative to the working directory, not to the CA directory.
+func TestCAServeRelativePasswordFile(t *testing.T) {
+	dir := t.TempDir()
+	caDir := filepath.Join(dir, "ca")
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("cli test password\n"), 0o600)
+	api, pub := testenv.FreePort(t), testenv.FreePort(t)
+	pubAddr := "127.0.0.1:" + itoa(pub)
+	ctx := context.Background()
+	if out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", "https://127.0.0.1:"+itoa(api),
+		"--public-url", "http://"+pubAddr, "--http-listen", pubAddr, "--password-file", pw); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	// ca.yaml names the old place; the password now lives in the working directory.
+	work := filepath.Join(dir, "work")
+	os.Mkdir(work, 0o700)
+	if err := os.Rename(pw, filepath.Join(work, "moved-pw")); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(work)
+
+	sctx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		_, err := runCLI(sctx, "--log-level", "error", "ca", "serve", "--dir", caDir, "--password-file", "moved-pw")
+		served <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-served:
+			t.Fatalf("ca serve --password-file moved-pw (relative): %v", err)
+		default:
+		}
+		if resp, err := http.Get("http://" + pubAddr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ca serve not up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Errorf("ca serve: %v", err)
+	}
+}
