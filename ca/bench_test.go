@@ -31,7 +31,10 @@ var quiet = slog.New(slog.NewJSONHandler(io.Discard, nil))
 
 // benchCA makes a fresh CA (bbolt) in a temporary directory, without testenv
 // (which imports this package).
-func benchCA(b testing.TB) *CA {
+func benchCA(b testing.TB) *CA { return openTestCA(b, nil) }
+
+// openTestCA is benchCA with the config edited before Open and extra options.
+func openTestCA(b testing.TB, configure func(*Config), opts ...Option) *CA {
 	b.Helper()
 	dir := filepath.Join(b.TempDir(), "ca")
 	b.Setenv(PasswordEnv, "bench-password")
@@ -42,7 +45,10 @@ func benchCA(b testing.TB) *CA {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c, err := Open(context.Background(), cfg, WithLogger(quiet))
+	if configure != nil {
+		configure(cfg)
+	}
+	c, err := Open(context.Background(), cfg, append([]Option{WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -48,8 +48,8 @@ type Option func(*CA)
 func WithLogger(l *slog.Logger) Option { return func(c *CA) { c.log = l } }
 
 // Open loads the CA's certificates and keys, opens its database and starts the
-// embedded authority, which signs a fresh CRL right away and re-signs it every
-// crl.renew_period.
+// embedded authority. It signs a fresh CRL right away and runs the CRL schedule
+// (see runCRLSchedule).
 func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 	c := &CA{cfg: cfg, log: slog.Default(), now: time.Now}
 	for _, o := range opts {
@@ -108,7 +108,13 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 		c.closeKMS()
 		return nil, fmt.Errorf("ca: start authority: %w", err)
 	}
-	// A fresh CRL at every start: the CA may have been down past nextUpdate.
+	if err := c.ensureCRLRows(); err != nil {
+		c.auth.Shutdown()
+		c.closeKMS()
+		return nil, err
+	}
+	// A fresh CRL at every start: the CA may have been down past nextUpdate,
+	// or have stopped between storing a revocation and publishing it.
 	if _, err := c.generateCRL(ctx); err != nil {
 		c.auth.Shutdown()
 		c.closeKMS()

@@ -103,6 +103,9 @@ type CRLConfig struct {
 	// RenewPeriod is how often the CRL is re-signed even without a revocation.
 	// Default: a third of Validity, well before nextUpdate.
 	RenewPeriod Duration `yaml:"renew_period"`
+	// CheckInterval is how often every node looks whether the stored CRL misses
+	// a revocation (its own signing failed) or has reached RenewPeriod. Default 15s.
+	CheckInterval Duration `yaml:"check_interval"`
 }
 
 // Duration is a time.Duration that reads and writes as "24h" in YAML.
@@ -136,8 +139,9 @@ func DefaultConfig() *Config {
 			RoleValidity:    Duration{365 * 24 * time.Hour},
 		},
 		CRL: CRLConfig{
-			Validity:    Duration{24 * time.Hour},
-			RenewPeriod: Duration{8 * time.Hour},
+			Validity:      Duration{24 * time.Hour},
+			RenewPeriod:   Duration{8 * time.Hour},
+			CheckInterval: Duration{15 * time.Second},
 		},
 	}
 }
@@ -199,6 +203,9 @@ func (c *Config) Validate() error {
 	if c.CRL.RenewPeriod.Duration <= 0 || c.CRL.RenewPeriod.Duration >= c.CRL.Validity.Duration {
 		errs = append(errs, fmt.Errorf("crl.renew_period %s must be positive and shorter than crl.validity %s",
 			c.CRL.RenewPeriod.Duration, c.CRL.Validity.Duration))
+	}
+	if c.CRL.CheckInterval.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("crl.check_interval %s must be positive (default 15s)", c.CRL.CheckInterval.Duration))
 	}
 	for _, d := range c.Certificates.AllowedDomains {
 		if d == "" || strings.ContainsAny(d, "@ ") {

@@ -9,8 +9,10 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 	"time"
 
 	"github.com/smallstep/certificates/db"
@@ -39,6 +41,15 @@ var (
 	expiredCRLGrace = time.Hour
 	// crlLockTTL bounds how long a crashed node can block CRL generation.
 	crlLockTTL = 30 * time.Second
+	// crlSeqKey (in crlMetaTable) counts revocations on every node: Revoke
+	// raises it once smallstep has stored the revocation, and a CRL's metadata
+	// row records the count its signer read before reading the revocations. A
+	// count above that names a revocation the stored CRL may not list, which
+	// the schedule then publishes within a tick, whichever node made it.
+	crlSeqKey = []byte("revocations")
+	// revokeCRLWait bounds how long a revocation waits to re-sign the CRL
+	// (mostly: for another node's lock) before it answers "pending".
+	revokeCRLWait = crlLockTTL
 )
 
 var oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
@@ -103,8 +114,66 @@ func (c *CA) lockCRL(ctx context.Context) (unlock func(), err error) {
 	}
 }
 
+// ensureCRLRows creates the lock and revocation-count rows if they are
+// missing. Every later change to them is a compare-and-swap of an existing row,
+// which PostgreSQL serialises (SELECT … FOR UPDATE); a swap from "absent" is an
+// upsert there, which two nodes could both win. The first Open of a CA is
+// 'ca init', one process, so the rows exist before a second node starts.
+func (c *CA) ensureCRLRows() error {
+	released, _ := json.Marshal(lockValue{})
+	for _, r := range []struct{ table, key, value []byte }{
+		{locksTable, crlLockKey, released},
+		{crlMetaTable, crlSeqKey, []byte("0")},
+	} {
+		if _, _, err := c.db.CmpAndSwap(r.table, r.key, nil, r.value); err != nil {
+			return fmt.Errorf("ca: create row %s/%s: %w", r.table, r.key, err)
+		}
+	}
+	return nil
+}
+
+// revocationCount is the number of revocations made so far (crlSeqKey).
+func (c *CA) revocationCount() (raw []byte, n int64, err error) {
+	raw, err = c.db.Get(crlMetaTable, crlSeqKey)
+	if database.IsErrNotFound(err) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("ca: read the revocation count: %w", err)
+	}
+	n, err = strconv.ParseInt(string(raw), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("ca: revocation count %q: %w", raw, err)
+	}
+	return raw, n, nil
+}
+
+// noteRevocation raises the revocation count after a revocation is stored.
+func (c *CA) noteRevocation() error {
+	for range 20 {
+		raw, n, err := c.revocationCount()
+		if err != nil {
+			return err
+		}
+		_, swapped, err := c.db.CmpAndSwap(crlMetaTable, crlSeqKey, raw, []byte(strconv.FormatInt(n+1, 10)))
+		if err != nil {
+			return fmt.Errorf("ca: raise the revocation count: %w", err)
+		}
+		if swapped {
+			return nil
+		}
+	}
+	return errors.New("ca: raise the revocation count: too many concurrent revocations")
+}
+
 // generateCRL signs a new CRL with every unexpired revocation and stores it.
 func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo, error) {
+	return c.signCRL(ctx, nil)
+}
+
+// signCRL is generateCRL; when need is not nil it is asked again under the
+// lock, and nothing is signed if it says no (another node has just done it).
+func (c *CA) signCRL(ctx context.Context, need func() string) (*db.CertificateRevocationListInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, crlLockTTL)
 	defer cancel()
 	unlock, err := c.lockCRL(ctx)
@@ -112,7 +181,14 @@ func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo
 		return nil, err
 	}
 	defer unlock()
+	if need != nil && need() == "" {
+		return nil, nil
+	}
 
+	_, seq, err := c.revocationCount()
+	if err != nil {
+		return nil, err
+	}
 	prev, err := c.db.GetCRL()
 	if err != nil && !database.IsErrNotFound(err) {
 		return nil, fmt.Errorf("ca: read stored CRL: %w", err)
@@ -155,7 +231,7 @@ func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo
 	if err := c.db.StoreCRL(info); err != nil {
 		return nil, fmt.Errorf("ca: store CRL: %w", err)
 	}
-	meta, _ := json.Marshal(crlMeta{Number: number, ETag: etagOf(der)})
+	meta, _ := json.Marshal(crlMeta{Number: number, ETag: etagOf(der), ThisUpdate: now, Covers: seq})
 	if err := c.db.Set(crlMetaTable, crlMetaKey, meta); err != nil {
 		// Readers then load the full CRL every time: slower, still correct.
 		c.log.Warn("ca: CRL metadata not stored", "error", err)
@@ -164,8 +240,12 @@ func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo
 }
 
 type crlMeta struct {
-	Number int64  `json:"number"`
-	ETag   string `json:"etag"`
+	Number     int64     `json:"number"`
+	ETag       string    `json:"etag"`
+	ThisUpdate time.Time `json:"this_update"`
+	// Covers is the revocation count read before the revocations were: every
+	// revocation counted up to it is on this CRL.
+	Covers int64 `json:"covers"`
 }
 
 func etagOf(der []byte) string {
@@ -173,12 +253,20 @@ func etagOf(der []byte) string {
 	return `"` + hex.EncodeToString(sum[:16]) + `"`
 }
 
-// runCRLSchedule re-signs the CRL once the stored one is renew_period old,
-// whichever node signed it, so several nodes do not each re-sign it.
+// crlTick is how often the schedule looks at the stored CRL: crl.check_interval,
+// or a quarter of crl.renew_period if that is shorter, so a renewal is never
+// more than a quarter period late.
+func (c *CA) crlTick() time.Duration {
+	return max(min(c.cfg.CRL.CheckInterval.Duration, c.cfg.CRL.RenewPeriod.Duration/4), 10*time.Millisecond)
+}
+
+// runCRLSchedule re-signs the CRL, whichever node signed it last, when a
+// revocation (on any node) is not on it yet — its own signing failed, say,
+// because another node held the lock or the client went away — and once it is
+// renew_period old. The check reads two small rows, not the CRL.
 func (c *CA) runCRLSchedule(stop <-chan struct{}) {
 	defer close(c.crlDone)
-	period := c.cfg.CRL.RenewPeriod.Duration
-	t := time.NewTicker(max(period/4, 10*time.Millisecond))
+	t := time.NewTicker(c.crlTick())
 	defer t.Stop()
 	for {
 		select {
@@ -186,14 +274,31 @@ func (c *CA) runCRLSchedule(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		info, err := c.db.GetCRL()
-		if err == nil && c.now().Sub(info.ExpiresAt.Add(-info.Duration)) < period {
+		why := c.crlStale()
+		if why == "" {
 			continue
 		}
-		if _, err := c.generateCRL(context.Background()); err != nil {
-			c.log.Error("ca: scheduled CRL renewal failed; retrying", "error", err)
+		if _, err := c.signCRL(context.Background(), c.crlStale); err != nil {
+			c.log.Error("ca: CRL re-signing failed; retrying", "why", why, "retry_in", c.crlTick().String(), "error", err)
 		}
 	}
+}
+
+// crlStale says why the stored CRL must be re-signed now, or "" if it need not.
+func (c *CA) crlStale() string {
+	var meta crlMeta
+	b, err := c.db.Get(crlMetaTable, crlMetaKey)
+	if err != nil || json.Unmarshal(b, &meta) != nil || meta.ThisUpdate.IsZero() {
+		// Missing after a failed write, or written by an older imapgate.
+		return "no CRL metadata"
+	}
+	if _, seq, err := c.revocationCount(); err == nil && seq > meta.Covers {
+		return "a revocation is not on it yet"
+	}
+	if c.now().Sub(meta.ThisUpdate) >= c.cfg.CRL.RenewPeriod.Duration {
+		return "renew_period reached"
+	}
+	return ""
 }
 
 // CRL is the current signed CRL as the API serves it.

@@ -2,15 +2,18 @@ package ca_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imapgate/imapgate/ca"
 	"github.com/imapgate/imapgate/caclient"
 	"github.com/imapgate/imapgate/testenv"
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 )
 
 // copyDir copies a CA directory (keys, config, credentials) for a second node.
@@ -40,6 +43,14 @@ func copyDir(t *testing.T, src, dst string) {
 // and node A's directory.
 func twoNodes(t *testing.T) (a, b *testenv.CA, dirA string) {
 	t.Helper()
+	a, b, dirA, _ = twoNodesPG(t)
+	return a, b, dirA
+}
+
+// twoNodesPG is twoNodes that also returns the database, for a test that plays
+// a third node by writing rows itself.
+func twoNodesPG(t *testing.T) (a, b *testenv.CA, dirA string, db *sql.DB) {
+	t.Helper()
 	pg := testenv.StartPostgres(t)
 	dirA = filepath.Join(t.TempDir(), "ca")
 	// The database does not exist yet: the CA creates it.
@@ -50,7 +61,12 @@ func twoNodes(t *testing.T) (a, b *testenv.CA, dirA string) {
 	if b.URL == a.URL {
 		t.Fatal("node B listens where node A does")
 	}
-	return a, b, dirA
+	db, err := sql.Open("pgx", pg.DSNFor("imapgate_ca"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return a, b, dirA, db
 }
 
 // TestPostgresTwoNodes: two CA nodes share one PostgreSQL database; a revocation
@@ -160,5 +176,46 @@ func TestPostgresConcurrentRevocations(t *testing.T) {
 				t.Errorf("node %s: CRL %v misses revoked %s", name, crl.Number, s)
 			}
 		}
+	}
+}
+
+// TestPostgresRevokeWhileAnotherNodeHoldsTheCRLLock: a third node holds the CRL
+// lock row; an admin revokes on node A with a client that gives up after
+// 300ms; then the lock is released. The revocation is stored, so node B's CRL
+// must list it promptly, not at the next renew_period hours later.
+func TestPostgresRevokeWhileAnotherNodeHoldsTheCRLLock(t *testing.T) {
+	ctx := context.Background()
+	a, b, _, db := twoNodesPG(t)
+	iss, err := client(t, a, a.EnrollCred).Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "dave@example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	setLock := func(v string) {
+		t.Helper()
+		if _, err := db.Exec(`INSERT INTO imapgate_locks (nkey, nvalue) VALUES ($1, $2)
+			ON CONFLICT (nkey) DO UPDATE SET nvalue = excluded.nvalue`, []byte("crl"), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setLock(`{"owner":"node-c","expires":"` + time.Now().Add(time.Hour).UTC().Format(time.RFC3339Nano) + `"}`)
+	rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = client(t, a, a.AdminCred).Revoke(rctx, iss.Serial, "keyCompromise", "")
+	cancel()
+	if err == nil {
+		t.Fatal("the revocation returned although the CRL lock is held")
+	}
+	time.Sleep(500 * time.Millisecond)
+	setLock(`{"owner":"","expires":"0001-01-01T00:00:00Z"}`)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, ok := crlHas(fetchCRL(t, b), iss.Serial); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("10s after the CRL lock was released node B's CRL still misses the revocation")
+		}
+	}
+	// A retry by the admin is a conflict with a sentence, not a second revocation.
+	if _, err := client(t, a, a.AdminCred).Revoke(ctx, iss.Serial, "keyCompromise", ""); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("second revoke: %v, want 409", err)
 	}
 }

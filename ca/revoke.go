@@ -64,11 +64,19 @@ func ReasonName(code int) string {
 type Revoked struct {
 	Serial    string
 	RevokedAt time.Time
+	// CRLNumber is the first CRL that lists the certificate; 0 while CRLPending.
 	CRLNumber int64
+	// CRLPending: the revocation is stored, but the CRL could not be re-signed
+	// in time (another node held the CRL lock, a database or HSM error). The CRL
+	// schedule publishes it within PublishWithin.
+	CRLPending    bool
+	PublishWithin time.Duration
 }
 
-// Revoke puts the certificate with this serial on the CRL, which is re-signed
-// before Revoke returns. comment is free text for the audit trail.
+// Revoke stores the revocation of the certificate with this serial and
+// re-signs the CRL before it returns; if that cannot be done within
+// revokeCRLWait, the revocation still stands and Revoked.CRLPending says the
+// schedule will publish it. comment is free text for the audit trail.
 func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, comment string, by Requester) (*Revoked, error) {
 	hexSerial := SerialHex(serial)
 	if _, ok := map[int]bool{0: true, 1: true, 3: true, 4: true, 5: true, 9: true}[reasonCode]; !ok {
@@ -109,19 +117,35 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 		}
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
 	}
+	rv := &Revoked{Serial: hexSerial, RevokedAt: time.Now().UTC()}
+	// From here on the revocation is a fact: what follows must not depend on
+	// the client still waiting.
+	counted := c.noteRevocation()
+	if counted != nil {
+		c.log.Error("ca: revocation stored but not counted; the CRL schedule cannot see it", "serial", hexSerial, "error", counted)
+	}
 	target := cert.Subject.CommonName
 	if len(cert.EmailAddresses) > 0 {
 		target = cert.EmailAddresses[0]
 	}
 	c.audit(ctx, "revoke", hexSerial, target, reason, by)
-	info, err := c.generateCRL(ctx)
-	if err != nil {
-		// The revocation is stored; the scheduled renewal will publish it. The
-		// admin must know the CRL does not list it yet.
-		c.log.Error("ca: revoked, but the CRL could not be re-signed", "serial", hexSerial, "error", err)
-		return nil, fmt.Errorf("ca: revoke %s: revoked, but the CRL could not be re-signed (%v); it is retried every few minutes: check the CA log", hexSerial, err)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeCRLWait)
+	defer cancel()
+	info, err := c.generateCRL(sctx)
+	switch {
+	case err == nil:
+		rv.CRLNumber = info.Number
+		return rv, nil
+	case counted == nil:
+		rv.CRLPending, rv.PublishWithin = true, c.crlTick()
+		c.log.Error("ca: revoked, but the CRL is not re-signed yet; the CRL schedule will", "serial", hexSerial,
+			"within", rv.PublishWithin.String(), "error", err)
+		return rv, nil
+	default:
+		// Neither signed nor counted: only the next renewal or restart publishes it.
+		return nil, fmt.Errorf("ca: revoke %s: revoked, but the CRL could not be re-signed (%v) and the CA database did not take the revocation count (%v); it is on the CRL after the next restart of a CA node or within crl.renew_period %s: check the database and the CA log",
+			hexSerial, err, counted, c.cfg.CRL.RenewPeriod.Duration)
 	}
-	return &Revoked{Serial: hexSerial, RevokedAt: time.Now().UTC(), CRLNumber: info.Number}, nil
 }
 
 // Certificate returns an issued certificate by serial.

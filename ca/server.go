@@ -58,11 +58,15 @@ type RevokeRequestJSON struct {
 	Comment string `json:"comment,omitempty"`
 }
 
-// RevokeResponseJSON answers a revocation.
+// RevokeResponseJSON answers a revocation: 200 when the CRL lists it, 202 with
+// CRLPending when it is stored but the CRL is not re-signed yet.
 type RevokeResponseJSON struct {
 	Serial    string    `json:"serial"`
 	RevokedAt time.Time `json:"revoked_at"`
-	CRLNumber int64     `json:"crl_number"`
+	// CRLNumber is the first CRL that lists it; absent while CRLPending.
+	CRLNumber  int64  `json:"crl_number,omitempty"`
+	CRLPending bool   `json:"crl_pending,omitempty"`
+	Note       string `json:"note,omitempty"`
 }
 
 // AgentRequestJSON is the body of POST /api/v1/agents.
@@ -320,7 +324,17 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
-	writeJSON(w, http.StatusOK, RevokeResponseJSON{Serial: rv.Serial, RevokedAt: rv.RevokedAt, CRLNumber: rv.CRLNumber})
+	resp := RevokeResponseJSON{Serial: rv.Serial, RevokedAt: rv.RevokedAt, CRLNumber: rv.CRLNumber}
+	if rv.CRLPending {
+		// Stored, so not an error: a retry would only get 409. But the relying
+		// parties do not know yet, and the admin must not think they do.
+		resp.CRLPending = true
+		resp.Note = fmt.Sprintf("revoked and stored, but not on the CRL yet: it could not be re-signed now (the CA log says why); "+
+			"every CA node tries again every %s, and relying parties refuse the certificate from their first CRL fetch after that", rv.PublishWithin)
+		writeJSON(w, http.StatusAccepted, resp)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requester) {
