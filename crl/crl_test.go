@@ -2,9 +2,14 @@ package crl_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -204,4 +209,168 @@ func BenchmarkParse100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "ms/reload")
 	b.ReportMetric(float64(len(der))/1e6, "MB-DER")
+}
+
+// TestParseExtensions: a CRL is taken only when it is a complete CRL of its issuer in a
+// form the front understands. Delta CRLs, partitioned or indirect CRLs, and unknown
+// critical extensions (in the CRL or in an entry) are refused, since a snapshot replaces
+// the previous one and would un-revoke whatever such a CRL leaves out.
+func TestParseExtensions(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	now := time.Now()
+	mustMarshal := func(v any) []byte {
+		b, err := asn1.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	uri := asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte("https://ca.example.org:8443/crl")}
+	// The IssuingDistributionPoint as ca/crl.go writes it, and variants that narrow it.
+	type dpName struct {
+		FullName []asn1.RawValue `asn1:"optional,tag:0"`
+	}
+	type dpRelative struct {
+		Relative asn1.RawValue `asn1:"optional,tag:1"`
+	}
+	type idpPlain struct {
+		DistributionPoint dpName `asn1:"optional,tag:0"`
+	}
+	type idpUserCerts struct {
+		DistributionPoint dpName `asn1:"optional,tag:0"`
+		OnlyUser          bool   `asn1:"optional,tag:1"`
+	}
+	type idpSomeReasons struct {
+		DistributionPoint dpName         `asn1:"optional,tag:0"`
+		OnlySomeReasons   asn1.BitString `asn1:"optional,tag:3"`
+	}
+	type idpIndirect struct {
+		DistributionPoint dpName `asn1:"optional,tag:0"`
+		Indirect          bool   `asn1:"optional,tag:4"`
+	}
+	type idpRelative struct {
+		DistributionPoint dpRelative `asn1:"optional,tag:0"`
+	}
+	type idpOnlyCA struct {
+		OnlyCA bool `asn1:"optional,tag:2"`
+	}
+	oidIDP := asn1.ObjectIdentifier{2, 5, 29, 28}
+	idp := func(critical bool, v any) pkix.Extension {
+		return pkix.Extension{Id: oidIDP, Critical: critical, Value: mustMarshal(v)}
+	}
+	plain := idpPlain{DistributionPoint: dpName{FullName: []asn1.RawValue{uri}}}
+	rdn := mustMarshal(pkix.AttributeTypeAndValue{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "crl1"})
+	issuerName := mustMarshal(asn1.RawValue{Tag: asn1.TagSequence, IsCompound: true,
+		Bytes: mustMarshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: pki.Root.RawSubject})})
+	entry := func(exts ...pkix.Extension) []x509.RevocationListEntry {
+		return []x509.RevocationListEntry{{SerialNumber: big.NewInt(4242), RevocationTime: now.Add(-time.Hour), ExtraExtensions: exts}}
+	}
+	for _, tc := range []struct {
+		name    string
+		exts    []pkix.Extension
+		entries []x509.RevocationListEntry
+		want    string // "" = accepted
+	}{
+		{"good_idp_as_ca_emits", []pkix.Extension{idp(true, plain)}, nil, ""},
+		{"good_idp_two_uris", []pkix.Extension{idp(true, idpPlain{DistributionPoint: dpName{FullName: []asn1.RawValue{uri, uri}}})}, nil, ""},
+		{"good_unknown_noncritical", []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Value: []byte{5, 0}}}, nil, ""},
+		{"good_entry_reason_code", nil, []x509.RevocationListEntry{{SerialNumber: big.NewInt(4242), RevocationTime: now.Add(-time.Hour), ReasonCode: 1}}, ""},
+		{"good_entry_unknown_noncritical", nil, entry(pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 24}, Value: mustMarshal(now.UTC())}), ""},
+		{"fail_delta_crl", []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Critical: true, Value: mustMarshal(big.NewInt(1))}}, nil, "delta CRL"},
+		{"fail_delta_crl_noncritical", []pkix.Extension{{Id: asn1.ObjectIdentifier{2, 5, 29, 27}, Value: mustMarshal(big.NewInt(1))}}, nil, "delta CRL"},
+		{"fail_unknown_critical", []pkix.Extension{{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}, Critical: true, Value: []byte{5, 0}}}, nil, "unknown critical extension"},
+		{"fail_idp_only_user_certs", []pkix.Extension{idp(true, idpUserCerts{DistributionPoint: plain.DistributionPoint, OnlyUser: true})}, nil, "partial or indirect"},
+		{"fail_idp_only_ca_certs", []pkix.Extension{idp(true, idpOnlyCA{OnlyCA: true})}, nil, "no distributionPoint"},
+		{"fail_idp_only_some_reasons", []pkix.Extension{idp(true, idpSomeReasons{DistributionPoint: plain.DistributionPoint, OnlySomeReasons: asn1.BitString{Bytes: []byte{0x40}, BitLength: 2}})}, nil, "partial or indirect"},
+		{"fail_idp_indirect", []pkix.Extension{idp(true, idpIndirect{DistributionPoint: plain.DistributionPoint, Indirect: true})}, nil, "partial or indirect"},
+		{"fail_idp_name_relative", []pkix.Extension{idp(true, idpRelative{DistributionPoint: dpRelative{Relative: asn1.RawValue{FullBytes: mustMarshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 1, IsCompound: true, Bytes: rdn})}}})}, nil, "not a fullName"},
+		{"fail_idp_dns_name", []pkix.Extension{idp(true, idpPlain{DistributionPoint: dpName{FullName: []asn1.RawValue{{Class: asn1.ClassContextSpecific, Tag: 2, Bytes: []byte("ca.example.org")}}}})}, nil, "other than a URI"},
+		{"fail_idp_noncritical_partial", []pkix.Extension{idp(false, idpUserCerts{DistributionPoint: plain.DistributionPoint, OnlyUser: true})}, nil, "partial or indirect"},
+		{"fail_entry_certificate_issuer", nil, entry(pkix.Extension{Id: asn1.ObjectIdentifier{2, 5, 29, 29}, Critical: true, Value: issuerName}), "indirect CRL"},
+		{"fail_entry_unknown_critical", nil, entry(pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 2}, Critical: true, Value: []byte{5, 0}}), "unknown critical extension"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+				Number: big.NewInt(7), ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(time.Hour),
+				RevokedCertificateEntries: tc.entries, ExtraExtensions: tc.exts,
+			}, pki.Intermediate, pki.InterKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = crl.Parse(der, pki.Intermediate, now)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestStoreRefusesUnnumbered: once the issuer's CRLs carry a number, one without is
+// refused (the rollback check needs it); a store that never saw a number takes it.
+func TestStoreRefusesUnnumbered(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	path := filepath.Join(t.TempDir(), "ca.crl")
+	store, err := crl.NewStore(crl.Options{File: path, Issuer: pki.Intermediate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	testenv.WriteFile(t, path, unnumberedCRL(t, pki))
+	if _, err := store.Refresh(ctx); err != nil {
+		t.Fatalf("first, unnumbered CRL: %v", err)
+	}
+	if store.Load().Number != nil {
+		t.Fatal("unnumbered CRL has a number")
+	}
+	pki.Revoke(big.NewInt(77))
+	testenv.WriteFile(t, path, pki.CRL(t, testenv.CRLOptions{}))
+	if _, err := store.Refresh(ctx); err != nil {
+		t.Fatalf("numbered CRL: %v", err)
+	}
+	testenv.WriteFile(t, path, unnumberedCRL(t, pki))
+	if _, err := store.Refresh(ctx); err == nil || !strings.Contains(err.Error(), "without a CRL number") {
+		t.Fatalf("unnumbered after numbered: %v", err)
+	}
+	if !store.Load().Revoked(big.NewInt(77)) {
+		t.Fatal("the unnumbered CRL replaced the numbered one")
+	}
+}
+
+// unnumberedCRL signs a CRL with no extensions at all, which x509.CreateRevocationList
+// cannot make (it insists on a number): an old-style CRL from some other signer of the
+// same key, listing nothing.
+func unnumberedCRL(t *testing.T, pki *testenv.PKI) []byte {
+	t.Helper()
+	now := time.Now().UTC().Truncate(time.Second)
+	sigAlg := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}} // ecdsa-with-SHA256
+	tbs, err := asn1.Marshal(struct {
+		Version    int
+		Signature  pkix.AlgorithmIdentifier
+		Issuer     asn1.RawValue
+		ThisUpdate time.Time
+		NextUpdate time.Time
+	}{1, sigAlg, asn1.RawValue{FullBytes: pki.Intermediate.RawSubject}, now.Add(-time.Minute), now.Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(tbs)
+	sig, err := pki.InterKey.Sign(rand.Reader, h[:], crypto.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm pkix.AlgorithmIdentifier
+		Signature asn1.BitString
+	}{asn1.RawValue{FullBytes: tbs}, sigAlg, asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

@@ -3,9 +3,10 @@
 // file, so that relying parties — the IMAPS front first of all — can check a serial
 // without a lock and without talking to the CA on the hot path.
 //
-// A [Store] polls its [Source], verifies every new CRL (signature by the configured
-// issuer, issuer name, thisUpdate/nextUpdate, a CRL number that never goes backwards) and
-// swaps it in behind an atomic pointer. [Store.Fresh] fails closed: once the CRL is past
+// A [Store] polls its source, verifies every new CRL (signature by the configured
+// issuer, issuer name, thisUpdate/nextUpdate, a complete CRL — no delta CRL, partition,
+// indirect CRL or unknown critical extension —, a CRL number that never goes backwards
+// or disappears) and swaps it in behind an atomic pointer. [Store.Fresh] fails closed: once the CRL is past
 // nextUpdate plus a grace period, or has not been confirmed for MaxAge, it returns an
 // error and callers must refuse new connections.
 //

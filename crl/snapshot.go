@@ -3,6 +3,7 @@ package crl
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
 	"errors"
@@ -33,7 +34,8 @@ var ErrStale = errors.New("crl: stale")
 
 // Parse verifies a CRL (DER or PEM) against issuer and returns a snapshot. It checks the
 // signature, that the CRL names issuer as its issuer, that thisUpdate is not in the
-// future (with a minute of clock skew) and that nextUpdate is present.
+// future (with a minute of clock skew), that nextUpdate is present and that the CRL is
+// a complete CRL of everything the issuer revoked (see checkExtensions).
 func Parse(data []byte, issuer *x509.Certificate, now time.Time) (*Snapshot, error) {
 	if issuer == nil {
 		return nil, errors.New("crl: parse: no issuer certificate configured")
@@ -58,6 +60,9 @@ func Parse(data []byte, issuer *x509.Certificate, now time.Time) (*Snapshot, err
 	if err := rl.CheckSignatureFrom(issuer); err != nil {
 		return nil, fmt.Errorf("crl: signature of CRL from %q does not verify: %w", issuer.Subject, err)
 	}
+	if err := checkExtensions(rl); err != nil {
+		return nil, fmt.Errorf("crl: CRL from %q: %w", issuer.Subject, err)
+	}
 	if rl.NextUpdate.IsZero() {
 		return nil, fmt.Errorf("crl: CRL from %q has no nextUpdate; refusing a CRL that never expires", issuer.Subject)
 	}
@@ -79,6 +84,111 @@ func Parse(data []byte, issuer *x509.Certificate, now time.Time) (*Snapshot, err
 		s.revoked[serialKey(e.SerialNumber)] = struct{}{}
 	}
 	return s, nil
+}
+
+// Extensions the front understands. Go's ParseRevocationList does not refuse unknown
+// critical extensions, so Parse does.
+var (
+	oidAuthorityKeyID           = asn1.ObjectIdentifier{2, 5, 29, 35}
+	oidCRLNumber                = asn1.ObjectIdentifier{2, 5, 29, 20}
+	oidDeltaCRLIndicator        = asn1.ObjectIdentifier{2, 5, 29, 27}
+	oidIssuingDistributionPoint = asn1.ObjectIdentifier{2, 5, 29, 28}
+	oidReasonCode               = asn1.ObjectIdentifier{2, 5, 29, 21}
+	oidCertificateIssuer        = asn1.ObjectIdentifier{2, 5, 29, 29}
+)
+
+// checkExtensions refuses a CRL that is not a complete list of the issuer's
+// revocations, or that says something the front would not understand: a snapshot
+// replaces the previous one wholesale, so a delta CRL or a CRL of one partition taken
+// for a complete one would un-revoke everything it leaves out.
+//
+//   - deltaCRLIndicator: a delta CRL lists only changes (refused, critical or not);
+//   - issuingDistributionPoint: accepted only in the form imapgate's CA emits, a
+//     distributionPoint whose fullName holds URIs and nothing else; onlyContains*,
+//     onlySomeReasons, indirectCRL or a nameRelativeToCRLIssuer are refused;
+//   - any other critical CRL extension (RFC 5280 §5.2: unknown critical means reject);
+//   - in an entry, any critical extension but reasonCode, and certificateIssuer
+//     (entries of an indirect CRL, about another CA's certificates) in any form.
+func checkExtensions(rl *x509.RevocationList) error {
+	for _, e := range rl.Extensions {
+		switch {
+		case e.Id.Equal(oidCRLNumber), e.Id.Equal(oidAuthorityKeyID):
+		case e.Id.Equal(oidDeltaCRLIndicator):
+			return errors.New("it is a delta CRL (deltaCRLIndicator); configure the complete CRL")
+		case e.Id.Equal(oidIssuingDistributionPoint):
+			if err := checkIDP(e.Value); err != nil {
+				return fmt.Errorf("issuingDistributionPoint: %w", err)
+			}
+		case e.Critical:
+			return fmt.Errorf("unknown critical extension %s", e.Id)
+		}
+	}
+	for _, entry := range rl.RevokedCertificateEntries {
+		for _, e := range entry.Extensions {
+			switch {
+			case e.Id.Equal(oidReasonCode):
+			case e.Id.Equal(oidCertificateIssuer):
+				return fmt.Errorf("entry %s names a certificate issuer (an indirect CRL): not supported", entry.SerialNumber)
+			case e.Critical:
+				return fmt.Errorf("entry %s has unknown critical extension %s", entry.SerialNumber, e.Id)
+			}
+		}
+	}
+	return nil
+}
+
+// checkIDP accepts exactly an IssuingDistributionPoint whose only field is
+// distributionPoint [0] holding fullName [0] of one or more uniformResourceIdentifier
+// [6] names (RFC 5280 §5.2.5): what ca.idpExtension writes. Such a CRL still covers every
+// certificate of its issuer; every other field narrows its scope.
+func checkIDP(der []byte) error {
+	idp, err := readRaw(der, asn1.ClassUniversal, asn1.TagSequence, true)
+	if err != nil {
+		return errors.New("malformed")
+	}
+	dp, err := readRaw(idp, asn1.ClassContextSpecific, 0, true)
+	if err != nil {
+		if errors.Is(err, errTrailing) {
+			return errors.New("onlyContainsUserCerts, onlyContainsCACerts, onlySomeReasons, indirectCRL or onlyContainsAttributeCerts set: a partial or indirect CRL is not supported")
+		}
+		return errors.New("no distributionPoint: only a complete CRL with a distribution point URI is supported")
+	}
+	names, err := readRaw(dp, asn1.ClassContextSpecific, 0, true)
+	if err != nil {
+		return errors.New("distributionPoint is not a fullName (nameRelativeToCRLIssuer is not supported)")
+	}
+	if len(names) == 0 {
+		return errors.New("empty fullName")
+	}
+	for len(names) > 0 {
+		var n asn1.RawValue
+		if names, err = asn1.Unmarshal(names, &n); err != nil {
+			return errors.New("malformed fullName")
+		}
+		if n.Class != asn1.ClassContextSpecific || n.Tag != 6 || n.IsCompound {
+			return errors.New("fullName holds a name other than a URI")
+		}
+	}
+	return nil
+}
+
+var errTrailing = errors.New("trailing data")
+
+// readRaw reads the single element of der, which must have the given class, tag and
+// form, and returns its contents; anything after it is errTrailing.
+func readRaw(der []byte, class, tag int, compound bool) ([]byte, error) {
+	var v asn1.RawValue
+	rest, err := asn1.Unmarshal(der, &v)
+	if err != nil {
+		return nil, err
+	}
+	if v.Class != class || v.Tag != tag || v.IsCompound != compound {
+		return nil, fmt.Errorf("unexpected tag %d/%d", v.Class, v.Tag)
+	}
+	if len(rest) > 0 {
+		return nil, errTrailing
+	}
+	return v.Bytes, nil
 }
 
 // serialKey maps a serial to a map key. Serials are positive; a negative one (invalid but

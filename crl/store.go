@@ -151,6 +151,13 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 		s.failures.Add(1)
 		return false, fmt.Errorf("crl: refusing CRL number %s older than the current %s (replayed or rolled-back CRL)", snap.Number, cur.Number)
 	}
+	if cur != nil && cur.Number != nil && snap.Number == nil {
+		// The rollback check above needs a number: once the issuer numbers its CRLs,
+		// an unnumbered one (an old CRL from before, or from another signing setup of
+		// the same key) could otherwise replace a newer CRL and un-revoke.
+		s.failures.Add(1)
+		return false, fmt.Errorf("crl: refusing a CRL without a CRL number after CRL number %s (the rollback check needs one)", cur.Number)
+	}
 	s.cur.Store(snap)
 	s.confirmed.Store(now.UnixNano())
 	s.failures.Store(0)
