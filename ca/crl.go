@@ -228,15 +228,35 @@ func (c *CA) signCRL(ctx context.Context, need func() string) (*db.CertificateRe
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}
 	info := &db.CertificateRevocationListInfo{Number: number, ExpiresAt: tpl.NextUpdate, Duration: validity, DER: der}
+	// The metadata row goes first: every node serves its cached CRL while the
+	// row names it, so a row left naming the old CRL (a failed write after the
+	// new one is stored) would hide the new one on those nodes until the next
+	// CRL. Without the row, readers load the stored CRL: slower, still correct;
+	// and the schedule re-signs (and so rewrites the row) within a tick.
+	if err := c.db.Del(crlMetaTable, crlMetaKey); err != nil {
+		return nil, fmt.Errorf("ca: store CRL: clear its metadata row: %w", err)
+	}
 	if err := c.db.StoreCRL(info); err != nil {
 		return nil, fmt.Errorf("ca: store CRL: %w", err)
 	}
-	meta, _ := json.Marshal(crlMeta{Number: number, ETag: etagOf(der), ThisUpdate: now, Covers: seq})
+	crl := crlOf(info)
+	meta, _ := json.Marshal(crlMeta{Number: number, ETag: crl.ETag, ThisUpdate: now, Covers: seq})
 	if err := c.db.Set(crlMetaTable, crlMetaKey, meta); err != nil {
-		// Readers then load the full CRL every time: slower, still correct.
-		c.log.Warn("ca: CRL metadata not stored", "error", err)
+		c.log.Error("ca: CRL stored, but not its metadata row; nodes read the whole CRL until it is re-signed", "number", number, "error", err)
 	}
+	// This node serves the new CRL from now on without reading it back.
+	c.crlCache.Store(crl)
 	return info, nil
+}
+
+func crlOf(info *db.CertificateRevocationListInfo) *CRL {
+	return &CRL{
+		DER: info.DER, Number: info.Number, NextUpdate: info.ExpiresAt,
+		// thisUpdate = nextUpdate − validity as signed; parsing a large CRL on
+		// every request would cost more than it tells.
+		ThisUpdate: info.ExpiresAt.Add(-info.Duration),
+		ETag:       etagOf(info.DER),
+	}
 }
 
 type crlMeta struct {
@@ -325,16 +345,10 @@ func (c *CA) CRL() (*CRL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: read CRL: %w", err)
 	}
-	crl := &CRL{
-		DER: info.DER, Number: info.Number, NextUpdate: info.ExpiresAt,
-		// thisUpdate = nextUpdate − validity as signed; parsing a large CRL on
-		// every request would cost more than it tells.
-		ThisUpdate: info.ExpiresAt.Add(-info.Duration),
-		ETag:       etagOf(info.DER),
-	}
-	// Cache only what the metadata names: between the two writes of a new CRL
-	// the row and the blob may disagree for a moment.
-	if crl.ETag == meta.ETag {
+	crl := crlOf(info)
+	// Cache only what the metadata names: a missing row (a new CRL is being
+	// stored, or its row could not be written) caches nothing.
+	if meta.ETag != "" && crl.ETag == meta.ETag {
 		c.crlCache.Store(crl)
 	}
 	return crl, nil

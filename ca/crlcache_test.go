@@ -22,9 +22,14 @@ func TestCRLCacheFollowsTheDatabase(t *testing.T) {
 	if err := c.RegenerateCRL(); err != nil {
 		t.Fatal(err)
 	}
+	// The node that signed it caches what it signed, without reading it back.
+	cached := c.crlCache.Load()
 	second, _ := c.CRL()
 	if second.Number <= first.Number || second.ETag == first.ETag {
 		t.Fatalf("after re-signing: number %d etag %s, before %d %s", second.Number, second.ETag, first.Number, first.ETag)
+	}
+	if cached != second {
+		t.Errorf("after signing CRL %d the cache held CRL %d", second.Number, cached.Number)
 	}
 	// A row that names some other CRL: serve the stored one with its own ETag, uncached.
 	if err := c.db.Set(crlMetaTable, crlMetaKey, []byte(`{"number":999,"etag":"\"bogus\""}`)); err != nil {

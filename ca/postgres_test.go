@@ -43,21 +43,21 @@ func copyDir(t *testing.T, src, dst string) {
 // and node A's directory.
 func twoNodes(t *testing.T) (a, b *testenv.CA, dirA string) {
 	t.Helper()
-	a, b, dirA, _ = twoNodesPG(t)
+	a, b, dirA, _ = twoNodesPG(t, nil)
 	return a, b, dirA
 }
 
 // twoNodesPG is twoNodes that also returns the database, for a test that plays
 // a third node by writing rows itself.
-func twoNodesPG(t *testing.T) (a, b *testenv.CA, dirA string, db *sql.DB) {
+func twoNodesPG(t *testing.T, configure func(*ca.Config)) (a, b *testenv.CA, dirA string, db *sql.DB) {
 	t.Helper()
 	pg := testenv.StartPostgres(t)
 	dirA = filepath.Join(t.TempDir(), "ca")
 	// The database does not exist yet: the CA creates it.
-	a = testenv.StartCA(t, testenv.CAOptions{Dir: dirA, DB: &ca.DBConfig{Type: "postgresql", DataSource: pg.DSNFor("imapgate_ca")}})
+	a = testenv.StartCA(t, testenv.CAOptions{Dir: dirA, DB: &ca.DBConfig{Type: "postgresql", DataSource: pg.DSNFor("imapgate_ca")}, Configure: configure})
 	dirB := filepath.Join(t.TempDir(), "ca")
 	copyDir(t, dirA, dirB)
-	b = testenv.StartCA(t, testenv.CAOptions{Dir: dirB, Node: true})
+	b = testenv.StartCA(t, testenv.CAOptions{Dir: dirB, Node: true, Configure: configure})
 	if b.URL == a.URL {
 		t.Fatal("node B listens where node A does")
 	}
@@ -185,7 +185,7 @@ func TestPostgresConcurrentRevocations(t *testing.T) {
 // must list it promptly, not at the next renew_period hours later.
 func TestPostgresRevokeWhileAnotherNodeHoldsTheCRLLock(t *testing.T) {
 	ctx := context.Background()
-	a, b, _, db := twoNodesPG(t)
+	a, b, _, db := twoNodesPG(t, nil)
 	iss, err := client(t, a, a.EnrollCred).Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "dave@example.org"})
 	if err != nil {
 		t.Fatal(err)
@@ -217,5 +217,57 @@ func TestPostgresRevokeWhileAnotherNodeHoldsTheCRLLock(t *testing.T) {
 	// A retry by the admin is a conflict with a sentence, not a second revocation.
 	if _, err := client(t, a, a.AdminCred).Revoke(ctx, iss.Serial, "keyCompromise", ""); err == nil || !strings.Contains(err.Error(), "409") {
 		t.Errorf("second revoke: %v, want 409", err)
+	}
+}
+
+// TestPostgresCRLMetadataWriteFails: the small metadata row that lets nodes
+// serve their cached CRL cannot be written after a new CRL is stored. No node
+// may go on serving its cached, older CRL: they read the stored one until the
+// row is written again.
+func TestPostgresCRLMetadataWriteFails(t *testing.T) {
+	ctx := context.Background()
+	a, b, _, db := twoNodesPG(t, func(cfg *ca.Config) { cfg.CRL.CheckInterval = ca.Duration{Duration: 200 * time.Millisecond} })
+	iss, err := client(t, a, a.EnrollCred).Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "erin@example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetchCRL(t, b) // node B now has the current CRL cached
+	fetchCRL(t, a)
+	if _, err := db.Exec(`CREATE FUNCTION refuse_crl_meta() RETURNS trigger AS $$
+		BEGIN
+			IF NEW.nkey = convert_to('current', 'UTF8') THEN RAISE EXCEPTION 'test: CRL metadata write refused'; END IF;
+			RETURN NEW;
+		END $$ LANGUAGE plpgsql;
+		CREATE TRIGGER refuse_crl_meta BEFORE INSERT OR UPDATE ON imapgate_crl FOR EACH ROW EXECUTE FUNCTION refuse_crl_meta();`); err != nil {
+		t.Fatal(err)
+	}
+	rv, err := client(t, a, a.AdminCred).Revoke(ctx, iss.Serial, "keyCompromise", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, node := range map[string]*testenv.CA{"A": a, "B": b} {
+		crl := fetchCRL(t, node)
+		if _, ok := crlHas(crl, iss.Serial); !ok || crl.Number.Int64() != rv.CRLNumber {
+			t.Errorf("node %s serves CRL %v (listing the revocation: %v); the stored one is %d", name, crl.Number, ok, rv.CRLNumber)
+		}
+	}
+	// Once the row can be written again, the schedule restores it.
+	if _, err := db.Exec(`DROP TRIGGER refuse_crl_meta ON imapgate_crl`); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM imapgate_crl WHERE nkey = convert_to('current', 'UTF8')`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the CRL metadata row was not written again within 30s")
+		}
+	}
+	if _, ok := crlHas(fetchCRL(t, b), iss.Serial); !ok {
+		t.Error("after the metadata row is back node B's CRL misses the revocation")
 	}
 }
