@@ -564,6 +564,60 @@ func TestStartTLS(t *testing.T) {
 	}
 }
 
+// TestStartTLSForgetsPlaintext: what came before STARTTLS, in the clear and so from
+// anyone on the path, does not carry into the TLS session: neither the ID name that the
+// login log line records nor the count of bad commands.
+func TestStartTLSForgetsPlaintext(t *testing.T) {
+	e := newEnv(t, envOptions{mode: mtls.StartTLS})
+	startTLS := func(t *testing.T, before ...string) *lineConn {
+		conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newLineConn(t, conn)
+		c.line()
+		for i, cmd := range before {
+			tag := fmt.Sprintf("p%d", i)
+			c.send(tag + " " + cmd + "\r\n")
+			c.until(tag + " ")
+		}
+		c.send("s STARTTLS\r\n")
+		if got := c.line(); got != "s OK Begin TLS negotiation now." {
+			t.Fatalf("STARTTLS: %q", got)
+		}
+		tc := tls.Client(conn, e.clientTLS(e.alice))
+		if err := tc.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		return &lineConn{t: t, c: tc, br: bufio.NewReader(tc)}
+	}
+	t.Run("id", func(t *testing.T) {
+		c := startTLS(t, `ID ("name" "INJECTED-BY-PATH" "version" "1")`)
+		c.send("a LOGIN alice@example.org alice-secret\r\n")
+		if got := c.line(); !loginOK.MatchString(got) {
+			t.Fatalf("login: %q", got)
+		}
+		waitFor(t, e.logs, `"msg":"login ok"`)
+		if strings.Contains(e.logs.String(), "INJECTED-BY-PATH") {
+			t.Fatal("the ID sent before STARTTLS reached the TLS session's log")
+		}
+	})
+	t.Run("bad_commands", func(t *testing.T) {
+		// The default max_bad_commands is 5: four in the clear, four more over TLS.
+		c := startTLS(t, "BOGUS", "BOGUS", "BOGUS", "BOGUS")
+		for i := 0; i < 4; i++ {
+			c.send("b BOGUS\r\n")
+			if got := c.line(); !strings.HasPrefix(got, "b BAD") {
+				t.Fatalf("bad command %d over TLS: %q", i+1, got)
+			}
+		}
+		c.send("a LOGIN alice@example.org alice-secret\r\n")
+		if got := c.line(); !loginOK.MatchString(got) {
+			t.Fatalf("login: %q", got)
+		}
+	})
+}
+
 // TestSessionResumption: a resumed TLS session is checked against the CRL again.
 func TestSessionResumption(t *testing.T) {
 	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
