@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -79,14 +80,22 @@ type lockValue struct {
 	Expires time.Time `json:"expires"`
 }
 
+// crlLock is a held CRL lock: the row value this node wrote.
+type crlLock struct {
+	c       *CA
+	mine    []byte
+	expires time.Time
+}
+
 // lockCRL takes the cluster-wide CRL lock: a row in the shared database,
 // compare-and-swapped from free (absent or expired) to ours.
-func (c *CA) lockCRL(ctx context.Context) (unlock func(), err error) {
+func (c *CA) lockCRL(ctx context.Context) (*crlLock, error) {
 	var rnd [8]byte
 	rand.Read(rnd[:])
 	owner := hex.EncodeToString(rnd[:])
 	for wait := 10 * time.Millisecond; ; wait = min(wait*2, 250*time.Millisecond) {
-		mine, _ := json.Marshal(lockValue{Owner: owner, Expires: c.now().Add(crlLockTTL)})
+		expires := c.now().Add(crlLockTTL)
+		mine, _ := json.Marshal(lockValue{Owner: owner, Expires: expires})
 		cur, err := c.db.Get(locksTable, crlLockKey)
 		if err != nil && !database.IsErrNotFound(err) {
 			return nil, fmt.Errorf("ca: CRL lock: %w", err)
@@ -100,10 +109,7 @@ func (c *CA) lockCRL(ctx context.Context) (unlock func(), err error) {
 			// A failed swap (or a unique-key error when two nodes insert the row at
 			// once) means another node got there first: wait and look again.
 			if _, swapped, err := c.db.CmpAndSwap(locksTable, crlLockKey, cur, mine); err == nil && swapped {
-				return func() {
-					released, _ := json.Marshal(lockValue{})
-					c.db.CmpAndSwap(locksTable, crlLockKey, mine, released)
-				}, nil
+				return &crlLock{c: c, mine: mine, expires: expires}, nil
 			}
 		}
 		select {
@@ -112,6 +118,33 @@ func (c *CA) lockCRL(ctx context.Context) (unlock func(), err error) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+func (l *crlLock) unlock() {
+	released, _ := json.Marshal(lockValue{})
+	l.c.db.CmpAndSwap(locksTable, crlLockKey, l.mine, released)
+}
+
+// errCRLOvertaken: another node stored a CRL, or may have, while this one was
+// signing; what this one signed is discarded and it signs again.
+var errCRLOvertaken = errors.New("overtaken by another CA node")
+
+// held checks, just before storing, that the lock is still this node's: a
+// signing slower than the TTL (or a clock behind another node's) lets another
+// node in. It is a cheap early refusal; what makes a lost revocation or a
+// repeated CRL number impossible is the compare-and-swap of the CRL itself.
+func (l *crlLock) held() error {
+	cur, err := l.c.db.Get(locksTable, crlLockKey)
+	if err != nil && !database.IsErrNotFound(err) {
+		return fmt.Errorf("ca: CRL lock: %w", err)
+	}
+	if !bytes.Equal(cur, l.mine) {
+		return fmt.Errorf("ca: CRL lock: %w: it took the lock while this node was signing", errCRLOvertaken)
+	}
+	if !l.c.now().Before(l.expires) {
+		return fmt.Errorf("ca: CRL lock: %w: the lock expired while this node was signing (over %s)", errCRLOvertaken, crlLockTTL)
+	}
+	return nil
 }
 
 // ensureCRLRows creates the lock and revocation-count rows if they are
@@ -176,11 +209,27 @@ func (c *CA) generateCRL(ctx context.Context) (*db.CertificateRevocationListInfo
 func (c *CA) signCRL(ctx context.Context, need func() string) (*db.CertificateRevocationListInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, crlLockTTL)
 	defer cancel()
-	unlock, err := c.lockCRL(ctx)
+	for {
+		info, err := c.signCRLOnce(ctx, need)
+		if !errors.Is(err, errCRLOvertaken) || ctx.Err() != nil {
+			return info, err
+		}
+		c.log.Warn("ca: CRL signing overtaken by another node; signing again", "error", err)
+	}
+}
+
+// smallstep's row for the CRL (db.StoreCRL, db.GetCRL), swapped here directly.
+var (
+	crlTable = []byte("x509_crl")
+	crlKey   = []byte("crl")
+)
+
+func (c *CA) signCRLOnce(ctx context.Context, need func() string) (*db.CertificateRevocationListInfo, error) {
+	lock, err := c.lockCRL(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer unlock()
+	defer lock.unlock()
 	if need != nil && need() == "" {
 		return nil, nil
 	}
@@ -189,12 +238,18 @@ func (c *CA) signCRL(ctx context.Context, need func() string) (*db.CertificateRe
 	if err != nil {
 		return nil, err
 	}
-	prev, err := c.db.GetCRL()
+	// The stored row as read, byte for byte: the new CRL replaces exactly this
+	// one or is not stored (see below).
+	prevRaw, err := c.db.Get(crlTable, crlKey)
 	if err != nil && !database.IsErrNotFound(err) {
 		return nil, fmt.Errorf("ca: read stored CRL: %w", err)
 	}
 	number := int64(1)
-	if prev != nil {
+	if prevRaw != nil {
+		var prev db.CertificateRevocationListInfo
+		if err := json.Unmarshal(prevRaw, &prev); err != nil {
+			return nil, fmt.Errorf("ca: read stored CRL: %w", err)
+		}
 		number = prev.Number + 1
 	}
 	revoked, err := c.db.GetRevokedCertificates()
@@ -228,6 +283,13 @@ func (c *CA) signCRL(ctx context.Context, need func() string) (*db.CertificateRe
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}
 	info := &db.CertificateRevocationListInfo{Number: number, ExpiresAt: tpl.NextUpdate, Duration: validity, DER: der}
+	infoRaw, err := json.Marshal(info) // as db.StoreCRL writes it
+	if err != nil {
+		return nil, fmt.Errorf("ca: store CRL: %w", err)
+	}
+	if err := lock.held(); err != nil {
+		return nil, err
+	}
 	// The metadata row goes first: every node serves its cached CRL while the
 	// row names it, so a row left naming the old CRL (a failed write after the
 	// new one is stored) would hide the new one on those nodes until the next
@@ -236,12 +298,23 @@ func (c *CA) signCRL(ctx context.Context, need func() string) (*db.CertificateRe
 	if err := c.db.Del(crlMetaTable, crlMetaKey); err != nil {
 		return nil, fmt.Errorf("ca: store CRL: clear its metadata row: %w", err)
 	}
-	if err := c.db.StoreCRL(info); err != nil {
+	// Fencing: store only over the CRL this signing started from. A node that
+	// lost the lock mid-way (slower than the TTL, clocks apart) finds another
+	// CRL there and signs again rather than repeating its number or dropping a
+	// revocation the other one published. (The very first CRL is swapped from
+	// "absent", which PostgreSQL does not serialise; 'ca init' makes it, alone.)
+	_, swapped, err := c.db.CmpAndSwap(crlTable, crlKey, prevRaw, infoRaw)
+	if err != nil {
 		return nil, fmt.Errorf("ca: store CRL: %w", err)
+	}
+	if !swapped {
+		return nil, fmt.Errorf("ca: store CRL %d: %w: it stored a CRL while this node was signing", number, errCRLOvertaken)
 	}
 	crl := crlOf(info)
 	meta, _ := json.Marshal(crlMeta{Number: number, ETag: crl.ETag, ThisUpdate: now, Covers: seq})
-	if err := c.db.Set(crlMetaTable, crlMetaKey, meta); err != nil {
+	// Into the row removed above: if it is there again, a node that signed after
+	// this one wrote it, and it must stay.
+	if _, _, err := c.db.CmpAndSwap(crlMetaTable, crlMetaKey, nil, meta); err != nil {
 		c.log.Error("ca: CRL stored, but not its metadata row; nodes read the whole CRL until it is re-signed", "number", number, "error", err)
 	}
 	// This node serves the new CRL from now on without reading it back.

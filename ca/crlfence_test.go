@@ -1,0 +1,113 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"io"
+	"math/big"
+	"testing"
+	"time"
+
+	"github.com/smallstep/certificates/db"
+)
+
+// gatedSigner is the intermediate key of a node that stalls while signing (a
+// slow HSM, a paused VM): its first signature waits until gate is closed.
+type gatedSigner struct {
+	crypto.Signer
+	signing chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	select {
+	case <-g.signing:
+	default:
+		close(g.signing)
+		<-g.gate
+	}
+	return g.Signer.Sign(r, digest, opts)
+}
+
+// TestCRLGenerationFenced: node A stalls in the middle of signing CRL n+1
+// longer than the lock's TTL, and another writer publishes CRL n+1 with a
+// revocation made meanwhile. When A wakes up it must not store a second CRL
+// n+1 (without that revocation) over it.
+func TestCRLGenerationFenced(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		// overtake publishes CRL n+1 while A stalls and returns its number.
+		overtake func(t *testing.T, c *CA) int64
+	}{
+		{"node B's clock a minute ahead sees A's lock expired", func(t *testing.T, c *CA) int64 {
+			nodeB := &CA{cfg: c.cfg, db: c.db, inter: c.inter, interKey: c.interKey, log: quiet,
+				now: func() time.Time { return time.Now().Add(2 * crlLockTTL) }}
+			info, err := nodeB.generateCRL(context.Background())
+			if err != nil {
+				t.Fatalf("node B: %v", err)
+			}
+			return info.Number
+		}},
+		// Past the lock check: only the swap of the CRL row itself stops A.
+		{"the CRL row replaced without the lock", func(t *testing.T, c *CA) int64 {
+			prev, err := c.db.GetCRL()
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := *prev
+			next.Number++
+			if err := c.db.StoreCRL(&next); err != nil {
+				t.Fatal(err)
+			}
+			return next.Number
+		}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := benchCA(t)
+			base, err := c.CRL()
+			if err != nil {
+				t.Fatal(err)
+			}
+			gated := &gatedSigner{Signer: c.interKey, signing: make(chan struct{}), gate: make(chan struct{})}
+			nodeA := &CA{cfg: c.cfg, db: c.db, inter: c.inter, interKey: gated, log: quiet, now: time.Now}
+			type result struct {
+				info *db.CertificateRevocationListInfo
+				err  error
+			}
+			doneA := make(chan result, 1)
+			go func() {
+				info, err := nodeA.generateCRL(context.Background())
+				doneA <- result{info, err}
+			}()
+			<-gated.signing // A holds the lock and has read the revocations
+
+			serial := big.NewInt(777001)
+			if err := c.db.Revoke(&db.RevokedCertificateInfo{Serial: serial.String(), ReasonCode: 1,
+				RevokedAt: time.Now().UTC(), ExpiresAt: time.Now().Add(time.Hour), MTLS: true}); err != nil {
+				t.Fatal(err)
+			}
+			other := tt.overtake(t, c)
+			if other != base.Number+1 {
+				t.Fatalf("the other writer stored CRL %d, want %d", other, base.Number+1)
+			}
+			close(gated.gate)
+			a := <-doneA
+			if a.err != nil {
+				t.Fatalf("node A: %v (it should sign again after being overtaken)", a.err)
+			}
+			if a.info.Number <= other {
+				t.Errorf("node A stored CRL %d after CRL %d", a.info.Number, other)
+			}
+			stored, err := c.db.GetCRL()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored.Number != a.info.Number {
+				t.Errorf("stored CRL %d, node A reports %d", stored.Number, a.info.Number)
+			}
+			if num, ok := crlListsSerial(t, c, serial); !ok {
+				t.Errorf("the stored CRL %d lost the revocation made while A was signing", num)
+			}
+		})
+	}
+}
