@@ -441,6 +441,31 @@ func TestHostileInput(t *testing.T) {
 	})
 }
 
+// TestLiteralAfterBadCommand: a command that fails to parse before its
+// non-synchronising literal has the literal dropped with it. Its bytes (here a password
+// that looks like a command) are neither answered as a command nor logged.
+func TestLiteralAfterBadCommand(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := e.dial(t, e.alice)
+	c.line()
+	literal := "hunter2 CAPABILITY\r\n"
+	c.send(fmt.Sprintf("a LOGIN \"alice@example.org\"x {%d+}\r\n%s\r\nb NOOP\r\n", len(literal), literal))
+	if got := c.line(); !strings.HasPrefix(got, "a BAD ") {
+		t.Fatalf("bad command: %q", got)
+	}
+	if got := c.line(); got != "b OK NOOP completed." {
+		t.Fatalf("after the bad command: %q (the literal was read as a command)", got)
+	}
+	c.send("c LOGIN alice@example.org alice-secret\r\n")
+	if got := c.line(); !loginOK.MatchString(got) {
+		t.Fatalf("login: %q", got)
+	}
+	waitFor(t, e.logs, `"msg":"login ok"`)
+	if strings.Contains(e.logs.String(), "hunter2") {
+		t.Fatal("the literal's bytes reached the log")
+	}
+}
+
 // TestBackendTrouble: a backend that refuses, hangs or talks nonsense yields a clean
 // NO [UNAVAILABLE], not a hang.
 func TestBackendTrouble(t *testing.T) {

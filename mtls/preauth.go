@@ -250,8 +250,10 @@ func (s *session) loop(ctx context.Context) {
 			continue
 		}
 		s.raw.SetReadDeadline(time.Time{})
-		// The debug trace names the command only: arguments may be credentials.
-		s.log.Debug("command", "event", "preauth", "tag", cmd.tag, "command", cmd.name, "args", len(cmd.args))
+		// The debug trace names the command only: arguments may be credentials, and
+		// so may a tag or a command name if a client's framing went wrong (a password
+		// sent where a command was expected), so neither is logged as sent.
+		s.log.Debug("command", "event", "preauth", "command", traceName(cmd.name), "args", len(cmd.args))
 		done, err := s.dispatch(ctx, cmd)
 		if err != nil {
 			var r *Reply
@@ -273,6 +275,15 @@ func (s *session) loop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// traceName is the command name for the debug trace: one the front serves, or "other".
+func traceName(name string) string {
+	switch name {
+	case "CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "LOGIN", "AUTHENTICATE":
+		return name
+	}
+	return "other"
 }
 
 // readError answers a command that could not be read.

@@ -130,14 +130,66 @@ func (r *wireReader) ReadCommand() (*command, error) {
 		var we *errWire
 		if errors.As(err, &we) {
 			we.tag = p.tag
-			// Consume what is left of this line so the next read starts at a new
-			// command. A literal announced later in it is not read: without the
-			// continuation the client does not send a synchronising one, and a
-			// non-synchronising one is rejected as fatal before we get here.
+			// The rest of the line is dropped with it; what the client still sends
+			// for this command must be dropped too, or it would be read as commands.
+			if err := p.skipLiterals(); err != nil {
+				return nil, err
+			}
 		}
 		return nil, err
 	}
 	return cmd, nil
+}
+
+// skipLiterals reads and drops the literals that a command which failed to parse still
+// announces at the end of its current line. A synchronising literal {n} is not sent
+// until we say "+", which we do not: the BAD ends the command for the client. A
+// non-synchronising one {n+} is on its way regardless; its bytes (a password, say) must
+// not be read as the next command, so they are read and dropped, with the line after
+// them, which may announce another. Past the limits, or with a length we cannot read,
+// the stream cannot be resynchronised and the connection ends.
+func (p *parser) skipLiterals() error {
+	for {
+		n, nonSync, ok := trailingLiteral(p.line)
+		if !nonSync {
+			return nil
+		}
+		p.literals++
+		if !ok || n > p.r.lim.MaxLiteral || p.total+n > p.r.lim.MaxCommand || p.literals > p.r.lim.MaxLiterals {
+			return &errFatal{code: "TOOBIG", text: "invalid command with a non-synchronising literal over the limits"}
+		}
+		if _, err := io.CopyN(io.Discard, p.r.br, int64(n)); err != nil {
+			return err
+		}
+		p.total += n
+		line, err := readLine(p.r.br, p.r.lim.MaxLine)
+		if err != nil {
+			return err
+		}
+		p.total += len(line) + 2
+		if p.total > p.r.lim.MaxCommand {
+			return &errFatal{code: "TOOBIG", text: fmt.Sprintf("command longer than %d bytes", p.r.lim.MaxCommand)}
+		}
+		p.line, p.pos = line, 0
+	}
+}
+
+// trailingLiteral looks at the end of line for a literal announcement: nonSync is true
+// when it ends in "+}" after a "{"; ok when what is between is a length we can read.
+func trailingLiteral(line string) (n int, nonSync, ok bool) {
+	if !strings.HasSuffix(line, "+}") {
+		return 0, false, false
+	}
+	open := strings.LastIndexByte(line, '{')
+	if open < 0 {
+		return 0, false, false
+	}
+	spec := line[open+1 : len(line)-2]
+	if spec == "" || len(spec) > 10 || strings.TrimLeft(spec, "0123456789") != "" {
+		return 0, true, false
+	}
+	n, err := strconv.Atoi(spec)
+	return n, true, err == nil
 }
 
 func (p *parser) bad(format string, a ...any) error {

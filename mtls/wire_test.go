@@ -100,6 +100,52 @@ func TestReadCommandErrors(t *testing.T) {
 	}
 }
 
+// TestReadCommandSkipsLiteralsAfterError: a command that fails to parse on a line
+// ending in a non-synchronising literal has that literal (and any chained after it)
+// read and dropped, so its bytes — often a password — are never read as the next
+// command. Over the limits the connection ends.
+func TestReadCommandSkipsLiteralsAfterError(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		in    string
+		fatal bool
+	}{
+		{"literal_plus", "a LOGIN \"alice\"x {20+}\r\nhunter2 CAPABILITY\r\n\r\nb NOOP\r\n", false},
+		{"chained", "a LOGIN \"u\"x {3+}\r\nabc {4+}\r\nwxyz\r\nb NOOP\r\n", false},
+		{"error_on_continuation_line", "a LOGIN {3+}\r\nabc x\"y {5+}\r\nhello\r\nb NOOP\r\n", false},
+		{"sync_literal_not_requested", "a LOGIN \"u\"x {3}\r\nb NOOP\r\n", false},
+		{"bad_literal_length", "a LOGIN {x} {7+}\r\nhunter2\r\nb NOOP\r\n", false},
+		{"too_big", "a LOGIN \"u\"x {5000+}\r\n" + strings.Repeat("x", 5000) + "\r\nb NOOP\r\n", true},
+		{"unreadable_length", "a LOGIN \"u\"x {1x+}\r\nb NOOP\r\n", true},
+		{"too_many", "a X \"u\"x {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx\r\nb NOOP\r\n", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var conts int
+			r := &wireReader{br: bufio.NewReaderSize(strings.NewReader(tc.in), 1024), lim: defaultWireLimits}
+			r.cont = func() error { conts++; return nil }
+			_, err := r.ReadCommand()
+			var we *errWire
+			var fe *errFatal
+			switch {
+			case tc.fatal:
+				if !errors.As(err, &fe) {
+					t.Fatalf("got %v, want the connection to end", err)
+				}
+				return
+			case !errors.As(err, &we) || we.tag != "a":
+				t.Fatalf("got %v, want BAD for tag a", err)
+			}
+			cmd, err := r.ReadCommand()
+			if err != nil || cmd.tag != "b" || cmd.name != "NOOP" || len(cmd.args) != 0 {
+				t.Fatalf("next command: %+v, %v", cmd, err)
+			}
+			if conts != 0 {
+				t.Fatalf("%d continuation requests for a failed command", conts)
+			}
+		})
+	}
+}
+
 // FuzzReadCommand: the pre-auth parser never panics, never returns a command whose
 // arguments exceed the limits, and always either parses or errors.
 func FuzzReadCommand(f *testing.F) {
@@ -107,6 +153,7 @@ func FuzzReadCommand(f *testing.F) {
 		"a1 CAPABILITY\r\n", "82 authenticate PLAIN\r\n", `a LOGIN "x\"y" {3}` + "\r\nabc\r\n",
 		"a LOGIN {3+}\r\nabc {2}\r\nxy\r\n", `a ID ("name" "tb" "version" NIL)` + "\r\n", "a ID NIL\r\n",
 		"* BAD\r\n", "a LOGIN {99999}\r\n", "\x00\xff\r\n", "a (((\r\n",
+		"a LOGIN \"u\"x {20+}\r\nhunter2 CAPABILITY\r\n\r\nb NOOP\r\n", "a X \"\"x {1+}\r\ny {2+}\r\nzz\r\n",
 	} {
 		f.Add(s)
 	}
