@@ -101,7 +101,7 @@ type CRLConfig struct {
 	// Validity is nextUpdate − thisUpdate. Default 24h.
 	Validity Duration `yaml:"validity"`
 	// RenewPeriod is how often the CRL is re-signed even without a revocation.
-	// Default: a third of Validity, well before nextUpdate.
+	// Default 8h, a third of Validity; at most three quarters of Validity.
 	RenewPeriod Duration `yaml:"renew_period"`
 	// CheckInterval is how often every node looks whether the stored CRL misses
 	// a revocation (its own signing failed) or has reached RenewPeriod. Default 15s.
@@ -200,9 +200,14 @@ func (c *Config) Validate() error {
 	if c.CRL.Validity.Duration < time.Minute {
 		errs = append(errs, fmt.Errorf("crl.validity %s is under a minute", c.CRL.Validity.Duration))
 	}
-	if c.CRL.RenewPeriod.Duration <= 0 || c.CRL.RenewPeriod.Duration >= c.CRL.Validity.Duration {
-		errs = append(errs, fmt.Errorf("crl.renew_period %s must be positive and shorter than crl.validity %s",
-			c.CRL.RenewPeriod.Duration, c.CRL.Validity.Duration))
+	// The schedule looks every min(check_interval, renew_period/4), so a renewal
+	// can come up to a quarter period late: 0.75 × 1.25 < 1 keeps it before nextUpdate.
+	switch renew, validity := c.CRL.RenewPeriod.Duration, c.CRL.Validity.Duration; {
+	case renew <= 0:
+		errs = append(errs, fmt.Errorf("crl.renew_period %s must be positive", renew))
+	case renew > validity/4*3:
+		errs = append(errs, fmt.Errorf("crl.renew_period %s must be at most three quarters of crl.validity %s (%s), so the CRL is re-signed before its nextUpdate even when the renewal comes late",
+			renew, validity, validity/4*3))
 	}
 	if c.CRL.CheckInterval.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("crl.check_interval %s must be positive (default 15s)", c.CRL.CheckInterval.Duration))
