@@ -14,11 +14,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
-
-	"go.step.sm/crypto/keyutil"
-	"go.step.sm/crypto/pemutil"
-	"go.step.sm/crypto/x509util"
 )
 
 // MaxBodyBytes bounds every API request body. A CSR is a few hundred bytes.
@@ -90,6 +87,12 @@ type ErrorJSON struct {
 type Server struct {
 	ca  *CA
 	log *slog.Logger
+	// tlsCert is the API's own certificate, swapped when it is renewed
+	// (tlscert.go); renewing and retryAt (unix ns) keep that to one attempt at
+	// a time and one a minute after a failure.
+	tlsCert  atomic.Pointer[tls.Certificate]
+	renewing atomic.Bool
+	retryAt  atomic.Int64
 }
 
 // NewServer wraps an open CA.
@@ -406,58 +409,6 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, ErrorJSON{Error: msg})
-}
-
-// TLSConfig is the API's TLS policy: TLS 1.2+, the CA's own server certificate,
-// client certificates optional at the handshake (the public paths need none) and
-// verified against this CA's root when given.
-func (s *Server) TLSConfig() (*tls.Config, error) {
-	cfg := s.ca.cfg
-	cert, err := tls.LoadX509KeyPair(cfg.path(TLSCertFile), cfg.path(TLSKeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("ca: TLS certificate: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(cert.Certificate[0])
-	if err == nil && time.Until(leaf.NotAfter) < 30*24*time.Hour {
-		if cert, err = s.ca.renewTLSCert(); err != nil {
-			return nil, err
-		}
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(s.ca.root)
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    pool,
-	}, nil
-}
-
-// renewTLSCert re-issues the CA's own HTTPS certificate when it nears expiry.
-func (c *CA) renewTLSCert() (tls.Certificate, error) {
-	key, err := keyutil.GenerateDefaultSigner()
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	old, err := pemutil.ReadCertificate(c.cfg.path(TLSCertFile))
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	data := x509util.CreateTemplateData(old.Subject.CommonName, nil)
-	crt, err := x509util.NewCertificateFromX509(&x509.Certificate{PublicKey: key.Public()},
-		x509util.WithTemplate(`{"subject": {{ toJson .Subject }}, "keyUsage": ["digitalSignature"], "extKeyUsage": ["serverAuth"]}`, data))
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	t := crt.GetCertificate()
-	t.DNSNames, t.IPAddresses = old.DNSNames, old.IPAddresses
-	t.NotBefore, t.NotAfter = time.Now().Add(-time.Minute), time.Now().Add(tlsValidity)
-	leaf, err := x509util.CreateCertificate(t, c.inter, key.Public(), c.interKey)
-	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("ca: renew TLS certificate: %w", err)
-	}
-	c.log.Info("ca: renewed the CA's TLS certificate", "not_after", leaf.NotAfter)
-	return tls.Certificate{Certificate: [][]byte{leaf.Raw, c.inter.Raw}, PrivateKey: key, Leaf: leaf}, nil
 }
 
 // Serve runs the HTTPS API on ln (and the plain public listener on pub, if not
