@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/smallstep/certificates/db"
+
+	"github.com/imapgate/imapgate/caclient"
 )
 
 func issueTestCert(t *testing.T, c *CA) *x509.Certificate {
@@ -174,6 +176,16 @@ func TestRevokePendingIsPublishedBySchedule(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusConflict {
 		t.Errorf("second revoke: %s, want 409", resp.Status)
+	}
+	// The API client (what imapgate cert revoke prints from) reads the 202.
+	cl, err := caclient.New(base, filepath.Join(c.cfg.Dir(), AdminDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert2 := issueTestCert(t, c)
+	rv, err := cl.Revoke(context.Background(), SerialHex(cert2.SerialNumber), "superseded", "")
+	if err != nil || !rv.CRLPending || rv.CRLNumber != 0 || !strings.Contains(rv.Note, "not on the CRL yet") {
+		t.Fatalf("caclient revoke with the CRL lock held: %+v, %v", rv, err)
 	}
 	release()
 	if !waitListed(t, c, cert.SerialNumber, 5*time.Second) {

@@ -160,7 +160,14 @@ func (c *Client) IssueAgent(ctx context.Context, role, name string, csrPEM []byt
 type Revoked struct {
 	Serial    string    `json:"serial"`
 	RevokedAt time.Time `json:"revoked_at"`
-	CRLNumber int64     `json:"crl_number"`
+	// CRLNumber is the first CRL that lists the certificate; 0 while
+	// CRLPending.
+	CRLNumber int64 `json:"crl_number"`
+	// CRLPending: the revocation is stored, but the CA could not re-sign the
+	// CRL yet (HTTP 202); Note says when it will. Relying parties still
+	// accept the certificate until then.
+	CRLPending bool   `json:"crl_pending"`
+	Note       string `json:"note"`
 }
 
 // Revoke revokes the certificate with the hex serial; reason is an RFC 5280

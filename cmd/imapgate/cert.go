@@ -107,6 +107,10 @@ superseded, cessationOfOperation, privilegeWithdrawn.`,
 			if err != nil {
 				return err
 			}
+			if rv.CRLPending {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %s at %s; NOT on the CRL yet: %s\n", rv.Serial, rv.RevokedAt.Format(time.RFC3339), rv.Note)
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked %s at %s; CRL number %d\n", rv.Serial, rv.RevokedAt.Format(time.RFC3339), rv.CRLNumber)
 			return nil
 		},
