@@ -52,6 +52,7 @@ bench: deps
 	$(GO) test -run '^$$' -bench Issue -benchtime 2s ./ca/
 	$(GO) test -run '^$$' -bench '^BenchmarkCRL$$' -benchtime 1x ./ca/
 	$(GO) test -run '^$$' -bench ServeCRL -benchtime 200x ./ca/
+	$(GO) test -run '^$$' -bench . -benchtime 5x ./crl/
 	IMAPGATE_BENCH=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./mtls/
 
 # The main job on embedded defaults: a CA in ./demo, served on 127.0.0.1.

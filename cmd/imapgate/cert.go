@@ -95,7 +95,9 @@ func newCertRevokeCmd() *cobra.Command {
 		Use:   "revoke SERIAL --reason REASON",
 		Short: "revoke a certificate by its hex serial (as openssl prints it)",
 		Long: `Revokes a certificate; the CA re-signs its CRL at once and fronts pick it up within
-seconds. REASON is an RFC 5280 name: unspecified, keyCompromise, affiliationChanged,
+seconds. If the CA cannot re-sign right now (another CA node holds the CRL lock, say),
+the revocation is still stored and the output says "NOT on the CRL yet" and when it
+will be; every CA node retries every crl.check_interval. REASON is an RFC 5280 name: unspecified, keyCompromise, affiliationChanged,
 superseded, cessationOfOperation, privilegeWithdrawn.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -174,8 +176,7 @@ func newAgentCmd() *cobra.Command {
 		Short: "make a key here and have the CA certify it for a role",
 		Long: `Generates a key pair on this machine (it never leaves it), has the CA issue a role
 certificate for it, and writes cert.pem, key.pem (0600) and roots.pem into DIR — a
-credential for 'imapgate enroll-ui', 'imapgate token enroll' (role enroll) or for another
-admin (role admin).`,
+credential for 'imapgate token enroll' (role enroll) or for another admin (role admin).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if role != "enroll" && role != "admin" {
