@@ -27,20 +27,22 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	if s.client != "" {
 		log = log.With("client", s.client)
 	}
-	ip := s.remote.Addr().Unmap()
-	if wait, why := s.srv.throttle.locked(p.serialHex(), ip, &st.opts.Throttle, time.Now()); why != "" {
-		s.srv.metrics.logins.WithLabelValues("locked").Inc()
-		log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
-		return false, errUnavailable(fmt.Sprintf("Too many failed logins. Wait %s and try again.", roundUp(wait)), why)
+	a, err := s.reserveLogin(ctx, log)
+	if a == nil {
+		if s.killed.Load() {
+			return true, nil
+		}
+		return false, err
 	}
+	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
 	if why := st.opts.Identity.Bind(p.leaf, authzid, user); why != "" {
-		return false, s.loginFailed(ctx, log, "identity_mismatch", why)
+		return false, s.loginFailed(ctx, log, a, "identity_mismatch", why)
 	}
 	b, bbr, caps, err := s.backendLogin(ctx, user, pass)
 	if err != nil {
 		var r *Reply
 		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
-			return false, s.loginFailed(ctx, log, "bad_password", r.Reason)
+			return false, s.loginFailed(ctx, log, a, "bad_password", r.Reason)
 		}
 		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
 		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
@@ -49,7 +51,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		}
 		return false, errUnavailable("The mail server is not available right now. Try again in a few minutes.", err.Error())
 	}
-	s.srv.throttle.success(p.serialHex())
+	a.succeeded(time.Now())
 	s.srv.metrics.logins.WithLabelValues("ok").Inc()
 	log.Info("login ok", "event", "login", "result", "ok")
 	if err := s.write(tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"); err != nil {
@@ -80,11 +82,49 @@ func (s *session) relay(p *proxied) {
 	log.Info("session ended", "event", "logout", "result", "ok", "duration", time.Since(start).Round(time.Millisecond).String(), "bytes_in", in, "bytes_out", out)
 }
 
+// reserveLogin takes this login's place in the throttle before the password is checked
+// anywhere. While other logins of the same certificate or address hold what is left
+// of the lockout budget it waits for them to be decided (a mail program opening several
+// connections at once just waits a moment); a lockout, or a wait that lasts the
+// pre-auth timeout, refuses the login. A nil attempt comes with the reply to give.
+func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt, error) {
+	cfg := &s.st.opts.Throttle
+	serial, ip := s.peer.Load().serialHex(), s.remote.Addr().Unmap()
+	var timeout <-chan time.Time
+	for {
+		a, wake, wait, why := s.srv.throttle.reserve(serial, ip, cfg, time.Now())
+		switch {
+		case a != nil:
+			return a, nil
+		case why != "":
+			s.srv.metrics.logins.WithLabelValues("locked").Inc()
+			log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
+			return nil, errUnavailable(fmt.Sprintf("Too many failed logins. Wait %s and try again.", roundUp(wait)), why)
+		}
+		if timeout == nil {
+			t := time.NewTimer(s.st.opts.PreAuthTimeout)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-wake:
+		case <-timeout:
+			why := "other logins of this certificate or address were still being checked"
+			s.srv.metrics.logins.WithLabelValues("busy").Inc()
+			log.Warn("login refused", "event", "login", "result", "busy", "reason", why)
+			return nil, errUnavailable("Too many logins at once. Try again in a moment.", why)
+		case <-ctx.Done():
+			return nil, errUnavailable("This server is shutting down. Try again in a moment.", "server shutting down")
+		case <-s.ended:
+			return nil, nil
+		}
+	}
+}
+
 // loginFailed throttles (a growing delay), counts and logs a failed login. The client
 // sees the same NO whatever the reason.
-func (s *session) loginFailed(ctx context.Context, log *slog.Logger, result, why string) error {
-	p := s.peer.Load()
-	delay := s.srv.throttle.fail(p.serialHex(), s.remote.Addr().Unmap(), &s.st.opts.Throttle, time.Now())
+func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt, result, why string) error {
+	delay := a.failed(&s.st.opts.Throttle, time.Now())
 	s.srv.metrics.logins.WithLabelValues(result).Inc()
 	log.Warn("login failed", "event", "login", "result", result, "reason", why, "delay", delay.String())
 	if delay > 0 {
@@ -93,7 +133,7 @@ func (s *session) loginFailed(ctx context.Context, log *slog.Logger, result, why
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-		case <-s.done:
+		case <-s.ended:
 			t.Stop()
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -552,6 +554,82 @@ func TestThrottle(t *testing.T) {
 	if !strings.Contains(e.logs.String(), `"result":"locked"`) {
 		t.Error("no locked log line")
 	}
+}
+
+// TestThrottleParallel: wrong passwords sent at once on many connections reach the
+// backend no more often than the lockout allows — per certificate and per address —
+// while as many right ones at once all log in (they wait for each other, not fail).
+// A relay in front of Dovecot counts the backend logins (one connection each).
+func TestThrottleParallel(t *testing.T) {
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	const lockout, n = 3, 20
+	for _, tc := range []struct {
+		name      string
+		certs     int // distinct certificates (all for alice)
+		n         int
+		password  string
+		maxTried  int32
+		wantLogin bool
+	}{
+		{"one_certificate", 1, n, "wrong", lockout, false},
+		{"one_address", n, n, "wrong", lockout, false},
+		{"right_passwords", 1, 8, testenv.Alice.Password, 8, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			relay, tried := countingRelay(t, dc.Addr)
+			e := newEnv(t, envOptions{dovecot: dc, backendAddr: relay, mod: func(o *mtls.Options) {
+				o.Throttle = mtls.Throttle{BaseDelay: 10 * time.Millisecond, MaxDelay: 40 * time.Millisecond, LockoutAfter: lockout, LockoutFor: time.Hour}
+			}})
+			leaves := []*testenv.Leaf{e.alice}
+			for len(leaves) < tc.certs {
+				leaves = append(leaves, e.pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}}))
+			}
+			conns := make([]*lineConn, tc.n)
+			for i := range conns {
+				conns[i] = e.dial(t, leaves[i%len(leaves)])
+				conns[i].line()
+			}
+			var wg sync.WaitGroup
+			for _, c := range conns {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c.c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+					io.WriteString(c.c, "a LOGIN alice@example.org "+tc.password+"\r\n")
+				}()
+			}
+			wg.Wait()
+			for i, c := range conns {
+				got := c.line()
+				switch {
+				case tc.wantLogin && !loginOK.MatchString(got):
+					t.Errorf("connection %d: %q, want a login", i, got)
+				case !tc.wantLogin && got != "a NO [AUTHENTICATIONFAILED] Authentication failed." && !strings.HasPrefix(got, "a NO [UNAVAILABLE] Too many failed logins"):
+					t.Errorf("connection %d: %q", i, got)
+				}
+			}
+			if got := tried.Load(); got > tc.maxTried || (tc.wantLogin && got != tc.maxTried) {
+				t.Errorf("%d logins reached the backend, want at most %d (lockout_after %d)", got, tc.maxTried, lockout)
+			}
+		})
+	}
+}
+
+// countingRelay forwards TCP connections to target and counts them: the front makes one
+// backend connection per login it lets through to the password check.
+func countingRelay(t *testing.T, target string) (string, *atomic.Int32) {
+	var n atomic.Int32
+	ln := serveStub(t, localListen(t), func(c net.Conn) {
+		n.Add(1)
+		b, err := net.DialTimeout("tcp", target, 5*time.Second)
+		if err != nil {
+			return
+		}
+		defer b.Close()
+		go io.Copy(b, c)
+		io.Copy(c, b)
+	})
+	return ln.Addr().String(), &n
 }
 
 // TestStartTLS: the plain port insists on STARTTLS, then behaves like the TLS port.

@@ -33,7 +33,7 @@ func NewMetrics() *Metrics {
 		}, []string{"result"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapgate_front_logins_total",
-			Help: "Login decisions by result (ok, bad_password, identity_mismatch, locked, backend_error).",
+			Help: "Login decisions by result (ok, bad_password, identity_mismatch, locked, busy, backend_error).",
 		}, []string{"result"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "imapgate_front_sessions_active",

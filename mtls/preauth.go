@@ -54,7 +54,7 @@ type session struct {
 
 	wmu    sync.Mutex // serialises writes to the client (loop, splice, kill)
 	killed atomic.Bool
-	done   chan struct{}
+	ended  chan struct{} // closed by kill: waits in the pre-auth path give up
 	bad    int
 	expiry *time.Timer // ends the session when the certificate expires
 
@@ -72,7 +72,7 @@ func newSession(srv *Server, st *state, c net.Conn) *session {
 		conn:   c,
 		remote: addrPort(c.RemoteAddr()),
 		local:  addrPort(c.LocalAddr()),
-		done:   make(chan struct{}),
+		ended:  make(chan struct{}),
 	}
 	s.log = st.opts.Logger.With("session", s.id, "remote_ip", s.remote.Addr().Unmap().String(), "remote_port", s.remote.Port())
 	s.br = bufio.NewReaderSize(c, 1024)
@@ -99,6 +99,7 @@ func (s *session) kill(r *Reply) {
 	if !s.killed.CompareAndSwap(false, true) {
 		return
 	}
+	close(s.ended)
 	if s.peer.Load() == nil {
 		// Before (or during) the handshake there is nobody to tell: just close.
 		s.closeAll()
@@ -157,7 +158,6 @@ func (s *session) run(ctx context.Context, mode Mode) {
 		}
 		s.srv.registry.remove(s)
 		s.lingerClose()
-		close(s.done)
 	}()
 	if mode == ImplicitTLS {
 		if !s.handshake(ctx) {
