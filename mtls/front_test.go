@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/imapgate/imapgate/crl"
 	"github.com/imapgate/imapgate/mtls"
@@ -797,6 +799,56 @@ func TestShutdownDrains(t *testing.T) {
 	if conn, err := net.DialTimeout("tcp", e.addr, 5*time.Second); err == nil {
 		conn.Close()
 		t.Fatal("still accepting after Shutdown")
+	}
+}
+
+// TestCloseEndsLateSessions: a connection accepted before Close but registered after
+// it (here: from a trusted load balancer, whose PROXY header comes late) is ended too,
+// instead of starting a session that Close would wait for as long as it lives.
+func TestCloseEndsLateSessions(t *testing.T) {
+	e := newEnv(t, envOptions{mod: func(o *mtls.Options) {
+		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}})
+	conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The front accepts at once and then waits for the header; give it time to.
+	time.Sleep(300 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() { e.front.Close(); close(closed) }()
+	// Close has begun once the listener is gone.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", e.addr, time.Second)
+		if err != nil {
+			break
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener is still open after Close began")
+		}
+	}
+	h := &proxyproto.Header{Version: 2, Command: proxyproto.PROXY, TransportProtocol: proxyproto.TCPv4,
+		SourceAddr:      &net.TCPAddr{IP: net.ParseIP("198.51.100.23"), Port: 40000},
+		DestinationAddr: &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 993}}
+	if _, err := h.WriteTo(conn); err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(conn, e.clientTLS(e.alice))
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err == nil {
+		if line, err := bufio.NewReader(tc).ReadString('\n'); err == nil {
+			t.Errorf("a session started after Close began: %q", line)
+		}
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waits for a connection accepted before it")
+	}
+	if !strings.Contains(e.logs.String(), `"result":"shutdown"`) {
+		t.Error("no log line for the connection ended by Close")
 	}
 }
 

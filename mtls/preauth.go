@@ -151,7 +151,11 @@ func (s *session) closeAll() {
 
 // run drives the connection: TLS (at once or after STARTTLS), greeting, pre-auth loop.
 func (s *session) run(ctx context.Context, mode Mode) {
-	s.srv.registry.add(s)
+	if !s.srv.registry.add(s) {
+		s.log.Debug("connection closed: the server is shutting down", "event", "accept", "result", "shutdown")
+		s.raw.Close()
+		return
+	}
 	defer func() {
 		if s.expiry != nil {
 			s.expiry.Stop()

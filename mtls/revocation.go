@@ -5,21 +5,71 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/imapgate/imapgate/crl"
 )
 
 // registry is the set of live sessions, so that a new CRL can end the sessions of
-// certificates it newly lists. Adding and removing is per connection and must not
-// serialise the accept path, hence a sync.Map rather than a mutex-guarded map.
+// certificates it newly lists, and shutdown can end them all. Adding and removing is per
+// connection and must not serialise the accept path, hence many small locks.
 type registry struct {
-	m sync.Map // *session → struct{}
+	closed atomic.Bool
+	shards [shards]registryShard
 }
 
-func newRegistry() *registry { return &registry{} }
+type registryShard struct {
+	mu sync.Mutex
+	m  map[*session]struct{}
+}
 
-func (r *registry) add(s *session)    { r.m.Store(s, struct{}{}) }
-func (r *registry) remove(s *session) { r.m.Delete(s) }
+func newRegistry() *registry {
+	r := &registry{}
+	for i := range r.shards {
+		r.shards[i].m = map[*session]struct{}{}
+	}
+	return r
+}
+
+// add registers s, or returns false once shutdown has begun: a connection accepted
+// just before (still reading its PROXY header, say) would otherwise start after the
+// walk that ends every session, and keep Close waiting for as long as it lives. The
+// closed flag is read under the shard lock that shutdown's walk also takes, so each
+// session is either seen by the walk or sees the flag.
+func (r *registry) add(s *session) bool {
+	sh := &r.shards[shardOf(s.id)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if r.closed.Load() {
+		return false
+	}
+	sh.m[s] = struct{}{}
+	return true
+}
+
+func (r *registry) remove(s *session) {
+	sh := &r.shards[shardOf(s.id)]
+	sh.mu.Lock()
+	delete(sh.m, s)
+	sh.mu.Unlock()
+}
+
+// each calls fn for every live session, outside the locks.
+func (r *registry) each(fn func(*session)) {
+	var live []*session
+	for i := range r.shards {
+		sh := &r.shards[i]
+		live = live[:0]
+		sh.mu.Lock()
+		for s := range sh.m {
+			live = append(live, s)
+		}
+		sh.mu.Unlock()
+		for _, s := range live {
+			fn(s)
+		}
+	}
+}
 
 // revoke ends every live session whose certificate, issued by store's CA, snap lists.
 // It runs on the CRL poller's goroutine once per new CRL: a walk over live sessions is
@@ -27,36 +77,32 @@ func (r *registry) remove(s *session) { r.m.Delete(s) }
 // reload that replaces a CRL source keeps revoking the sessions started before it.
 func (r *registry) revoke(store *crl.Store, snap *crl.Snapshot, log *slog.Logger) {
 	issuer := store.Issuer()
-	r.m.Range(func(k, _ any) bool {
-		s := k.(*session)
+	r.each(func(s *session) {
 		p := s.peer.Load()
 		if p == nil || !sameCert(p.issuer, issuer) || !snap.Revoked(p.serial) {
-			return true
+			return
 		}
 		s.srv.metrics.revokedSessions.Inc()
 		s.log.Warn("session ended: certificate revoked", "event", "revoked", "result", "revoked", "reason", "CRL "+snap.NumberString()+" lists the certificate")
 		s.kill(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has been revoked. Call the help desk for a new smartcard certificate."})
-		return true
 	})
 }
 
 // orphans ends the sessions whose issuer no longer has a CRL source (a reload
 // removed it): their revocation status can no longer be learnt, so they end.
 func (r *registry) orphans(stores []*crl.Store) {
-	r.m.Range(func(k, _ any) bool {
-		s := k.(*session)
+	r.each(func(s *session) {
 		p := s.peer.Load()
 		if p == nil {
-			return true
+			return
 		}
 		for _, st := range stores {
 			if sameCert(p.issuer, st.Issuer()) {
-				return true
+				return
 			}
 		}
 		s.log.Warn("session ended: its CA has no CRL source any more", "event", "revoked", "result", "crl_unavailable", "reason", "reload removed the CRL source of the certificate's issuer")
 		s.kill(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Reconnect or call the help desk."})
-		return true
 	})
 }
 
@@ -66,10 +112,8 @@ func sameCert(a, b *x509.Certificate) bool {
 		bytes.Equal(a.RawSubjectPublicKeyInfo, b.RawSubjectPublicKeyInfo)
 }
 
-// killAll ends every session with r (shutdown).
-func (r *registry) killAll(reply *Reply) {
-	r.m.Range(func(k, _ any) bool {
-		k.(*session).kill(reply)
-		return true
-	})
+// shutdown refuses new sessions from now on and ends every live one with reply.
+func (r *registry) shutdown(reply *Reply) {
+	r.closed.Store(true)
+	r.each(func(s *session) { s.kill(reply) })
 }

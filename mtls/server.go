@@ -336,14 +336,14 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	s.registry.killAll(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "This server is shutting down; your mail program will reconnect."})
+	s.registry.shutdown(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "This server is shutting down; your mail program will reconnect."})
 	<-done
 }
 
 // Close stops accepting and ends every session at once.
 func (s *Server) Close() error {
 	s.closeListeners()
-	s.registry.killAll(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "This server is shutting down; your mail program will reconnect."})
+	s.registry.shutdown(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "This server is shutting down; your mail program will reconnect."})
 	s.sessions.Wait()
 	return nil
 }
