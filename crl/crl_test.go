@@ -374,3 +374,44 @@ func unnumberedCRL(t *testing.T, pki *testenv.PKI) []byte {
 	}
 	return der
 }
+
+// TestStoreOnStale: Run tells OnStale's subscribers once when the CRL's nextUpdate
+// plus grace passes, not again while it stays stale, and again after a fresh CRL
+// went stale in turn.
+func TestStoreOnStale(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	path := filepath.Join(t.TempDir(), "ca.crl")
+	soon := func() []byte {
+		now := time.Now()
+		return pki.CRL(t, testenv.CRLOptions{ThisUpdate: now.Add(-time.Minute), NextUpdate: now.Add(2 * time.Second)}) // whole seconds in DER
+	}
+	testenv.WriteFile(t, path, soon())
+	store, err := crl.NewStore(crl.Options{File: path, Issuer: pki.Intermediate, Interval: 20 * time.Millisecond, Grace: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := make(chan error, 8)
+	store.OnStale(func(err error) { stale <- err })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { store.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	wait := func() {
+		t.Helper()
+		select {
+		case err := <-stale:
+			if !errors.Is(err, crl.ErrStale) {
+				t.Fatalf("told %v, want ErrStale", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("not told that the CRL went stale")
+		}
+	}
+	wait()
+	time.Sleep(200 * time.Millisecond) // many polls while stale: told once
+	if len(stale) != 0 {
+		t.Fatalf("told %d more times while it stayed stale", len(stale))
+	}
+	testenv.WriteFile(t, path, soon())
+	wait()
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,8 +49,10 @@ type Store struct {
 	confirmed atomic.Int64 // unix nanos of the last poll that confirmed the current CRL
 	failures  atomic.Int64 // consecutive failed polls
 
-	mu   sync.Mutex // serialises Refresh and guards subs
-	subs []func(*Snapshot)
+	mu        sync.Mutex // serialises Refresh and guards subs and staleSubs
+	subs      []func(*Snapshot)
+	staleSubs []func(error)
+	stale     bool // Run's view: Fresh failed at its last check
 }
 
 // NewStore validates opts and returns a Store with no snapshot yet; call Refresh or
@@ -121,6 +124,36 @@ func (s *Store) Subscribe(fn func(*Snapshot)) {
 	s.mu.Unlock()
 }
 
+// OnStale calls fn, from the polling goroutine (Run), each time the CRL turns stale:
+// when Fresh fails at a check after it succeeded at the one before (or at the first
+// check). Fresh refuses new connections by itself; this is for what was let in on
+// the strength of the CRL before, such as live sessions, which must end too (fail
+// closed: a CRL that cannot be renewed cannot tell about revocations either).
+func (s *Store) OnStale(fn func(err error)) {
+	s.mu.Lock()
+	s.staleSubs = append(s.staleSubs, fn)
+	s.mu.Unlock()
+}
+
+// watch checks, after each poll, whether the CRL turned stale or fresh again.
+func (s *Store) watch(now time.Time) {
+	_, err := s.Fresh(now)
+	switch {
+	case err != nil && !s.stale:
+		s.stale = true
+		s.opts.Logger.Error("crl stale: new connections are refused and sessions that relied on it end", "source", s.source(), "error", err.Error())
+		s.mu.Lock()
+		subs := slices.Clone(s.staleSubs)
+		s.mu.Unlock()
+		for _, fn := range subs {
+			fn(err)
+		}
+	case err == nil && s.stale:
+		s.stale = false
+		s.opts.Logger.Info("crl fresh again", "source", s.source(), "number", s.Load().NumberString())
+	}
+}
+
 // Refresh polls the source once. It returns whether a new snapshot was installed.
 func (s *Store) Refresh(ctx context.Context) (bool, error) {
 	s.mu.Lock()
@@ -168,7 +201,8 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 }
 
 // Run polls every Interval until ctx ends. Errors are logged; the last good snapshot
-// stays in place until it goes stale.
+// stays in place until it goes stale, which is checked after every poll and told to
+// OnStale's subscribers.
 func (s *Store) Run(ctx context.Context) error {
 	t := time.NewTicker(s.opts.Interval)
 	defer t.Stop()
@@ -180,6 +214,9 @@ func (s *Store) Run(ctx context.Context) error {
 		case changed:
 			snap := s.Load()
 			s.opts.Logger.Info("crl loaded", "source", s.source(), "number", snap.NumberString(), "entries", snap.Len(), "next_update", snap.NextUpdate.UTC().Format(time.RFC3339))
+		}
+		if ctx.Err() == nil {
+			s.watch(time.Now())
 		}
 		select {
 		case <-ctx.Done():

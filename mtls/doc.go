@@ -10,7 +10,7 @@
 // by wire.go) → identity binding (identity.go) → backend login and splice (backend.go;
 // plain TCP, implicit TLS or STARTTLS to the backend, its certificate always verified).
 // Live sessions sit in a registry (revocation.go) so that a CRL that newly lists a
-// serial ends its sessions.
+// serial ends its sessions, and a CRL that goes stale ends those of its CA.
 //
 // Hot state — the TLS configuration and everything built from the config — is an
 // immutable snapshot behind an atomic pointer; Reload builds a new one and swaps it. The

@@ -41,6 +41,7 @@ type envOptions struct {
 	backendAddr string           // overrides the Dovecot address
 	mod         func(*mtls.Options)
 	crlInterval time.Duration // > 0: run the CRL poller
+	crlGrace    time.Duration // grace past nextUpdate; 0: the default
 	mode        mtls.Mode
 }
 
@@ -80,7 +81,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	dir := t.TempDir()
 	e.crlFile = filepath.Join(dir, "ca.crl")
 	testenv.WriteFile(t, e.crlFile, e.pki.CRL(t, testenv.CRLOptions{}))
-	store, err := crl.NewStore(crl.Options{File: e.crlFile, Issuer: e.pki.Intermediate, Interval: o.crlInterval})
+	store, err := crl.NewStore(crl.Options{File: e.crlFile, Issuer: e.pki.Intermediate, Interval: o.crlInterval, Grace: o.crlGrace})
 	if err != nil {
 		t.Fatal(err)
 	}

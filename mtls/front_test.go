@@ -367,6 +367,94 @@ func TestRevokedWhileOpen(t *testing.T) {
 	}
 }
 
+// TestStaleCRLEndsSessions: when the CRL of a CA goes stale (no new one past its
+// nextUpdate plus grace), the live sessions of that CA's certificates end with
+// "* BYE [UNAVAILABLE]" within a poll, as new handshakes are refused; a session of
+// another CA, whose CRL is fresh, goes on.
+func TestStaleCRLEndsSessions(t *testing.T) {
+	other := testenv.NewPKI(t)
+	bob := other.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Bob.Name}})
+	e := newEnv(t, envOptions{crlInterval: 100 * time.Millisecond, crlGrace: time.Millisecond, mod: func(o *mtls.Options) {
+		path := filepath.Join(t.TempDir(), "other.crl")
+		testenv.WriteFile(t, path, other.CRL(t, testenv.CRLOptions{}))
+		store, err := crl.NewStore(crl.Options{File: path, Issuer: other.Intermediate})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := store.Refresh(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		o.CRLs = append(o.CRLs, store)
+		o.ClientRoots = o.ClientRoots.Clone()
+		o.ClientRoots.AddCert(other.Root)
+	}})
+	// The CA's last CRL: it is not renewed. DER keeps whole seconds, and both logins
+	// below must fit before it expires, on a loaded machine too.
+	next := time.Now().Add(8 * time.Second).Truncate(time.Second)
+	testenv.WriteFile(t, e.crlFile, e.pki.CRL(t, testenv.CRLOptions{NextUpdate: next}))
+	for deadline := time.Now().Add(5 * time.Second); !e.store.Load().NextUpdate.Equal(next); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the poller did not load the last CRL")
+		}
+	}
+	c := e.dial(t, e.alice)
+	c.line()
+	c.send("a LOGIN alice@example.org alice-secret\r\n")
+	c.until("a OK")
+	c.send("b SELECT INBOX\r\n")
+	c.until("b OK")
+	c.send("c IDLE\r\n")
+	c.until("+ ")
+	b := e.dial(t, bob)
+	b.line()
+	b.send("a LOGIN bob@example.org bob-secret\r\n")
+	if got := b.until("a "); !loginOK.MatchString(got) {
+		t.Fatalf("bob's login: %q", got)
+	}
+	if time.Now().After(next) {
+		t.Skip("the machine is too slow: the CRL expired before both sessions were open")
+	}
+
+	lines := c.closed()
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [UNAVAILABLE] Certificate status cannot be checked") {
+		t.Fatalf("alice's session ended with %q", lines)
+	}
+	if time.Now().Before(next) {
+		t.Fatal("the session ended before the CRL expired")
+	}
+	b.send("n NOOP\r\n")
+	if got := b.until("n "); !strings.HasPrefix(got, "n OK") {
+		t.Fatalf("the session of the other CA: %q", got)
+	}
+	waitFor(t, e.logs, "session ended: the CRL of its CA is stale")
+	if got := counter(t, e.front.Metrics(), "imapgate_front_sessions_crl_unavailable_total"); got != 1 {
+		t.Errorf("imapgate_front_sessions_crl_unavailable_total = %v, want 1", got)
+	}
+	if got := counter(t, e.front.Metrics(), "imapgate_front_crls_stale"); got != 1 {
+		t.Errorf("imapgate_front_crls_stale = %v, want 1", got)
+	}
+}
+
+// counter reads the value of an unlabelled counter or gauge.
+func counter(t *testing.T, m *mtls.Metrics, name string) float64 {
+	t.Helper()
+	families, err := m.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name || len(f.GetMetric()) != 1 {
+			continue
+		}
+		if c := f.GetMetric()[0].GetCounter(); c != nil {
+			return c.GetValue()
+		}
+		return f.GetMetric()[0].GetGauge().GetValue()
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
 // TestHostileInput: oversized data, garbage, floods and stalls end in BAD or BYE, never
 // a hang.
 func TestHostileInput(t *testing.T) {

@@ -19,8 +19,11 @@ type Metrics struct {
 	logins          *prometheus.CounterVec
 	active          prometheus.Gauge
 	revokedSessions prometheus.Counter
-	backendDial     prometheus.Histogram
-	backendLogin    prometheus.Histogram
+	// crlUnavailableSessions counts sessions ended because their CA's CRL went stale
+	// or lost its source.
+	crlUnavailableSessions prometheus.Counter
+	backendDial            prometheus.Histogram
+	backendLogin           prometheus.Histogram
 }
 
 // NewMetrics registers the front's metrics (and the Go runtime's) in a new registry.
@@ -43,6 +46,10 @@ func NewMetrics() *Metrics {
 			Name: "imapgate_front_sessions_revoked_total",
 			Help: "Live sessions ended because a new CRL listed their certificate.",
 		}),
+		crlUnavailableSessions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "imapgate_front_sessions_crl_unavailable_total",
+			Help: "Live sessions ended because the CRL of their CA went stale, or a reload removed its CRL source.",
+		}),
 		backendDial: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "imapgate_front_backend_dial_seconds",
 			Help:    "Time to connect to the IMAP backend and read its greeting.",
@@ -54,7 +61,7 @@ func NewMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 	}
-	m.Registry.MustRegister(m.handshakes, m.logins, m.active, m.revokedSessions, m.backendDial, m.backendLogin,
+	m.Registry.MustRegister(m.handshakes, m.logins, m.active, m.revokedSessions, m.crlUnavailableSessions, m.backendDial, m.backendLogin,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -86,6 +93,18 @@ func (m *Metrics) observeServer(s *Server) {
 			}
 			f, _ := new(big.Float).SetInt(crls[0].Load().Number).Float64()
 			return f
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "imapgate_front_crls_stale",
+			Help: "CRLs in use that are stale now (past nextUpdate plus grace, or max_age): their CA's certificates are refused.",
+		}, func() float64 {
+			n, now := 0, time.Now()
+			for _, st := range s.st.Load().opts.CRLs {
+				if _, err := st.Fresh(now); err != nil {
+					n++
+				}
+			}
+			return float64(n)
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "imapgate_front_crl_entries",

@@ -222,8 +222,16 @@ func (s *session) handshake(ctx context.Context) bool {
 		s.log.Info("session ended: certificate expired", "event", "expired", "result", "expired", "reason", "certificate expired during the session")
 		s.kill(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has expired. Call the help desk to renew it."})
 	})
-	// A CRL may have landed between the check and the registration above: look again.
-	if snap := p.store.Load(); snap.Revoked(p.serial) {
+	// A CRL may have landed, or gone stale, between the check and the registration
+	// above: look again. A walk of the registry after this point sees the session.
+	snap, err := p.store.Fresh(time.Now())
+	if err != nil {
+		s.srv.metrics.handshakes.WithLabelValues("crl_unavailable").Inc()
+		s.log.Warn("certificate refused", "event", "handshake", "result", "crl_unavailable", "reason", err.Error())
+		s.write("* BYE [UNAVAILABLE] Certificate status cannot be checked right now. Try again later or call the help desk.\r\n")
+		return false
+	}
+	if snap.Revoked(p.serial) {
 		s.srv.metrics.handshakes.WithLabelValues("revoked").Inc()
 		s.log.Warn("certificate refused", "event", "handshake", "result", "revoked", "reason", "certificate revoked", "serial", p.serialHex(), "subject", p.subject())
 		s.write("* BYE [ALERT] Your certificate has been revoked. Call the help desk for a new smartcard certificate.\r\n")

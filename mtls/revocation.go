@@ -101,8 +101,22 @@ func (r *registry) orphans(stores []*crl.Store) {
 				return
 			}
 		}
+		s.srv.metrics.crlUnavailableSessions.Inc()
 		s.log.Warn("session ended: its CA has no CRL source any more", "event", "revoked", "result", "crl_unavailable", "reason", "reload removed the CRL source of the certificate's issuer")
 		s.kill(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Reconnect or call the help desk."})
+	})
+}
+
+// stale ends the sessions of issuer's certificates: its CRL went stale (why says how).
+func (r *registry) stale(issuer *x509.Certificate, why error) {
+	r.each(func(s *session) {
+		p := s.peer.Load()
+		if p == nil || !sameCert(p.issuer, issuer) {
+			return
+		}
+		s.srv.metrics.crlUnavailableSessions.Inc()
+		s.log.Warn("session ended: the CRL of its CA is stale", "event", "revoked", "result", "crl_unavailable", "reason", why.Error())
+		s.kill(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Try again later or call the help desk."})
 	})
 }
 

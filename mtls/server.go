@@ -246,7 +246,18 @@ func (s *Server) subscribe(st *state) {
 		}
 		s.subbed[store] = true
 		store.Subscribe(func(snap *crl.Snapshot) { s.registry.revoke(store, snap, s.log) })
+		store.OnStale(func(err error) { s.crlStale(store, err) })
 	}
+}
+
+// crlStale ends the live sessions of store's CA: its CRL went stale, so their
+// certificates can no longer be known not to be revoked — the same reason new
+// handshakes are refused. A store that a reload has replaced speaks for nobody.
+func (s *Server) crlStale(store *crl.Store, err error) {
+	if s.st.Load().crlFor(store.Issuer()) != store {
+		return
+	}
+	s.registry.stale(store.Issuer(), err)
 }
 
 // Reload validates o and swaps it in for new connections; live sessions keep theirs.
