@@ -865,6 +865,89 @@ func TestReload(t *testing.T) {
 	}
 }
 
+// TestReloadBeforeHandshakeEnds: a reload that replaces the CRL sources applies to
+// handshakes already under way — one whose client is choosing its certificate when the
+// reload lands, and a STARTTLS connection opened before it — not only to connections
+// accepted after it. The new source lists Alice's certificate as revoked, or there is
+// no source for her CA any more, or her CA is no longer trusted.
+func TestReloadBeforeHandshakeEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   mtls.Mode
+		source string // "revoking": a new CRL source that lists alice; "none": no source for her CA
+		bye    string
+	}{
+		{"during_handshake_revoked", mtls.ImplicitTLS, "revoking", "* BYE [ALERT] Your certificate has been revoked"},
+		{"during_handshake_no_source", mtls.ImplicitTLS, "none", "* BYE [UNAVAILABLE] Certificate status cannot be checked"},
+		{"before_starttls_revoked", mtls.StartTLS, "revoking", "* BYE [ALERT] Your certificate has been revoked"},
+		{"before_starttls_no_source", mtls.StartTLS, "none", "* BYE [UNAVAILABLE] Certificate status cannot be checked"},
+		// Not only the CRL sources: the whole configuration of now, here the client CA.
+		{"before_starttls_new_client_ca", mtls.StartTLS, "roots", "* BYE [ALERT] This certificate was not issued"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var opts mtls.Options
+			e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mode: tc.mode, mod: func(o *mtls.Options) { opts = *o }})
+			// The new source; the running one (not polled here) keeps its old CRL.
+			pki, issuer := e.pki, e.pki.Intermediate
+			switch tc.source {
+			case "none":
+				pki = testenv.NewPKI(t)
+				issuer = pki.Intermediate
+			case "roots":
+				opts.ClientRoots = testenv.NewPKI(t).Pool()
+			}
+			if tc.source != "roots" {
+				pki.Revoke(e.alice.Cert.SerialNumber)
+			}
+			path := filepath.Join(t.TempDir(), "new.crl")
+			testenv.WriteFile(t, path, pki.CRL(t, testenv.CRLOptions{}))
+			store, err := crl.NewStore(crl.Options{File: path, Issuer: issuer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := store.Refresh(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			opts.CRLs = []*crl.Store{store}
+			reload := func() {
+				if err := e.front.Reload(opts); err != nil {
+					t.Error(err)
+				}
+			}
+
+			cfg := e.clientTLS(e.alice)
+			conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.mode == mtls.StartTLS {
+				c := newLineConn(t, conn)
+				c.line()
+				reload()
+				c.send("s STARTTLS\r\n")
+				if got := c.line(); got != "s OK Begin TLS negotiation now." {
+					t.Fatalf("STARTTLS: %q", got)
+				}
+			} else {
+				// The front has taken the ClientHello and asked for a certificate.
+				get := cfg.GetClientCertificate
+				cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+					reload()
+					return get(cri)
+				}
+			}
+			tc2 := tls.Client(conn, cfg)
+			if err := tc2.Handshake(); err != nil {
+				t.Fatal(err)
+			}
+			lines := newLineConn(t, tc2).closed()
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.bye) {
+				t.Fatalf("got %q, want one line starting %q", lines, tc.bye)
+			}
+		})
+	}
+}
+
 // TestShutdownDrains: Shutdown stops accepting, lets sessions run for the drain time,
 // then ends them with BYE.
 func TestShutdownDrains(t *testing.T) {

@@ -183,7 +183,10 @@ func (s *session) run(ctx context.Context, mode Mode) {
 // handshake runs TLS with a deadline and checks the client certificate. On a refused
 // certificate the user gets "* BYE [ALERT] why" over the finished TLS connection.
 func (s *session) handshake(ctx context.Context) bool {
-	st := s.st
+	// A STARTTLS client may start its handshake long after it connected, with reloads
+	// in between (and the CRL sources of then stopped): it gets the configuration of now.
+	st := s.srv.st.Load()
+	s.st = st
 	if !s.srv.conns.handshakeAllowed(s.remote.Addr(), &st.opts.Limits, time.Now()) {
 		s.srv.metrics.handshakes.WithLabelValues("limited").Inc()
 		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
@@ -222,9 +225,17 @@ func (s *session) handshake(ctx context.Context) bool {
 		s.log.Info("session ended: certificate expired", "event", "expired", "result", "expired", "reason", "certificate expired during the session")
 		s.kill(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has expired. Call the help desk to renew it."})
 	})
-	// A CRL may have landed, or gone stale, between the check and the registration
-	// above: look again. A walk of the registry after this point sees the session.
-	snap, err := p.store.Fresh(time.Now())
+	// Look again, in the configuration of now: between the check and the registration
+	// above a CRL may have landed or gone stale, or a reload may have replaced the CRL
+	// sources; the registry walks that these make see the session from here on.
+	store := s.srv.st.Load().crlFor(p.issuer)
+	if store == nil {
+		s.srv.metrics.handshakes.WithLabelValues("crl_unavailable").Inc()
+		s.log.Warn("certificate refused", "event", "handshake", "result", "crl_unavailable", "reason", "a reload removed the CRL source of the certificate's issuer")
+		s.write("* BYE [UNAVAILABLE] Certificate status cannot be checked right now. Try again later or call the help desk.\r\n")
+		return false
+	}
+	snap, err := store.Fresh(time.Now())
 	if err != nil {
 		s.srv.metrics.handshakes.WithLabelValues("crl_unavailable").Inc()
 		s.log.Warn("certificate refused", "event", "handshake", "result", "crl_unavailable", "reason", err.Error())

@@ -19,7 +19,6 @@ type peer struct {
 	leaf    *x509.Certificate
 	serial  *big.Int
 	issuer  *x509.Certificate
-	store   *crl.Store
 	resumed bool
 }
 
@@ -121,7 +120,7 @@ func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *cert
 			"Your certificate has been revoked. Call the help desk for a new smartcard certificate.",
 			"certificate revoked (CRL "+snap.NumberString()+")")
 	}
-	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, store: store, resumed: cs.DidResume}, nil
+	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, resumed: cs.DidResume}, nil
 }
 
 // verifyChain verifies the peer's chain at now and returns the leaf's issuer. Results
