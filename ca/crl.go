@@ -82,9 +82,8 @@ type lockValue struct {
 
 // crlLock is a held CRL lock: the row value this node wrote.
 type crlLock struct {
-	c       *CA
-	mine    []byte
-	expires time.Time
+	c    *CA
+	mine []byte
 }
 
 // lockCRL takes the cluster-wide CRL lock: a row in the shared database,
@@ -109,7 +108,7 @@ func (c *CA) lockCRL(ctx context.Context) (*crlLock, error) {
 			// A failed swap (or a unique-key error when two nodes insert the row at
 			// once) means another node got there first: wait and look again.
 			if _, swapped, err := c.db.CmpAndSwap(locksTable, crlLockKey, cur, mine); err == nil && swapped {
-				return &crlLock{c: c, mine: mine, expires: expires}, nil
+				return &crlLock{c: c, mine: mine}, nil
 			}
 		}
 		select {
@@ -131,18 +130,19 @@ var errCRLOvertaken = errors.New("overtaken by another CA node")
 
 // held checks, just before storing, that the lock is still this node's: a
 // signing slower than the TTL (or a clock behind another node's) lets another
-// node in. It is a cheap early refusal; what makes a lost revocation or a
+// node take it over. It is a cheap early refusal; what makes a lost revocation or a
 // repeated CRL number impossible is the compare-and-swap of the CRL itself.
 func (l *crlLock) held() error {
 	cur, err := l.c.db.Get(locksTable, crlLockKey)
 	if err != nil && !database.IsErrNotFound(err) {
 		return fmt.Errorf("ca: CRL lock: %w", err)
 	}
+	// Still our row means nobody took the lock, however long the signing
+	// took: taking it over is a compare-and-swap of this row. Refusing on our
+	// own clock's expiry instead would refuse a lone node whose HSM or
+	// database stalls past the TTL, every time.
 	if !bytes.Equal(cur, l.mine) {
 		return fmt.Errorf("ca: CRL lock: %w: it took the lock while this node was signing", errCRLOvertaken)
-	}
-	if !l.c.now().Before(l.expires) {
-		return fmt.Errorf("ca: CRL lock: %w: the lock expired while this node was signing (over %s)", errCRLOvertaken, crlLockTTL)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package ca
 import (
 	"context"
 	"crypto"
+	"errors"
 	"io"
 	"math/big"
 	"testing"
@@ -109,5 +110,56 @@ func TestCRLGenerationFenced(t *testing.T) {
 				t.Errorf("the stored CRL %d lost the revocation made while A was signing", num)
 			}
 		})
+	}
+}
+
+// slowSigner stands for an HSM or a database that stalls while the CRL is
+// signed.
+type slowSigner struct {
+	crypto.Signer
+	d time.Duration
+}
+
+func (s *slowSigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	time.Sleep(s.d)
+	return s.Signer.Sign(r, digest, opts)
+}
+
+// TestCRLSlowSigningAlone: a lone node whose signing outlasts the lock TTL
+// still stores its CRL: nobody took the lock, so nothing was overtaken.
+func TestCRLSlowSigningAlone(t *testing.T) {
+	c := benchCA(t)
+	defer func(d time.Duration) { crlLockTTL = d }(crlLockTTL)
+	crlLockTTL = 100 * time.Millisecond
+	before, err := c.CRL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow := &CA{cfg: c.cfg, db: c.db, inter: c.inter, interKey: &slowSigner{c.interKey, 300 * time.Millisecond}, log: quiet, now: time.Now}
+	info, err := slow.generateCRL(context.Background())
+	if err != nil {
+		t.Fatalf("a signing slower than the lock TTL, with no other node: %v", err)
+	}
+	if info.Number != before.Number+1 {
+		t.Errorf("CRL number %d after %d", info.Number, before.Number)
+	}
+}
+
+// TestRevokeRetryPublishesUncounted: a node stored a revocation and died
+// before counting it. The admin's retry gets 409, and it is what gets the
+// revocation onto the CRL.
+func TestRevokeRetryPublishesUncounted(t *testing.T) {
+	c := openTestCA(t, func(cfg *Config) { cfg.CRL.CheckInterval = Duration{50 * time.Millisecond} })
+	cert := issueTestCert(t, c)
+	// What smallstep stores; the count never came.
+	if err := c.db.Revoke(&db.RevokedCertificateInfo{Serial: cert.SerialNumber.String(), ReasonCode: 1,
+		RevokedAt: time.Now().UTC(), ExpiresAt: cert.NotAfter, MTLS: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Revoke(context.Background(), cert.SerialNumber, 1, "", Requester{Subject: "test"}); !errors.Is(err, ErrAlreadyRevoked) {
+		t.Fatalf("retry: %v, want already revoked", err)
+	}
+	if !waitListed(t, c, cert.SerialNumber, 5*time.Second) {
+		t.Fatal("5 s after the retry (check_interval 50ms) the CRL still misses the revocation")
 	}
 }

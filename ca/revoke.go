@@ -73,6 +73,17 @@ type Revoked struct {
 	PublishWithin time.Duration
 }
 
+// alreadyRevoked answers a second revocation. It counts the revocation
+// again: if the first one's node died between storing and counting it, the
+// retry is what makes the CRL schedule publish it (at worst one extra
+// re-sign).
+func (c *CA) alreadyRevoked(hexSerial string) error {
+	if err := c.noteRevocation(); err != nil {
+		c.log.Error("ca: revocation count not raised", "serial", hexSerial, "error", err)
+	}
+	return fmt.Errorf("ca: revoke %s: %w", hexSerial, ErrAlreadyRevoked)
+}
+
 // Revoke stores the revocation of the certificate with this serial and
 // re-signs the CRL before it returns; if that cannot be done within
 // revokeCRLWait, the revocation still stands and Revoked.CRLPending says the
@@ -98,7 +109,7 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 		return nil, fmt.Errorf("ca: revoke %s: check the revocation table: %w", hexSerial, err)
 	}
 	if rev {
-		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, ErrAlreadyRevoked)
+		return nil, c.alreadyRevoked(hexSerial)
 	}
 	reason := ReasonName(reasonCode)
 	if comment != "" {
@@ -113,7 +124,7 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "already revoked") || errors.Is(err, db.ErrAlreadyExists) {
-			return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, ErrAlreadyRevoked)
+			return nil, c.alreadyRevoked(hexSerial)
 		}
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
 	}
