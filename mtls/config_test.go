@@ -177,6 +177,19 @@ timeouts:
 	reload <- struct{}{}
 	waitFor(t, logs, "front reloaded")
 
+	// A correctly signed CRL that has expired (an old file, a stalled mirror) is
+	// refused too: swapped in, it would end every live session of its CA.
+	now := time.Now()
+	testenv.WriteFile(t, filepath.Join(dir, "expired.crl"), pki.CRL(t, testenv.CRLOptions{ThisUpdate: now.Add(-48 * time.Hour), NextUpdate: now.Add(-24 * time.Hour)}))
+	testenv.WriteFile(t, path, []byte(strings.Replace(conf, "/ca.crl", "/expired.crl", 1)))
+	reload <- struct{}{}
+	waitFor(t, logs, "expired at")
+	c.send("n NOOP\r\n")
+	if got := c.until("n "); !strings.HasPrefix(got, "n OK") {
+		t.Fatalf("live session after a reload to an expired CRL: %q", got)
+	}
+	testenv.WriteFile(t, path, []byte(conf))
+
 	// A reload that points the CRL at another source swaps the poller, and the new
 	// CRL reaches the session that is already open.
 	pki.Revoke(alice.Cert.SerialNumber)

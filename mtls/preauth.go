@@ -94,16 +94,24 @@ func (s *session) write(line string) error {
 }
 
 // kill ends the session from outside (revocation, shutdown): BYE, then close both sides.
-// It never blocks its caller.
-func (s *session) kill(r *Reply) {
+// It never blocks its caller, and reports whether this call ended the session.
+func (s *session) kill(r *Reply) bool { return s.killNoted(r, nil) }
+
+// killNoted is kill with note run once, only by the call that ends the
+// session, before the reply is written: the log line and the metric of why
+// it ended come before the client can see the BYE, and never twice.
+func (s *session) killNoted(r *Reply, note func()) bool {
 	if !s.killed.CompareAndSwap(false, true) {
-		return
+		return false
+	}
+	if note != nil {
+		note()
 	}
 	close(s.ended)
 	if s.peer.Load() == nil {
 		// Before (or during) the handshake there is nobody to tell: just close.
 		s.closeAll()
-		return
+		return true
 	}
 	go func() {
 		// A writer stuck on a client that does not read gives up after this deadline;
@@ -115,6 +123,7 @@ func (s *session) kill(r *Reply) {
 		s.wmu.Unlock()
 		s.closeAll()
 	}()
+	return true
 }
 
 // lingerClose ends a connection the front is closing: it says it will send no more

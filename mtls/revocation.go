@@ -82,9 +82,10 @@ func (r *registry) revoke(store *crl.Store, snap *crl.Snapshot, log *slog.Logger
 		if p == nil || !sameCert(p.issuer, issuer) || !snap.Revoked(p.serial) {
 			return
 		}
-		s.srv.metrics.revokedSessions.Inc()
-		s.log.Warn("session ended: certificate revoked", "event", "revoked", "result", "revoked", "reason", "CRL "+snap.NumberString()+" lists the certificate")
-		s.kill(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has been revoked. Call the help desk for a new smartcard certificate."})
+		s.killNoted(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has been revoked. Call the help desk for a new smartcard certificate."}, func() {
+			s.srv.metrics.revokedSessions.Inc()
+			s.log.Warn("session ended: certificate revoked", "event", "revoked", "result", "revoked", "reason", "CRL "+snap.NumberString()+" lists the certificate")
+		})
 	})
 }
 
@@ -101,9 +102,10 @@ func (r *registry) orphans(stores []*crl.Store) {
 				return
 			}
 		}
-		s.srv.metrics.crlUnavailableSessions.Inc()
-		s.log.Warn("session ended: its CA has no CRL source any more", "event", "revoked", "result", "crl_unavailable", "reason", "reload removed the CRL source of the certificate's issuer")
-		s.kill(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Reconnect or call the help desk."})
+		s.killNoted(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Reconnect or call the help desk."}, func() {
+			s.srv.metrics.crlUnavailableSessions.Inc()
+			s.log.Warn("session ended: its CA has no CRL source any more", "event", "revoked", "result", "crl_unavailable", "reason", "reload removed the CRL source of the certificate's issuer")
+		})
 	})
 }
 
@@ -114,9 +116,10 @@ func (r *registry) stale(issuer *x509.Certificate, why error) {
 		if p == nil || !sameCert(p.issuer, issuer) {
 			return
 		}
-		s.srv.metrics.crlUnavailableSessions.Inc()
-		s.log.Warn("session ended: the CRL of its CA is stale", "event", "revoked", "result", "crl_unavailable", "reason", why.Error())
-		s.kill(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Try again later or call the help desk."})
+		s.killNoted(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Try again later or call the help desk."}, func() {
+			s.srv.metrics.crlUnavailableSessions.Inc()
+			s.log.Warn("session ended: the CRL of its CA is stale", "event", "revoked", "result", "crl_unavailable", "reason", why.Error())
+		})
 	})
 }
 

@@ -71,6 +71,12 @@ func loadCRLs(ctx context.Context, stores []*crl.Store) error {
 		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		_, err := st.Refresh(lctx)
 		cancel()
+		if err == nil {
+			// A correctly signed but expired CRL (an old file, a stalled
+			// mirror) loads fine, yet would end every session of its CA at
+			// the first poll.
+			_, err = st.Fresh(time.Now())
+		}
 		if err != nil {
 			return fmt.Errorf("new CRL source for %s: %w", st.Issuer().Subject, err)
 		}
