@@ -87,6 +87,11 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 	if label == "" {
 		label = DefaultLabel(req.User)
 	}
+	// Credentials, WipePlan and Replace find imapgate's keys by their label:
+	// a key they could not find would be left behind by all three.
+	if !prof.LabelsFixed && !ownLabel(label) {
+		return nil, fmt.Errorf("pkcs11: enroll %s: label %q: use a label that starts with %q and is not one of the CA's own (imapgate-intermediate, imapgate-root)", req.User, label, LabelPrefix+"-")
+	}
 	if sign == nil {
 		return nil, errors.New("pkcs11: enroll: no CA signing function")
 	}
@@ -112,7 +117,11 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		return nil, err
 	}
 	if len(old) > 0 && !req.Replace {
-		return nil, fmt.Errorf("pkcs11: token %s already holds %s: nothing was written; to renew or reassign the token pass --replace (the old key is deleted once the new certificate is on the token), then revoke the old serial", t.info.Label, describeCredentials(old))
+		how := "the old key is deleted once the new certificate is on the token"
+		if prof.FixedKeyID != nil {
+			how = "the new key overwrites slot 9a at once, so a failed enrollment leaves the token empty"
+		}
+		return nil, fmt.Errorf("pkcs11: token %s already holds %s: nothing was written; to renew or reassign the token pass --replace (%s), then revoke the old serial", t.info.Label, describeCredentials(old), how)
 	}
 	if prof.SOForWrite {
 		// Key generation and import need the SO (the login switch drops
@@ -134,6 +143,11 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 			err = fmt.Errorf("%w; cleaning up also failed, remove key %x by hand (imapgate token wipe): %v", err, key.ID, cerr)
 		} else {
 			err = fmt.Errorf("%w (the new key was removed from the token again)", err)
+		}
+		if prof.FixedKeyID != nil && len(old) > 0 {
+			// PIV key generation overwrote the slot: the old credential
+			// is gone whatever happens next.
+			err = fmt.Errorf("%w; the key generation overwrote slot 9a, so the token's previous credential is gone too: revoke it (%s) and enroll again", err, describeCredentials(old))
 		}
 	}()
 
@@ -200,9 +214,7 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		}
 	}
 	for _, c := range old {
-		if c.Cert != nil {
-			res.Replaced = append(res.Replaced, c.Cert)
-		}
+		res.Replaced = append(res.Replaced, c.Certs...)
 	}
 	if prof.SOForWrite {
 		// Leave the token as a user would find it: no SO session.

@@ -118,7 +118,7 @@ func TestEnroll(t *testing.T) {
 				t.Errorf("replaced %v, warnings %q; want alice's serial %s", res2.Replaced, res2.Warnings, res.Serial)
 			}
 			creds, err := s.tok.Credentials()
-			if err != nil || len(creds) != 1 || !bytes.Equal(creds[0].ID, res2.KeyID) || creds[0].Cert.EmailAddresses[0] != "bob@example.org" {
+			if err != nil || len(creds) != 1 || !bytes.Equal(creds[0].ID, res2.KeyID) || len(creds[0].Certs) != 1 || creds[0].Certs[0].EmailAddresses[0] != "bob@example.org" {
 				t.Fatalf("credentials after replace: %v, %v", creds, err)
 			}
 			if _, err := s.tok.FindKey(res.KeyID); err == nil {

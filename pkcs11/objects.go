@@ -19,7 +19,8 @@ import (
 const LabelPrefix = "imapgate"
 
 // reservedLabels are imapgate labels that are not a user's token objects:
-// the CA's own HSM key (ca init --kms) must never be wiped or replaced.
+// the CA's own HSM key (ca init --kms) must never be wiped or replaced, and
+// Enroll refuses to give them to a user's key.
 var reservedLabels = map[string]bool{"imapgate-intermediate": true, "imapgate-root": true}
 
 // ownLabel says whether label names an object imapgate wrote to a user token.
@@ -293,23 +294,27 @@ func (t *Token) WipePlan() ([]Object, error) {
 	return plan, nil
 }
 
-// Credential is a user key pair imapgate enrolled on a token, with its
-// certificate when there is one.
+// Credential is a user key pair imapgate enrolled on a token, with the
+// certificates of the same CKA_ID (normally one).
 type Credential struct {
 	ID    []byte
 	Label string
-	Cert  *x509.Certificate
+	Certs []*x509.Certificate
 }
 
 func (c Credential) String() string {
-	if c.Cert == nil {
+	if len(c.Certs) == 0 {
 		return fmt.Sprintf("a key with ID %x labelled %q and no certificate", c.ID, c.Label)
 	}
-	who := c.Cert.Subject.CommonName
-	if len(c.Cert.EmailAddresses) > 0 {
-		who = c.Cert.EmailAddresses[0]
+	s := make([]string, len(c.Certs))
+	for i, cert := range c.Certs {
+		who := cert.Subject.CommonName
+		if len(cert.EmailAddresses) > 0 {
+			who = cert.EmailAddresses[0]
+		}
+		s[i] = fmt.Sprintf("the credential of %s (serial %s, valid until %s)", who, SerialHex(cert.SerialNumber), cert.NotAfter.UTC().Format("2006-01-02"))
 	}
-	return fmt.Sprintf("the credential of %s (serial %s, valid until %s)", who, SerialHex(c.Cert.SerialNumber), c.Cert.NotAfter.UTC().Format("2006-01-02"))
+	return strings.Join(s, " and ")
 }
 
 func describeCredentials(cs []Credential) string {
@@ -341,7 +346,7 @@ func (t *Token) Credentials() ([]Credential, error) {
 		c := Credential{ID: o.ID, Label: o.Label}
 		for _, p := range objs {
 			if p.Class == ClassCertificate && p.Cert != nil && bytes.Equal(p.ID, o.ID) {
-				c.Cert = p.Cert
+				c.Certs = append(c.Certs, p.Cert)
 			}
 		}
 		out = append(out, c)

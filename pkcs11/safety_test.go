@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -58,6 +61,13 @@ func TestYKCS11FakeKeepsCredential(t *testing.T) {
 	}
 	if len(f.objs) != 3 || !bytes.Equal(certOnCard(), second.Certificate.Raw) {
 		t.Errorf("after the replacement: %d objects, bob's certificate on the card: %v", len(f.objs), bytes.Equal(certOnCard(), second.Certificate.Raw))
+	}
+	// The new key overwrites slot 9a at once: a replacement that fails after
+	// that must say the old credential is gone, and name it for revocation.
+	req.User = "carol@example.org"
+	if _, err := tok.Enroll(context.Background(), req, refusingCA); err == nil ||
+		!strings.Contains(err.Error(), "previous credential is gone") || !strings.Contains(err.Error(), second.Serial) {
+		t.Fatalf("replacement with a refusing CA: %v", err)
 	}
 }
 
@@ -162,8 +172,8 @@ func TestLoginIsPerProcess(t *testing.T) {
 // library first, closing our Module must not finalise it under that code.
 func TestCloseLeavesForeignInit(t *testing.T) {
 	env := newSoftToken(t).env // a token, and SOFTHSM2_CONF set for it
-	// The softToken above holds the library through Open; the other user
-	// is a second, independent context, as go.step.sm/crypto's KMS has.
+	// The other user: an independent context on the same library, as
+	// go.step.sm/crypto's KMS has. The softToken above initialised it.
 	foreign := p11.New(env.Module)
 	if foreign == nil {
 		t.Fatal("load module")
@@ -172,11 +182,18 @@ func TestCloseLeavesForeignInit(t *testing.T) {
 	if err := foreign.Initialize(); err != nil && !errors.Is(err, p11.Error(p11.CKR_CRYPTOKI_ALREADY_INITIALIZED)) {
 		t.Fatal(err)
 	}
-	// Our Open under another spelling of the path: a separate share entry
-	// that did not initialise the library itself.
-	m, err := Open(env.Module + "/../" + lastElem(env.Module))
+	// Our Open through a symlink: the same library (dlopen follows it), but
+	// a share entry of its own whose C_Initialize found it initialised.
+	link := filepath.Join(t.TempDir(), "module.so")
+	if err := os.Symlink(env.Module, link); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(link)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if m.shared.ownInit || m.shared.refs != 1 {
+		t.Fatalf("the symlinked module shares an entry (ownInit %v, refs %d): the test tests nothing", m.shared.ownInit, m.shared.refs)
 	}
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
@@ -186,7 +203,66 @@ func TestCloseLeavesForeignInit(t *testing.T) {
 	}
 }
 
-func lastElem(p string) string { return p[strings.LastIndexByte(p, '/')+1:] }
+// TestEnrollLabelsStayFindable: a key imapgate could not find again by its
+// label would escape Credentials, Replace and wipe, so Enroll refuses such
+// labels, including the CA's reserved ones a user "root" would get.
+func TestEnrollLabelsStayFindable(t *testing.T) {
+	s := newSoftToken(t)
+	ca := newTestCA(t)
+	for _, req := range []EnrollRequest{
+		{User: "root", PIN: s.pin()},
+		{User: "intermediate", PIN: s.pin()},
+		{User: "alice@example.org", Label: "Alice mail", PIN: s.pin()},
+	} {
+		if _, err := s.tok.Enroll(context.Background(), req, ca.sign); err == nil || !strings.Contains(err.Error(), "use a label that starts with") {
+			t.Errorf("enroll %q label %q: %v", req.User, req.Label, err)
+		}
+	}
+	if objs, _ := s.tok.Objects(); len(objs) != 0 {
+		t.Fatalf("refused enrollments wrote %d objects", len(objs))
+	}
+	if _, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org", Label: "imapgate-alice mail", PIN: s.pin()}, ca.sign); err != nil {
+		t.Fatalf("a custom imapgate- label: %v", err)
+	}
+}
+
+// TestReplaceReportsEveryCertificate: a key with two certificates (a
+// renewal written beside it) loses both on Replace, so both are listed for
+// revocation.
+func TestReplaceReportsEveryCertificate(t *testing.T) {
+	s := newSoftToken(t)
+	ca := newTestCA(t)
+	first, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org", PIN: s.pin()}, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := s.tok.FindKey(first.KeyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{EmailAddresses: []string{"alice@example.org"}}, k.Signer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewal, err := ca.sign(context.Background(), csr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.tok.WriteCertificate(renewal[0], first.KeyID, first.Label); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "bob@example.org", PIN: s.pin(), Replace: true}, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, c := range res.Replaced {
+		got[SerialHex(c.SerialNumber)] = true
+	}
+	if len(res.Replaced) != 2 || !got[first.Serial] || !got[SerialHex(renewal[0].SerialNumber)] {
+		t.Errorf("replaced %v, want %s and %s", got, first.Serial, SerialHex(renewal[0].SerialNumber))
+	}
+}
 
 // expiredCtx is SoftHSM2 with a user PIN that has expired: C_Login logs in
 // (as the standard says, for C_SetPIN only) and answers CKR_PIN_EXPIRED.

@@ -194,7 +194,9 @@ management key, and uses PIV slot 9a.
 A token that already holds an imapgate credential is refused unless
 --replace is given; then the old key and certificate are deleted once the new
 certificate is on the token, and their serials are printed for an admin to
-revoke (reason superseded).`,
+revoke (reason superseded). On a YubiKey the new key overwrites slot 9a at
+once: if the enrollment then fails, the old credential is gone too, and the
+error names its serial.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			kt, err := pkcs11.ParseKeyType(keyType)
