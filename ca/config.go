@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/imapgate/imapgate/secretfile"
 )
 
 // ConfigFile is the name of the CA's configuration file inside its directory.
@@ -284,11 +287,12 @@ const PasswordEnv = "IMAPGATE_CA_PASSWORD"
 
 func readPassword(file string) ([]byte, error) {
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := secretfile.Read(file, "ca: key password file")
 		if err != nil {
-			return nil, fmt.Errorf("ca: read key password: %w", err)
+			return nil, err
 		}
-		pw := []byte(strings.TrimRight(string(b), "\r\n"))
+		defer clear(b)
+		pw := bytes.Clone(bytes.TrimRight(b, "\r\n"))
 		if len(pw) == 0 {
 			return nil, fmt.Errorf("ca: key password file %s is empty", file)
 		}

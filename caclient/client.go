@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/imapgate/imapgate/secretfile"
 )
 
 // Files of a credential directory, as `imapgate ca init` and `imapgate agent issue` write them.
@@ -58,7 +60,7 @@ func New(baseURL, credDir string) (*Client, error) {
 		if !roots.AppendCertsFromPEM(rb) {
 			return nil, fmt.Errorf("caclient: credential %s: %s holds no certificate", credDir, RootsFile)
 		}
-		if err := checkKeyMode(filepath.Join(credDir, KeyFile)); err != nil {
+		if err := secretfile.Check(filepath.Join(credDir, KeyFile), "caclient: credential key"); err != nil {
 			return nil, err
 		}
 		cert, err := tls.LoadX509KeyPair(filepath.Join(credDir, CertFile), filepath.Join(credDir, KeyFile))
@@ -71,18 +73,6 @@ func New(baseURL, credDir string) (*Client, error) {
 	tr := &http.Transport{TLSClientConfig: tcfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 15 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second, MaxIdleConnsPerHost: 16}
 	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, Roots: roots}, nil
-}
-
-// checkKeyMode refuses a credential key that others can read.
-func checkKeyMode(path string) error {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fmt.Errorf("caclient: credential key: %w", err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("caclient: credential key %s is readable by others (mode %v): run chmod 600 %s", path, fi.Mode().Perm(), path)
-	}
-	return nil
 }
 
 // Error is an error answer from the CA.

@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/imapgate/imapgate/crl"
+	"github.com/imapgate/imapgate/secretfile"
 )
 
 // Config is the front's YAML configuration file. Every key and its default is documented
@@ -161,7 +162,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 	}
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		add(errors.New("front config: tls.cert_file and tls.key_file are required (the front's own server certificate)"))
-	} else if cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile); err != nil {
+	} else if cert, err := loadKeyPair(c.TLS.CertFile, c.TLS.KeyFile, "front config: tls.key_file"); err != nil {
 		add(fmt.Errorf("front config: tls.cert_file/key_file: %w", err))
 	} else {
 		o.Certificates = []tls.Certificate{cert}
@@ -263,7 +264,7 @@ func (c *Config) backendTLS(b *BackendOptions) error {
 	case bc.CertFile == "" || bc.KeyFile == "":
 		errs = append(errs, errors.New("front config: backend.cert_file and backend.key_file go together (the front's client certificate for the backend)"))
 	default:
-		cert, err := tls.LoadX509KeyPair(bc.CertFile, bc.KeyFile)
+		cert, err := loadKeyPair(bc.CertFile, bc.KeyFile, "front config: backend.key_file")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("front config: backend.cert_file/key_file: %w", err))
 		} else {
@@ -328,15 +329,33 @@ func readCerts(path string) ([]*x509.Certificate, error) {
 	return out, nil
 }
 
+// loadKeyPair is tls.LoadX509KeyPair with the key file held to
+// secretfile's rules.
+func loadKeyPair(certFile, keyFile, what string) (tls.Certificate, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	keyPEM, err := secretfile.Read(keyFile, what)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	defer clear(keyPEM)
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
 // ReadTicketKeys reads TLS session ticket keys shared by all fronts: one key a line, 64
 // hex digits (32 bytes), the first is used to issue tickets and all to accept them, so
 // that rotating means putting a new line first and dropping the last later. Create one
 // with NewTicketKeyLine.
 func ReadTicketKeys(path string) ([][32]byte, error) {
-	data, err := os.ReadFile(path)
+	// Whoever reads the ticket keys can mint tickets that claim any user's
+	// certificate, smartcard or not.
+	data, err := secretfile.Read(path, "front config: tls.session_ticket_key_file")
 	if err != nil {
-		return nil, fmt.Errorf("front config: tls.session_ticket_key_file: %w", err)
+		return nil, err
 	}
+	defer clear(data)
 	var keys [][32]byte
 	for n, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(line)

@@ -300,3 +300,37 @@ func TestDocsInStep(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretFilesOwnerOnly: the front refuses a TLS key or a ticket key file
+// that others can read — whoever reads the ticket keys can mint tickets that
+// claim any user's certificate.
+func TestSecretFilesOwnerOnly(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	dir := t.TempDir()
+	certFile, keyFile := pki.Server(t).WriteFiles(t, dir, "server")
+	tickets := filepath.Join(dir, "tickets.key")
+	testenv.WriteFile(t, tickets, []byte(mtls.NewTicketKeyLine()))
+	for _, tc := range []struct {
+		name, loose, yaml, want string
+	}{
+		{"tls key", keyFile, fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n", certFile, keyFile), "tls.key_file " + keyFile + " can be read or changed by others"},
+		{"backend key", keyFile, fmt.Sprintf("backend:\n  address: 127.0.0.1:993\n  tls: implicit\n  cert_file: %s\n  key_file: %s\n", certFile, keyFile), "backend.key_file " + keyFile + " can be read or changed by others"},
+		{"ticket keys", tickets, fmt.Sprintf("tls:\n  session_ticket_key_file: %s\n", tickets), "tls.session_ticket_key_file " + tickets + " can be read or changed by others"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			os.Chmod(tc.loose, 0o640)
+			defer os.Chmod(tc.loose, 0o600)
+			cfg, err := mtls.ParseConfig([]byte(tc.yaml))
+			if err == nil {
+				_, err = cfg.Options(slog.Default())
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "chmod 600") {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			os.Chmod(tc.loose, 0o600)
+			if _, err := mtls.ReadTicketKeys(tickets); err != nil {
+				t.Fatalf("ticket keys at 0600: %v", err)
+			}
+		})
+	}
+}

@@ -5,8 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"unsafe"
+
+	"github.com/imapgate/imapgate/secretfile"
 )
 
 // PIN holds a user PIN, an SO PIN or a YubiKey management key. It never
@@ -36,9 +37,9 @@ func PINFromBytes(b []byte) *PIN { return &PIN{b: b} }
 // ReadPINFile reads a PIN from the first line of a file. The file's buffer is
 // wiped; only the PIN's own bytes remain, until Wipe.
 func ReadPINFile(path string) (*PIN, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := secretfile.Read(path, "pkcs11: PIN file")
 	if err != nil {
-		return nil, fmt.Errorf("pkcs11: read PIN file: %w", err)
+		return nil, err
 	}
 	defer wipe(raw)
 	line := raw

@@ -42,6 +42,17 @@ func TestCACommandLine(t *testing.T) {
 	pubAddr := "127.0.0.1:" + itoa(pub)
 	ctx := context.Background()
 
+	// A password file others can read is refused, and nothing is created.
+	loose := filepath.Join(dir, "loose-pw")
+	os.WriteFile(loose, []byte("cli test password\n"), 0o600)
+	os.Chmod(loose, 0o644)
+	if out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", apiURL, "--password-file", loose); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("ca init with a 0644 password file: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(caDir); !os.IsNotExist(err) {
+		t.Fatalf("a refused ca init left %s: %v", caDir, err)
+	}
+
 	out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", apiURL,
 		"--public-url", "http://"+pubAddr, "--http-listen", pubAddr, "--password-file", pw)
 	if err != nil || !strings.Contains(out, "admin credential") {

@@ -59,6 +59,17 @@ func TestTokenListAndShow(t *testing.T) {
 	}
 }
 
+// loosePINFile is a PIN file with mode 0644, as an editor or a careless
+// echo leaves it.
+func loosePINFile(t *testing.T, pin string) string {
+	t.Helper()
+	p := tokenPINFile(t, pin)
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestTokenCLIErrors(t *testing.T) {
 	hsm := testenv.SoftHSM(t)
 	cases := []struct {
@@ -70,7 +81,8 @@ func TestTokenCLIErrors(t *testing.T) {
 		{"not a module", []string{"token", "list", "--module", "/etc/passwd"}, "is not a PKCS#11 module"},
 		{"no such token", []string{"token", "show", "--module", hsm.Module, "--token", "bobs-card"}, `no token labelled or numbered "bobs-card"`},
 		{"wrong PIN", []string{"token", "show", "--module", hsm.Module, "--token", hsm.Label, "--pin-file", tokenPINFile(t, "000000")}, "wrong PIN"},
-		{"missing PIN file", []string{"token", "show", "--module", hsm.Module, "--token", hsm.Label, "--pin-file", "/nonexistent/pin"}, "read PIN file"},
+		{"missing PIN file", []string{"token", "show", "--module", hsm.Module, "--token", hsm.Label, "--pin-file", "/nonexistent/pin"}, "PIN file: open /nonexistent/pin"},
+		{"PIN file others can read", []string{"token", "show", "--module", hsm.Module, "--token", hsm.Label, "--pin-file", loosePINFile(t, hsm.PIN)}, "run chmod 600"},
 		{"bad key type", []string{"token", "enroll", "--module", hsm.Module, "--token", hsm.Label, "--pin-file", tokenPINFile(t, hsm.PIN),
 			"--user", "alice@example.org", "--key-type", "rsa-1024", "--ca", "https://127.0.0.1:1", "--cred", t.TempDir()}, "unknown key type"},
 	}
