@@ -153,7 +153,7 @@ func loadIntermediateKey(ctx context.Context, cfg *Config) (crypto.Signer, apiv1
 	if cfg.Keys.KMS != "" {
 		km, err := kms.New(ctx, apiv1.Options{Type: apiv1.PKCS11, URI: cfg.Keys.KMS})
 		if err != nil {
-			return nil, nil, fmt.Errorf("ca: open HSM %s: %w", redactURI(cfg.Keys.KMS), err)
+			return nil, nil, fmt.Errorf("ca: open HSM %s: %s", redactURI(cfg.Keys.KMS), redactURI(err.Error()))
 		}
 		s, err := km.CreateSigner(&apiv1.CreateSignerRequest{SigningKey: cfg.Keys.IntermediateKey})
 		if err != nil {
@@ -191,6 +191,9 @@ func checkKeyMatches(cert *x509.Certificate, key crypto.Signer) error {
 var pinValue = regexp.MustCompile(`(?i)(pin-value=)[^;&?]*`)
 
 // redactURI hides a PIN written into a KMS URI before it reaches a log or an error.
+// redactURI hides the pin-value of a kms URI. Errors from the kms package
+// quote the URI they could not use, so they go through it too (and are not
+// wrapped: the wrapped error would still print the PIN).
 func redactURI(u string) string { return pinValue.ReplaceAllString(u, "${1}REDACTED") }
 
 // Role is what a role certificate allows at the API.

@@ -151,7 +151,7 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 	if opts.KMS != "" {
 		km, err := kms.New(ctx, apiv1.Options{Type: apiv1.PKCS11, URI: opts.KMS})
 		if err != nil {
-			return nil, fmt.Errorf("ca: init: open HSM %s: %w", redactURI(opts.KMS), err)
+			return nil, fmt.Errorf("ca: init: open HSM %s: %s", redactURI(opts.KMS), redactURI(err.Error()))
 		}
 		defer km.Close()
 		id := make([]byte, 8)

@@ -146,7 +146,10 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	serveMetrics := func(ln net.Listener) {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", srv.Metrics().Handler())
-		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		// Idle and slow connections are closed: the listener shares the
+		// process (and its file descriptors) with the front.
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 10 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 		log.Info("metrics listening", "addr", ln.Addr().String())
 		go func(m *http.Server) {
 			if err := m.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

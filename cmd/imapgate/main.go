@@ -13,6 +13,12 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal starts a graceful stop (the front drains); after
+		// it, the default action is back, so a second one ends the process.
+		<-ctx.Done()
+		stop()
+	}()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "imapgate:", err)
