@@ -16,8 +16,27 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx" for the readiness probe
 )
 
-// PostgresBin is where Debian's postgresql package puts the server binaries.
-const PostgresBin = "/usr/lib/postgresql/15/bin"
+// PostgresBin finds the server binaries where Debian's postgresql package
+// puts them, /usr/lib/postgresql/<major>/bin, taking the newest major: the
+// metapackage installs 15 on Debian 12 and 17 on Debian 13. IMAPGATE_PG_BIN
+// overrides it.
+func PostgresBin() string {
+	if bin := os.Getenv("IMAPGATE_PG_BIN"); bin != "" {
+		return bin
+	}
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	best, bestMajor := "/usr/lib/postgresql/15/bin", -1
+	for _, d := range dirs {
+		major, err := strconv.Atoi(filepath.Base(filepath.Dir(d)))
+		if err != nil || major <= bestMajor {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			best, bestMajor = d, major
+		}
+	}
+	return best
+}
 
 // Postgres is a private PostgreSQL cluster on 127.0.0.1.
 type Postgres struct {
@@ -38,10 +57,7 @@ func (p *Postgres) DSNFor(name string) string {
 // as root, so it runs as the postgres system user when the test is root.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	bin := os.Getenv("IMAPGATE_PG_BIN")
-	if bin == "" {
-		bin = PostgresBin
-	}
+	bin := PostgresBin()
 	if _, err := os.Stat(filepath.Join(bin, "initdb")); err != nil {
 		t.Fatalf("testenv: PostgreSQL is not installed (%v): run 'make deps'", err)
 	}
