@@ -29,17 +29,25 @@ func runCLI(ctx context.Context, args ...string) (string, error) {
 	return out.String(), err
 }
 
+// cliCAPaths lays out a CLI test's CA: its directory (not created), a 0600
+// password file beside it, and free addresses for the API and the public
+// plain-HTTP listener.
+func cliCAPaths(t *testing.T) (dir, caDir, pw, apiURL, pubAddr string) {
+	t.Helper()
+	dir = t.TempDir()
+	caDir = filepath.Join(dir, "ca")
+	pw = filepath.Join(dir, "pw")
+	testenv.WriteFile(t, pw, []byte("cli test password\n"))
+	apiURL = "https://127.0.0.1:" + itoa(testenv.FreePort(t))
+	pubAddr = "127.0.0.1:" + itoa(testenv.FreePort(t))
+	return dir, caDir, pw, apiURL, pubAddr
+}
+
 // TestCACommandLine drives the admin's whole day through the CLI: ca init,
 // ca serve, agent issue, cert sign / list / revoke, with --ca/--cred and the
 // environment variables, and checks the result with openssl.
 func TestCACommandLine(t *testing.T) {
-	dir := t.TempDir()
-	caDir := filepath.Join(dir, "ca")
-	pw := filepath.Join(dir, "pw")
-	os.WriteFile(pw, []byte("cli test password\n"), 0o600)
-	api, pub := testenv.FreePort(t), testenv.FreePort(t)
-	apiURL := "https://127.0.0.1:" + itoa(api)
-	pubAddr := "127.0.0.1:" + itoa(pub)
+	dir, caDir, pw, apiURL, pubAddr := cliCAPaths(t)
 	ctx := context.Background()
 
 	// A password file others can read is refused, and nothing is created.
@@ -154,14 +162,9 @@ func waitUp(t *testing.T, url string) {
 // TestCAServeRelativePasswordFile: a relative --password-file is the operator's
 // path, relative to the working directory, not to the CA directory.
 func TestCAServeRelativePasswordFile(t *testing.T) {
-	dir := t.TempDir()
-	caDir := filepath.Join(dir, "ca")
-	pw := filepath.Join(dir, "pw")
-	os.WriteFile(pw, []byte("cli test password\n"), 0o600)
-	api, pub := testenv.FreePort(t), testenv.FreePort(t)
-	pubAddr := "127.0.0.1:" + itoa(pub)
+	dir, caDir, pw, apiURL, pubAddr := cliCAPaths(t)
 	ctx := context.Background()
-	if out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", "https://127.0.0.1:"+itoa(api),
+	if out, err := runCLI(ctx, "ca", "init", "--dir", caDir, "--name", "CLI Org", "--url", apiURL,
 		"--public-url", "http://"+pubAddr, "--http-listen", pubAddr, "--password-file", pw); err != nil {
 		t.Fatalf("ca init: %v\n%s", err, out)
 	}
