@@ -16,17 +16,21 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/imapgate/imapgate/caclient"
 )
 
 // MaxBodyBytes bounds every API request body. A CSR is a few hundred bytes.
 const MaxBodyBytes = 64 << 10
 
-// API paths.
+// API paths (caclient defines them, so client and server cannot drift apart).
 const (
-	PathSign   = "/api/v1/sign"
-	PathRevoke = "/api/v1/revoke"
-	PathCerts  = "/api/v1/certs"
-	PathAgents = "/api/v1/agents"
+	PathSign   = caclient.PathSign
+	PathRevoke = caclient.PathRevoke
+	PathCerts  = caclient.PathCerts
+	PathAgents = caclient.PathAgents
+	PathServer = caclient.PathServer
+	PathAudit  = caclient.PathAudit
 )
 
 // SignRequestJSON is the body of POST /api/v1/sign.
@@ -105,6 +109,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathRevoke, s.authorize(s.handleRevoke, RoleAdmin))
 	mux.HandleFunc("GET "+PathCerts, s.authorize(s.handleCerts, RoleAdmin, RoleEnroll))
 	mux.HandleFunc("POST "+PathAgents, s.authorize(s.handleAgents, RoleAdmin))
+	mux.HandleFunc("POST "+PathServer, s.authorize(s.handleServer, RoleAdmin))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})

@@ -25,15 +25,21 @@ var (
 
 // Record is what the CA remembers of an issued certificate besides the DER.
 type Record struct {
-	Serial    string    `json:"serial"` // hex, as openssl prints it
-	Identity  string    `json:"user,omitempty"`
-	Role      Role      `json:"role,omitempty"`
-	Subject   string    `json:"subject"`
-	KeyType   string    `json:"key_type"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	IssuedAt  time.Time `json:"issued_at"`
-	IssuedBy  Requester `json:"issued_by"`
+	Serial   string `json:"serial"` // hex, as openssl prints it
+	Identity string `json:"user,omitempty"`
+	Role     Role   `json:"role,omitempty"`
+	// Kind is user, role, server or ca-tls (KindUser…); records written
+	// before it existed have none, and KindOf reads them.
+	Kind string `json:"kind,omitempty"`
+	// DNSNames and IPAddresses are a server certificate's names.
+	DNSNames    []string  `json:"dns,omitempty"`
+	IPAddresses []string  `json:"ip,omitempty"`
+	Subject     string    `json:"subject"`
+	KeyType     string    `json:"key_type"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	IssuedAt    time.Time `json:"issued_at"`
+	IssuedBy    Requester `json:"issued_by"`
 }
 
 // CertStatus is a Record with its current state.
@@ -57,11 +63,37 @@ type AuditEvent struct {
 }
 
 func newRecord(cert *x509.Certificate, identity string, role Role, keyType string, by Requester) Record {
-	return Record{
+	r := Record{
 		Serial: SerialHex(cert.SerialNumber), Identity: identity, Role: role,
 		Subject: cert.Subject.String(), KeyType: keyType,
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: time.Now().UTC(), IssuedBy: by,
 	}
+	r.Kind = KindOf(r)
+	return r
+}
+
+// KindOf is the record's kind; records from before Kind existed are a
+// role's when they carry one and a user's otherwise.
+func KindOf(r Record) string {
+	switch {
+	case r.Kind != "":
+		return r.Kind
+	case r.Role != "":
+		return KindRole
+	}
+	return KindUser
+}
+
+// record stores what the CA remembers of a certificate it just signed, and
+// its audit entry; if either cannot be written the issuance fails (the
+// certificate is never handed out).
+func (c *CA) record(ctx context.Context, iss *Issued, rec Record, action, target string) error {
+	iss.Record = rec
+	if err := c.putRecord(rec); err != nil {
+		return fmt.Errorf("record: %w", err)
+	}
+	c.audit(ctx, action, rec.Serial, target, string(rec.Role), Requester(rec.IssuedBy))
+	return nil
 }
 
 func (c *CA) putRecord(r Record) error {
@@ -126,6 +158,7 @@ func (c *CA) List(user string) ([]CertStatus, error) {
 		if user != "" && !strings.EqualFold(r.Identity, user) {
 			continue
 		}
+		r.Kind = KindOf(r)
 		st := CertStatus{Record: r, Status: "valid"}
 		if rv, ok := revoked[string(e.Key)]; ok {
 			t := rv.RevokedAt
