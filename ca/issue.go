@@ -170,6 +170,9 @@ func checkCSRBasics(csr *x509.CertificateRequest) (string, error) {
 	if err := csr.CheckSignature(); err != nil {
 		return "", badRequest("the CSR's signature does not verify (%v): it was altered or not signed by its key", err)
 	}
+	if err := checkCSRExtensions(csr); err != nil {
+		return "", err
+	}
 	return checkKey(csr.PublicKey)
 }
 
@@ -228,12 +231,17 @@ func (c *CA) Sign(ctx context.Context, req SignRequest, by Requester) (*Issued, 
 	data := x509util.NewTemplateData()
 	data.SetCertificateRequest(req.CSR)
 	data.Set("Imapgate", map[string]string{"Identity": identity, "CRL": c.cfg.CRLURL(), "Issuer": c.cfg.IssuerURL()})
+	pending, err := c.beginAudit(ctx, AuditEntry{Action: "issue", Kind: KindUser, User: identity}, by)
+	if err != nil {
+		return nil, err
+	}
 	iss, err := c.sign(ctx, req.CSR, userTemplate, data, validity)
 	if err != nil {
+		pending.finish(ctx, "", resultFailed, err.Error())
 		return nil, fmt.Errorf("ca: sign for %s: %w", identity, err)
 	}
 	rec := newRecord(iss.Cert, identity, "", keyType, by)
-	if err := c.record(ctx, iss, rec, "issue", identity); err != nil {
+	if err := c.record(ctx, iss, rec, pending); err != nil {
 		return nil, fmt.Errorf("ca: sign for %s: %w", identity, err)
 	}
 	return iss, nil
@@ -256,12 +264,17 @@ func (c *CA) IssueRole(ctx context.Context, csr *x509.CertificateRequest, role R
 	data := x509util.NewTemplateData()
 	data.SetCertificateRequest(csr)
 	data.Set("Imapgate", map[string]string{"Name": name, "RoleURI": role.URI().String(), "CRL": c.cfg.CRLURL(), "Issuer": c.cfg.IssuerURL()})
+	pending, err := c.beginAudit(ctx, AuditEntry{Action: "issue-role", Kind: KindRole, User: name, Reason: "role " + string(role)}, by)
+	if err != nil {
+		return nil, err
+	}
 	iss, err := c.sign(ctx, csr, roleTemplate, data, c.cfg.Certificates.RoleValidity.Duration)
 	if err != nil {
+		pending.finish(ctx, "", resultFailed, err.Error())
 		return nil, fmt.Errorf("ca: issue %s certificate for %s: %w", role, name, err)
 	}
 	rec := newRecord(iss.Cert, "", role, keyType, by)
-	if err := c.record(ctx, iss, rec, "issue-role", name); err != nil {
+	if err := c.record(ctx, iss, rec, pending); err != nil {
 		return nil, fmt.Errorf("ca: issue %s certificate for %s: %w", role, name, err)
 	}
 	return iss, nil

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -25,10 +26,11 @@ func parseServerRequest(body io.Reader) (ServerRequest, error) {
 		return ServerRequest{}, err
 	}
 	csr, err := ParseCSR([]byte(req.CSR))
+	out := ServerRequest{DNS: req.DNS}
 	if err != nil {
-		return ServerRequest{}, err
+		return out, err
 	}
-	out := ServerRequest{CSR: csr, DNS: req.DNS}
+	out.CSR = csr
 	for _, s := range req.IP {
 		ip := net.ParseIP(s)
 		if ip == nil {
@@ -46,6 +48,7 @@ func parseServerRequest(body io.Reader) (ServerRequest, error) {
 
 func (s *Server) handleServer(w http.ResponseWriter, r *http.Request, by Requester) {
 	req, err := parseServerRequest(r.Body)
+	about(r).User = strings.Join(append(append([]string{}, req.DNS...), ipStrings(req.IP)...), ", ")
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
@@ -56,4 +59,12 @@ func (s *Server) handleServer(w http.ResponseWriter, r *http.Request, by Request
 		return
 	}
 	writeJSON(w, http.StatusCreated, certResponse(iss))
+}
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return out
 }

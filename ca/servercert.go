@@ -186,13 +186,18 @@ func (c *CA) issueServer(ctx context.Context, req ServerRequest, kind string, by
 	data := x509util.NewTemplateData()
 	data.SetCertificateRequest(req.CSR)
 	data.Set("Imapgate", map[string]any{"CN": cn, "DNS": dns, "IP": ipStrs, "CRL": c.cfg.CRLURL(), "Issuer": c.cfg.IssuerURL()})
+	pending, err := c.beginAudit(ctx, AuditEntry{Action: "issue-" + kind, Kind: kind, User: what}, by)
+	if err != nil {
+		return nil, err
+	}
 	iss, err := c.sign(ctx, req.CSR, serverTemplate, data, validity)
 	if err != nil {
+		pending.finish(ctx, "", resultFailed, err.Error())
 		return nil, fmt.Errorf("ca: server certificate for %s: %w", what, err)
 	}
 	rec := newRecord(iss.Cert, "", "", keyType, by)
 	rec.Kind, rec.DNSNames, rec.IPAddresses = kind, dns, ipStrs
-	if err := c.record(ctx, iss, rec, "issue-"+kind, what); err != nil {
+	if err := c.record(ctx, iss, rec, pending); err != nil {
 		return nil, fmt.Errorf("ca: server certificate for %s: %w", what, err)
 	}
 	return iss, nil

@@ -172,9 +172,14 @@ func (c *Client) Revoke(ctx context.Context, serial, reason, comment string) (*R
 
 // Cert is one issued certificate as the CA lists it.
 type Cert struct {
-	Serial     string     `json:"serial"`
-	User       string     `json:"user"`
-	Role       string     `json:"role"`
+	Serial string `json:"serial"`
+	User   string `json:"user"`
+	Role   string `json:"role"`
+	// Kind is user, role, server or ca-tls.
+	Kind string `json:"kind"`
+	// DNS and IP are a server certificate's names.
+	DNS        []string   `json:"dns"`
+	IP         []string   `json:"ip"`
 	Subject    string     `json:"subject"`
 	KeyType    string     `json:"key_type"`
 	NotBefore  time.Time  `json:"not_before"`
