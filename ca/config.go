@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -59,6 +60,9 @@ type Config struct {
 
 	// CRL holds the revocation list schedule.
 	CRL CRLConfig `yaml:"crl"`
+
+	// Log is the log output of ca serve.
+	Log LogConfig `yaml:"log"`
 
 	// dir is the CA directory the config was loaded from.
 	dir string
@@ -116,6 +120,21 @@ type CRLConfig struct {
 	CheckInterval Duration `yaml:"check_interval"`
 }
 
+// LogConfig is the log output of ca serve (JSON lines on stderr).
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info; --log-level overrides it.
+	Level string `yaml:"level"`
+}
+
+// SlogLevel is Level as a slog.Level.
+func (l LogConfig) SlogLevel() (slog.Level, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("log.level %q: use debug, info, warn or error", l.Level)
+	}
+	return lvl, nil
+}
+
 // Duration is a time.Duration that reads and writes as "24h" in YAML.
 type Duration struct{ time.Duration }
 
@@ -153,6 +172,7 @@ func DefaultConfig() *Config {
 			RenewPeriod:   Duration{8 * time.Hour},
 			CheckInterval: Duration{15 * time.Second},
 		},
+		Log: LogConfig{Level: "info"},
 	}
 }
 
@@ -224,6 +244,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CRL.CheckInterval.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("crl.check_interval %s must be positive (default 15s)", c.CRL.CheckInterval.Duration))
+	}
+	if _, err := c.Log.SlogLevel(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, d := range c.Certificates.AllowedDomains {
 		if d == "" || strings.ContainsAny(d, "@ ") {

@@ -168,7 +168,7 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	default:
 		// Neither signed nor counted: only the next renewal or restart publishes it.
 		return nil, fmt.Errorf("ca: revoke %s: revoked, but the CRL could not be re-signed (%v) and the CA database did not take the revocation count (%v); it is on the CRL after the next restart of a CA node or within crl.renew_period %s: check the database and the CA log",
-			hexSerial, err, counted, c.cfg.CRL.RenewPeriod.Duration)
+			hexSerial, err, counted, c.crlConfig().RenewPeriod.Duration)
 	}
 }
 

@@ -97,6 +97,10 @@ type Server struct {
 	tlsCert  atomic.Pointer[tls.Certificate]
 	renewing atomic.Bool
 	retryAt  atomic.Int64
+	// lns are the listeners being served (serve.go); reload moves them.
+	lns listeners
+	// level, if set, is the log level a reload sets from log.level.
+	level *slog.LevelVar
 }
 
 // NewServer wraps an open CA.
@@ -474,42 +478,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, ErrorJSON{Error: msg})
-}
-
-// Serve runs the HTTPS API on ln (and the plain public listener on pub, if not
-// nil) until ctx ends, then shuts both down gracefully.
-func (s *Server) Serve(ctx context.Context, ln net.Listener, pub net.Listener) error {
-	tcfg, err := s.TLSConfig()
-	if err != nil {
-		return err
-	}
-	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
-	srv := &http.Server{Handler: s.Handler(), TLSConfig: tcfg, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, tcfg)) }()
-	var psrv *http.Server
-	if pub != nil {
-		psrv = &http.Server{Handler: s.PublicHandler(), ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, ErrorLog: errLog}
-		go func() { errc <- psrv.Serve(pub) }()
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			srv.Close()
-			if psrv != nil {
-				psrv.Close()
-			}
-			return fmt.Errorf("ca: serve: %w", err)
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	if psrv != nil {
-		psrv.Shutdown(sctx)
-	}
-	return err
 }
