@@ -394,22 +394,16 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 }
 
 func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requester) {
-	user := r.URL.Query().Get("user")
-	about(r).User = user
-	list, err := s.ca.List(user)
+	q := CertQuery{User: r.URL.Query().Get("user"), Serial: r.URL.Query().Get("serial")}
+	about(r).User, about(r).Serial = q.User, q.Serial
+	if by.Role != RoleAdmin {
+		// An enrollment agent sees user certificates only.
+		q.Kinds = userKinds
+	}
+	list, err := s.ca.Search(q)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
-	}
-	if by.Role != RoleAdmin {
-		// An enrollment agent sees user certificates only.
-		kept := list[:0]
-		for _, c := range list {
-			if containsString(userKinds, c.Kind) {
-				kept = append(kept, c)
-			}
-		}
-		list = kept
 	}
 	writeJSON(w, http.StatusOK, CertListJSON{Certs: list})
 }

@@ -44,10 +44,11 @@ type Record struct {
 type CertStatus struct {
 	Record
 	// Status is "valid", "revoked" or "expired".
-	Status     string     `json:"status"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	ReasonCode int        `json:"reason_code,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
+	Status string `json:"status"`
+	// RevokedAt is null, and Reason empty, unless Status is revoked.
+	RevokedAt  *time.Time `json:"revoked_at"`
+	ReasonCode int        `json:"reason_code"`
+	Reason     string     `json:"reason"`
 }
 
 func newRecord(cert *x509.Certificate, identity string, role Role, keyType string, by Requester) Record {
@@ -103,7 +104,28 @@ func (c *CA) putRecord(r Record) error {
 
 // List returns issued certificates, newest first; user filters by mailbox
 // identity (case-insensitive), empty means all.
-func (c *CA) List(user string) ([]CertStatus, error) {
+func (c *CA) List(user string) ([]CertStatus, error) { return c.Search(CertQuery{User: user}) }
+
+// CertQuery selects issued certificates; empty fields match all.
+type CertQuery struct {
+	User   string // mailbox identity, case-insensitive
+	Serial string // hex, as ParseSerial reads it
+	// Kinds, when not empty, keeps only these kinds (KindUser…).
+	Kinds []string
+}
+
+// Search returns the issued certificates that match q, newest first, each
+// with its status (valid, revoked, expired) and revocation time and reason.
+func (c *CA) Search(q CertQuery) ([]CertStatus, error) {
+	var serialKey string
+	if q.Serial != "" {
+		n, err := ParseSerial(q.Serial)
+		if err != nil {
+			return nil, err
+		}
+		serialKey = n.String()
+	}
+	user := q.User
 	ents, err := c.db.List(certsTable)
 	if err != nil {
 		return nil, fmt.Errorf("ca: list certificates: %w", err)
@@ -119,10 +141,13 @@ func (c *CA) List(user string) ([]CertStatus, error) {
 		if err := json.Unmarshal(e.Value, &r); err != nil {
 			continue
 		}
-		if user != "" && !strings.EqualFold(r.Identity, user) {
+		if user != "" && !strings.EqualFold(r.Identity, user) || serialKey != "" && string(e.Key) != serialKey {
 			continue
 		}
 		r.Kind = KindOf(r)
+		if len(q.Kinds) > 0 && !containsString(q.Kinds, r.Kind) {
+			continue
+		}
 		st := CertStatus{Record: r, Status: "valid"}
 		if rv, ok := revoked[string(e.Key)]; ok {
 			t := rv.RevokedAt

@@ -197,12 +197,32 @@ type Cert struct {
 
 // List returns the issued certificates, newest first, for one user or all.
 func (c *Client) List(ctx context.Context, user string) ([]Cert, error) {
+	return c.Search(ctx, CertQuery{User: user})
+}
+
+// CertQuery selects certificates; empty fields match all.
+type CertQuery struct {
+	User   string // mailbox login
+	Serial string // hex serial
+}
+
+// Search returns the issued certificates that match q, newest first, each
+// with Status (valid, revoked, expired), RevokedAt, Reason and NotAfter. An
+// enrollment agent gets user certificates only.
+func (c *Client) Search(ctx context.Context, q CertQuery) ([]Cert, error) {
 	var out struct {
 		Certs []Cert `json:"certs"`
 	}
+	v := url.Values{}
+	if q.User != "" {
+		v.Set("user", q.User)
+	}
+	if q.Serial != "" {
+		v.Set("serial", q.Serial)
+	}
 	p := PathCerts
-	if user != "" {
-		p += "?user=" + url.QueryEscape(user)
+	if len(v) > 0 {
+		p += "?" + v.Encode()
 	}
 	if err := c.do(ctx, http.MethodGet, p, nil, &out); err != nil {
 		return nil, fmt.Errorf("caclient: list certificates: %w", err)
