@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -203,7 +204,7 @@ func (c *CA) Audit(q AuditQuery) ([]AuditEntry, error) {
 		if q.Serial != "" && e.Serial != q.Serial || q.User != "" && !strings.EqualFold(e.User, q.User) {
 			continue
 		}
-		if len(q.Kinds) > 0 && !containsString(q.Kinds, e.Kind) {
+		if len(q.Kinds) > 0 && !slices.Contains(q.Kinds, e.Kind) {
 			continue
 		}
 		out = append(out, e)
@@ -213,15 +214,6 @@ func (c *CA) Audit(q AuditQuery) ([]AuditEntry, error) {
 		out = out[:q.Limit]
 	}
 	return out, nil
-}
-
-func containsString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // ReportRequest is a help desk's own action for the trail (POST

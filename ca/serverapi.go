@@ -48,7 +48,7 @@ func parseServerRequest(body io.Reader) (ServerRequest, error) {
 
 func (s *Server) handleServer(w http.ResponseWriter, r *http.Request, by Requester) {
 	req, err := parseServerRequest(r.Body)
-	about(r).User = strings.Join(append(append([]string{}, req.DNS...), ipStrings(req.IP)...), ", ")
+	about(r).User = strings.Join(serverNames(req.DNS, req.IP), ", ")
 	if err != nil {
 		s.fail(w, r, err, by)
 		return

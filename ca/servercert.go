@@ -178,10 +178,7 @@ func (c *CA) issueServer(ctx context.Context, req ServerRequest, kind string, by
 	if maxV := c.cfg.Certificates.MaxServerValidity.Duration; kind == KindServer && (validity < time.Hour || validity > maxV) {
 		return nil, badRequest("validity %s must be between 1h and %s (certificates.max_server_validity)", validity, maxV)
 	}
-	ipStrs := make([]string, len(ips))
-	for i, ip := range ips {
-		ipStrs[i] = ip.String()
-	}
+	ipStrs := ipStrings(ips)
 	cn := serverNames(dns, ips)[0]
 	data := x509util.NewTemplateData()
 	data.SetCertificateRequest(req.CSR)
@@ -204,11 +201,7 @@ func (c *CA) issueServer(ctx context.Context, req ServerRequest, kind string, by
 }
 
 func serverNames(dns []string, ips []net.IP) []string {
-	out := append([]string{}, dns...)
-	for _, ip := range ips {
-		out = append(out, ip.String())
-	}
-	return out
+	return append(append([]string{}, dns...), ipStrings(ips)...)
 }
 
 // ServerCertificate makes an EC P-256 key in this process and has the CA

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/big"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -145,7 +146,7 @@ func (c *CA) Search(q CertQuery) ([]CertStatus, error) {
 			continue
 		}
 		r.Kind = KindOf(r)
-		if len(q.Kinds) > 0 && !containsString(q.Kinds, r.Kind) {
+		if len(q.Kinds) > 0 && !slices.Contains(q.Kinds, r.Kind) {
 			continue
 		}
 		st := CertStatus{Record: r, Status: "valid"}
