@@ -158,7 +158,8 @@ throttle:
 	return d
 }
 
-// startFront runs `imapgate front` until the test ends and waits for its port.
+// startFront runs `imapgate front` until the test ends and waits until it
+// logs that it listens.
 func (d *deployment) startFront(t *testing.T, cfg string) {
 	t.Helper()
 	d.frontLog = &logBuffer{}
@@ -177,20 +178,15 @@ func (d *deployment) startFront(t *testing.T, cfg string) {
 			t.Logf("front log:\n%s", d.frontLog)
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", d.front, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
+	listening := fmt.Sprintf(`"msg":"front listening","addr":"%s"`, d.front)
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.frontLog.String(), listening); {
 		select {
 		case <-exited:
 			t.Fatalf("imapgate front exited:\n%s", d.frontLog)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("imapgate front does not listen on %s: %v\n%s", d.front, err, d.frontLog)
+			t.Fatalf("imapgate front does not listen on %s:\n%s", d.front, d.frontLog)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -309,7 +305,7 @@ func (r *tbRun) waitDialog(t *testing.T, kind, text string) {
 func TestThunderbird(t *testing.T) {
 	testenv.NeedThunderbird(t)
 	d := newDeployment(t)
-	alice := testenv.Alice
+	alice, bob := testenv.Alice, testenv.Bob
 
 	t.Run("syncs_inbox_offline", func(t *testing.T) {
 		r := d.thunderbird(t, alice.Name, alice.Password, d.card.PIN)
@@ -343,4 +339,51 @@ func TestThunderbird(t *testing.T) {
 			t.Errorf("front log has no login ok")
 		}
 	})
+
+	for _, c := range []struct {
+		name           string
+		user, password string
+		pin            string
+		revoke         bool
+		kind, text     string // a dialog the user sees
+		log            string // what the front logs
+	}{
+		// NSS asks again after each wrong PIN; once the user cancels, it
+		// sends no certificate and the front says so.
+		{name: "wrong_pin", user: alice.Name, password: alice.Password, pin: "000000",
+			kind: "alert", text: "* BYE [ALERT] No client certificate was presented. Insert your smartcard", log: `"event":"handshake","result":"no_cert"`},
+		// Thunderbird asks what to do: Retry, Enter New Password or Cancel.
+		{name: "wrong_password", user: alice.Name, password: "not-alices-password", pin: d.card.PIN,
+			kind: "confirm", text: "failed", log: `"event":"login","result":"bad_password"`},
+		{name: "bobs_password_on_alices_card", user: bob.Name, password: bob.Password, pin: d.card.PIN,
+			kind: "confirm", text: "failed", log: `"event":"login","result":"identity_mismatch"`},
+		{name: "revoked_card", user: alice.Name, password: alice.Password, pin: d.card.PIN, revoke: true,
+			kind: "alert", text: "* BYE [ALERT] Your certificate has been revoked. Call the help desk", log: `"event":"handshake","result":"revoked"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if c.revoke {
+				d.revoke(t)
+			}
+			logFrom := len(d.frontLog.String())
+			r := d.thunderbird(t, c.user, c.password, c.pin)
+			if r.sync.OK || len(r.sync.Inbox) != 0 {
+				t.Fatalf("Thunderbird synced %d messages", len(r.sync.Inbox))
+			}
+			r.waitDialog(t, c.kind, c.text)
+			log := d.frontLog.String()[logFrom:]
+			if strings.Contains(log, `"msg":"login ok"`) {
+				t.Errorf("the front let a login through")
+			}
+			if !strings.Contains(log, c.log) {
+				t.Errorf("front log lacks %s", c.log)
+			}
+			pins := r.count("pin")
+			switch {
+			case c.pin != d.card.PIN && pins < 2:
+				t.Errorf("%d PIN prompts after a wrong PIN, want it asked again", pins)
+			case c.pin == d.card.PIN && pins != 1:
+				t.Errorf("%d PIN prompts, want 1", pins)
+			}
+		})
+	}
 }

@@ -156,9 +156,17 @@ func (m *Marionette) Call(ctx context.Context, name string, params, result any) 
 	}
 }
 
-// NewSession opens a WebDriver session with the given capabilities.
-func (m *Marionette) NewSession(ctx context.Context, caps map[string]any) error {
-	return m.Call(ctx, "WebDriver:NewSession", map[string]any{"capabilities": map[string]any{"alwaysMatch": caps}}, nil)
+// NewSession opens a WebDriver session with the given capabilities (Marionette
+// takes them as the command's parameters, not W3C's alwaysMatch form) and
+// returns the capabilities the session has.
+func (m *Marionette) NewSession(ctx context.Context, caps map[string]any) (map[string]any, error) {
+	var r struct {
+		Capabilities map[string]any `json:"capabilities"`
+	}
+	if err := m.Call(ctx, "WebDriver:NewSession", caps, &r); err != nil {
+		return nil, err
+	}
+	return r.Capabilities, nil
 }
 
 // SetContext selects "chrome" (the application's privileged JavaScript) or

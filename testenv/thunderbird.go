@@ -188,8 +188,12 @@ func StartThunderbird(t testing.TB, o ThunderbirdOptions) *Thunderbird {
 	if tb.M, err = DialMarionette(ctx, "127.0.0.1:"+strconv.Itoa(port)); err != nil {
 		t.Fatalf("testenv: thunderbird: %v", err)
 	}
-	if err := tb.M.NewSession(ctx, map[string]any{"unhandledPromptBehavior": "ignore"}); err != nil {
+	caps, err := tb.M.NewSession(ctx, map[string]any{"unhandledPromptBehavior": "ignore"})
+	if err != nil {
 		t.Fatalf("testenv: thunderbird: %v", err)
+	}
+	if got := caps["unhandledPromptBehavior"]; got != "ignore" {
+		t.Fatalf("testenv: thunderbird: the Marionette session has unhandledPromptBehavior %v, want ignore (it would dismiss NSS's PIN prompt)", got)
 	}
 	if err := tb.M.SetContext(ctx, "chrome"); err != nil {
 		t.Fatalf("testenv: thunderbird: %v", err)
