@@ -5,6 +5,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -175,7 +176,7 @@ func StartThunderbird(t testing.TB, o ThunderbirdOptions) *Thunderbird {
 		kill.Stop()
 		tb.Kill()
 		if t.Failed() {
-			t.Logf("thunderbird output (last 8 KiB):\n%s", tail(tb.out.String(), 8<<10))
+			t.Logf("thunderbird output (last 8 KiB, GTK's headless noise left out):\n%s", tail(quiet(tb.out.String()), 8<<10))
 		}
 	})
 
@@ -237,13 +238,30 @@ func (tb *Thunderbird) Kill() {
 func (tb *Thunderbird) Output() string { return tb.out.String() }
 
 // Script runs the embedded chrome script thunderbird/NAME.js with arg as its
-// arguments[0] and decodes what it calls back with into result.
+// arguments[0] and decodes what it calls back with into result. WebDriver ends a
+// script with null when a dialog opens while it runs: scripts that start work
+// leave their result in the window for another script to read.
 func (tb *Thunderbird) Script(ctx context.Context, name string, arg, result any) error {
 	src, err := thunderbirdJS.ReadFile("thunderbird/" + name + ".js")
 	if err != nil {
 		return fmt.Errorf("testenv: thunderbird script %s: %w", name, err)
 	}
-	if err := tb.M.ExecuteAsync(ctx, string(src), []any{arg}, result); err != nil {
+	for {
+		err = tb.M.ExecuteAsync(ctx, string(src), []any{arg}, result)
+		// A command that finds a dialog open is refused before the script
+		// runs (unhandledPromptBehavior ignore): the observer answers the
+		// dialog in a moment, then ask again.
+		var me *MarionetteError
+		if !errors.As(err, &me) || me.Code != "unexpected alert open" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("testenv: thunderbird script %s: a dialog stays open: %w", name, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		select {
 		case <-tb.done:
 			return fmt.Errorf("testenv: thunderbird script %s: %w (thunderbird exited: %v)", name, err, tb.waitEr)
@@ -403,6 +421,19 @@ func pemCert(b []byte) (string, []byte) {
 	}
 	body := b[i+len(begin) : i+j]
 	return strings.Join(strings.Fields(string(body)), ""), b[i+j+len(end):]
+}
+
+// quiet drops the GTK warnings a headless Gecko prints by the hundred.
+func quiet(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if strings.TrimSpace(l) == "" || strings.Contains(l, "GDK_IS_SCREEN") || strings.Contains(l, "GTK_IS_ICON_THEME") {
+			continue
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 func tail(s string, n int) string {

@@ -8,6 +8,13 @@
 // a prompt opens (NSS's PIN prompt does), so the result goes to
 // window.imapgateTest.sync, which syncresult.js reads back.
 const [arg, done] = [arguments[0], arguments[arguments.length - 1]];
+if (window.imapgateTest.syncStarted) {
+  // Asked again after a dialog interrupted the first call: it runs already.
+  done("started");
+  return;
+}
+window.imapgateTest.syncStarted = true;
+window.imapgateTest.sync = null;
 const server = MailServices.accounts.getIncomingServer(arg.server);
 const root = server.rootFolder;
 const { NetUtil } = ChromeUtils.importESModule("resource://gre/modules/NetUtil.sys.mjs");
@@ -43,5 +50,4 @@ const run = (step, start) => new Promise((resolve, reject) => {
   return { ok: true, inbox: out };
 })().then(r => { window.imapgateTest.sync = r; },
   e => { window.imapgateTest.sync = { ok: false, step: e.step || "script", status: e.status || String(e) + " " + (e.stack || "") }; });
-window.imapgateTest.sync = null;
 done("started");
