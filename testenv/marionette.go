@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -80,19 +81,20 @@ func DialMarionette(ctx context.Context, addr string) (*Marionette, error) {
 func (m *Marionette) Close() error { return m.conn.Close() }
 
 func (m *Marionette) readPacket() ([]byte, error) {
-	head, err := m.r.ReadString(':')
+	head, err := m.r.ReadSlice(':') // at most the reader's buffer, 4 KiB
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("packet length: %w", err)
 	}
-	n, err := strconv.Atoi(head[:len(head)-1])
+	n, err := strconv.Atoi(string(head[:len(head)-1]))
 	if err != nil || n < 0 || n > maxMarionettePacket {
-		return nil, fmt.Errorf("bad packet length %q", head)
+		return nil, fmt.Errorf("bad packet length %.20q", head)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(m.r, buf); err != nil {
-		return nil, err
+	// Grows with what arrives: a length alone allocates nothing.
+	var buf bytes.Buffer
+	if _, err := io.CopyN(&buf, m.r, int64(n)); err != nil {
+		return nil, fmt.Errorf("packet of %d bytes: %w", n, err)
 	}
-	return buf, nil
+	return buf.Bytes(), nil
 }
 
 // Call sends command name with params and decodes its result into result
