@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"math/big"
@@ -12,6 +14,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,21 +112,12 @@ type deployment struct {
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
 	d := &deployment{ca: testenv.StartCA(t), dovecot: testenv.StartDovecot(t, testenv.DovecotOptions{}), card: testenv.SoftHSM(t)}
-	env := d.card.Env()
 	dir := t.TempDir()
 
 	// The help desk enrolls alice's card. Enroll writes the CA certificates
 	// onto the card too (the default): NSS offers a card's certificate only
 	// when it can link it to a CA named in the front's CertificateRequest.
-	pinFile := filepath.Join(dir, "pin")
-	testenv.WriteFile(t, pinFile, []byte(d.card.PIN+"\n"))
-	out := imapgate(t, env, "token", "enroll", "--module", d.card.Module, "--token", d.card.Label, "--pin-file", pinFile,
-		"--ca", d.ca.URL, "--cred", d.ca.EnrollCred, "--user", testenv.Alice.Name)
-	m := regexp.MustCompile(`(?m)^serial\s+([0-9A-F]+)$`).FindStringSubmatch(out)
-	if m == nil {
-		t.Fatalf("token enroll printed no serial:\n%s", out)
-	}
-	d.serial = m[1]
+	d.serial = d.enroll(t, d.card, testenv.Alice.Name)
 
 	// The front's own certificate, from the CA (`imapgate cert server`, admin
 	// credential): end-entity, serverAuth, for 127.0.0.1 — Thunderbird refuses
@@ -154,9 +148,45 @@ throttle:
   max_delay: 200ms
   lockout_after: 50
 `, d.front, certFile, keyFile, d.ca.RootsPEM, d.ca.PublicURL, issuer, d.dovecot.Addr)))
-	imapgate(t, env, "front", "--config", cfg, "--check")
+	imapgate(t, nil, "front", "--config", cfg, "--check")
 	d.startFront(t, cfg)
 	return d
+}
+
+// enroll runs the help desk's `imapgate token enroll` for user on card, with
+// extra flags, and returns the certificate's serial.
+func (d *deployment) enroll(t *testing.T, card *testenv.SoftHSMToken, user string, flags ...string) string {
+	t.Helper()
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	testenv.WriteFile(t, pinFile, []byte(card.PIN+"\n"))
+	out := imapgate(t, card.Env(), append([]string{"token", "enroll", "--module", card.Module, "--token", card.Label, "--pin-file", pinFile,
+		"--ca", d.ca.URL, "--cred", d.ca.EnrollCred, "--user", user}, flags...)...)
+	m := regexp.MustCompile(`(?m)^serial\s+([0-9A-F]+)$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("token enroll printed no serial:\n%s", out)
+	}
+	return m[1]
+}
+
+// acceptableCAs is the list of CA names the front's CertificateRequest
+// carries, as a TLS client sees it.
+func (d *deployment) acceptableCAs(t *testing.T) [][]byte {
+	t.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(d.ca.Root)
+	var names [][]byte
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", d.front, &tls.Config{RootCAs: roots,
+		GetClientCertificate: func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			names = cri.AcceptableCAs
+			return &tls.Certificate{}, nil
+		}})
+	if err == nil {
+		conn.Close()
+	}
+	if names == nil {
+		t.Fatalf("the front sent no CertificateRequest (dial: %v)", err)
+	}
+	return names
 }
 
 // startFront runs `imapgate front` until the test ends and waits until it
@@ -238,13 +268,13 @@ func (r *tbRun) count(kind string) int {
 // loaded, the front's root trusted, the PIN prompt answered with pin, the
 // password in the login manager, an IMAP account for user, then a sync of
 // INBOX with offline download.
-func (d *deployment) thunderbird(t *testing.T, user, password, pin string) *tbRun {
+func (d *deployment) thunderbird(t *testing.T, card *testenv.SoftHSMToken, user, password, pin string) *tbRun {
 	t.Helper()
-	tb := testenv.StartThunderbird(t, testenv.ThunderbirdOptions{Env: []string{"SOFTHSM2_CONF=" + d.card.Conf}})
+	tb := testenv.StartThunderbird(t, testenv.ThunderbirdOptions{Env: []string{"SOFTHSM2_CONF=" + card.Conf}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	err := tb.Setup(ctx, testenv.ThunderbirdSetup{
-		Module: d.card.Module, ModuleName: "imapgate card", TokenLabel: d.card.Label, PIN: pin,
+		Module: card.Module, ModuleName: "imapgate card", TokenLabel: card.Label, PIN: pin,
 		Roots: d.roots,
 		// The card's certificate without a chooser dialog.
 		Prefs: map[string]any{"security.default_personal_cert": "Select Automatically"},
@@ -288,6 +318,28 @@ func (r *tbRun) waitDialog(t *testing.T, kind, text string) {
 	}
 }
 
+// wantInbox checks that the sync stored user's three seeded messages offline.
+func (r *tbRun) wantInbox(t *testing.T, user string) {
+	t.Helper()
+	if !r.sync.OK {
+		t.Fatalf("sync failed at %s: %s", r.sync.Step, r.sync.Status)
+	}
+	if len(r.sync.Inbox) != 3 {
+		t.Fatalf("INBOX has %d messages, want the 3 seeded", len(r.sync.Inbox))
+	}
+	for i, m := range r.sync.Inbox {
+		want := testenv.Message(user, i+1)
+		if m.Subject != fmt.Sprintf("test message %d", i+1) || !m.Offline {
+			t.Errorf("message %d: subject %q, offline %v", i+1, m.Subject, m.Offline)
+		}
+		// The offline store holds the message as Dovecot has it, byte
+		// for byte, after Thunderbird's own X-Mozilla-Status lines.
+		if got := mozillaStatus.ReplaceAllString(m.Raw, ""); got != want {
+			t.Errorf("message %d stored offline as %q, want %q", i+1, m.Raw, want)
+		}
+	}
+}
+
 // TestThunderbird is issue 7's end-to-end check with the real Thunderbird:
 // alice's SoftHSM2 card, enrolled by `imapgate token enroll` at the real CA,
 // logs in through `imapgate front` to Dovecot, and Thunderbird stores her INBOX
@@ -309,24 +361,8 @@ func TestThunderbird(t *testing.T) {
 	alice, bob := testenv.Alice, testenv.Bob
 
 	t.Run("syncs_inbox_offline", func(t *testing.T) {
-		r := d.thunderbird(t, alice.Name, alice.Password, d.card.PIN)
-		if !r.sync.OK {
-			t.Fatalf("sync failed at %s: %s", r.sync.Step, r.sync.Status)
-		}
-		if len(r.sync.Inbox) != 3 {
-			t.Fatalf("INBOX has %d messages, want the 3 seeded", len(r.sync.Inbox))
-		}
-		for i, m := range r.sync.Inbox {
-			want := testenv.Message(alice.Name, i+1)
-			if m.Subject != fmt.Sprintf("test message %d", i+1) || !m.Offline {
-				t.Errorf("message %d: subject %q, offline %v", i+1, m.Subject, m.Offline)
-			}
-			// The offline store holds the message as Dovecot has it, byte
-			// for byte, after Thunderbird's own X-Mozilla-Status lines.
-			if got := mozillaStatus.ReplaceAllString(m.Raw, ""); got != want {
-				t.Errorf("message %d stored offline as %q, want %q", i+1, m.Raw, want)
-			}
-		}
+		r := d.thunderbird(t, d.card, alice.Name, alice.Password, d.card.PIN)
+		r.wantInbox(t, alice.Name)
 		// One PIN prompt, however many connections Thunderbird opens: NSS
 		// stays logged in to the card. No password prompt: the login
 		// manager's password was right.
@@ -337,6 +373,29 @@ func TestThunderbird(t *testing.T) {
 		if len(r.dialogs) != r.count("pin") {
 			t.Errorf("dialogs besides the PIN prompt: %+v", r.dialogs)
 		}
+	})
+
+	// A card holding only alice's certificate (--no-ca-certs): NSS offers it
+	// only if the front's CertificateRequest names its issuer, the
+	// intermediate. A front that lists the intermediates lets it in; one that
+	// lists the roots only gets no certificate, after the PIN prompt.
+	t.Run("leaf_only_card", func(t *testing.T) {
+		leafCard := testenv.SoftHSMLabel(t, "imapgate-leaf")
+		d.enroll(t, leafCard, alice.Name, "--no-ca-certs")
+		named := slices.ContainsFunc(d.acceptableCAs(t), func(n []byte) bool { return bytes.Equal(n, d.ca.Intermediate.RawSubject) })
+		r := d.thunderbird(t, leafCard, alice.Name, alice.Password, leafCard.PIN)
+		if n := r.count("pin"); n != 1 {
+			t.Errorf("%d PIN prompts, want 1", n)
+		}
+		if named {
+			r.wantInbox(t, alice.Name)
+			return
+		}
+		t.Logf("the front's CertificateRequest names the roots only: the leaf-only card must not be offered")
+		if r.sync.OK {
+			t.Fatalf("Thunderbird synced with a card NSS should not offer")
+		}
+		r.waitDialog(t, "alert", "* BYE [ALERT] No client certificate was presented.")
 	})
 
 	for _, c := range []struct {
@@ -364,7 +423,7 @@ func TestThunderbird(t *testing.T) {
 				d.revoke(t)
 			}
 			logFrom := len(d.frontLog.String())
-			r := d.thunderbird(t, c.user, c.password, c.pin)
+			r := d.thunderbird(t, d.card, c.user, c.password, c.pin)
 			if r.sync.OK || len(r.sync.Inbox) != 0 {
 				t.Fatalf("Thunderbird synced %d messages", len(r.sync.Inbox))
 			}
