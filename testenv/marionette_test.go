@@ -136,3 +136,4 @@ func FuzzMarionettePacket(f *testing.F) {
 		}
 	})
 }
+
