@@ -136,4 +136,3 @@ func FuzzMarionettePacket(f *testing.F) {
 		}
 	})
 }
-
