@@ -220,9 +220,6 @@ func (tb *Thunderbird) Kill() {
 	})
 }
 
-// Output is what the process printed so far.
-func (tb *Thunderbird) Output() string { return tb.out.String() }
-
 // Script runs the embedded chrome script thunderbird/NAME.js with arg as its
 // arguments[0] and decodes what it calls back with into result. WebDriver ends a
 // script with null when a dialog opens while it runs: scripts that start work
