@@ -26,8 +26,13 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	$(GO) run $(STATICCHECK) $(PKGS)
 
+# Tests that cannot run on this machine (e2e's Thunderbird, say) skip loudly and
+# write why to $(SKIPS); the summary at the end lists them.
+SKIPS    := $(CURDIR)/.test-skips
 test: deps vet
-	$(GO) test $(TESTFLAGS) $(PKGS)
+	@rm -f $(SKIPS)
+	@IMAPGATE_SKIP_FILE=$(SKIPS) $(GO) test $(TESTFLAGS) $(PKGS); rc=$$?; \
+	  if [ -s $(SKIPS) ]; then echo "== tests SKIPPED on this machine (not tested):"; cat $(SKIPS); fi; exit $$rc
 	$(MAKE) fuzz FUZZTIME=20000x
 
 # A short run of every fuzz target; `make fuzz FUZZTIME=10m` for a real session.
