@@ -33,5 +33,6 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd(),
 		newFrontCmd(),
 	)
+	strictUsage(root)
 	return root
 }
