@@ -96,6 +96,11 @@ type CertConfig struct {
 	MaxUserValidity Duration `yaml:"max_user_validity"`
 	// RoleValidity is the lifetime of an enrollment-agent or admin certificate. Default 8760h.
 	RoleValidity Duration `yaml:"role_validity"`
+	// ServerValidity is the default lifetime of a TLS server certificate
+	// (POST /api/v1/server, imapgate cert server). Default 2160h (90 days).
+	ServerValidity Duration `yaml:"server_validity"`
+	// MaxServerValidity caps a requested server lifetime. Default 9528h (397 days).
+	MaxServerValidity Duration `yaml:"max_server_validity"`
 	// AllowedDomains, when not empty, limits mailbox identities to these domains.
 	AllowedDomains []string `yaml:"allowed_domains"`
 }
@@ -138,9 +143,11 @@ func DefaultConfig() *Config {
 		DB:   DBConfig{Type: "bbolt", DataSource: DBFile},
 		Keys: KeysConfig{IntermediateKey: IntermediateKeyFile},
 		Certificates: CertConfig{
-			UserValidity:    Duration{365 * 24 * time.Hour},
-			MaxUserValidity: Duration{2 * 365 * 24 * time.Hour},
-			RoleValidity:    Duration{365 * 24 * time.Hour},
+			UserValidity:      Duration{365 * 24 * time.Hour},
+			MaxUserValidity:   Duration{2 * 365 * 24 * time.Hour},
+			RoleValidity:      Duration{365 * 24 * time.Hour},
+			ServerValidity:    Duration{90 * 24 * time.Hour},
+			MaxServerValidity: Duration{397 * 24 * time.Hour},
 		},
 		CRL: CRLConfig{
 			Validity:      Duration{24 * time.Hour},
@@ -197,6 +204,9 @@ func (c *Config) Validate() error {
 	if c.Certificates.UserValidity.Duration <= 0 || c.Certificates.UserValidity.Duration > c.Certificates.MaxUserValidity.Duration {
 		errs = append(errs, fmt.Errorf("certificates.user_validity %s must be positive and at most max_user_validity %s",
 			c.Certificates.UserValidity.Duration, c.Certificates.MaxUserValidity.Duration))
+	}
+	if v, m := c.Certificates.ServerValidity.Duration, c.Certificates.MaxServerValidity.Duration; v < time.Hour || v > m {
+		errs = append(errs, fmt.Errorf("certificates.server_validity %s must be at least 1h and at most max_server_validity %s (default 2160h, 90 days)", v, m))
 	}
 	if c.Certificates.RoleValidity.Duration <= 0 {
 		errs = append(errs, errors.New("certificates.role_validity must be positive"))

@@ -16,17 +16,21 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/imapgate/imapgate/caclient"
 )
 
 // MaxBodyBytes bounds every API request body. A CSR is a few hundred bytes.
 const MaxBodyBytes = 64 << 10
 
-// API paths.
+// API paths (caclient defines them, so client and server cannot drift apart).
 const (
-	PathSign   = "/api/v1/sign"
-	PathRevoke = "/api/v1/revoke"
-	PathCerts  = "/api/v1/certs"
-	PathAgents = "/api/v1/agents"
+	PathSign   = caclient.PathSign
+	PathRevoke = caclient.PathRevoke
+	PathCerts  = caclient.PathCerts
+	PathAgents = caclient.PathAgents
+	PathServer = caclient.PathServer
+	PathAudit  = caclient.PathAudit
 )
 
 // SignRequestJSON is the body of POST /api/v1/sign.
@@ -105,6 +109,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathRevoke, s.authorize(s.handleRevoke, RoleAdmin))
 	mux.HandleFunc("GET "+PathCerts, s.authorize(s.handleCerts, RoleAdmin, RoleEnroll))
 	mux.HandleFunc("POST "+PathAgents, s.authorize(s.handleAgents, RoleAdmin))
+	mux.HandleFunc("POST "+PathServer, s.authorize(s.handleServer, RoleAdmin))
+	mux.HandleFunc("GET "+PathAudit, s.authorize(s.handleAuditList, RoleAdmin, RoleEnroll))
+	mux.HandleFunc("POST "+PathAudit, s.authorize(s.handleAuditReport, RoleAdmin, RoleEnroll))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -207,8 +214,10 @@ func (s *Server) authorize(h func(http.ResponseWriter, *http.Request, Requester)
 			writeError(w, http.StatusServiceUnavailable, "cannot check the client certificate's revocation status; try again")
 			return
 		}
+		what := requestAction(r)
 		if rev {
 			s.log.Warn("ca: refused a revoked credential", "path", r.URL.Path, by.logAttrs())
+			s.ca.auditRefusal(r.Context(), what, by, "the requester's credential is revoked")
 			writeError(w, http.StatusForbidden, "this credential has been revoked; ask an admin for a new one")
 			return
 		}
@@ -216,17 +225,54 @@ func (s *Server) authorize(h func(http.ResponseWriter, *http.Request, Requester)
 		for _, allowed := range roles {
 			if role == allowed {
 				r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-				h(w, r, by)
+				h(w, r.WithContext(context.WithValue(r.Context(), aboutKey{}, &what)), by)
 				return
 			}
 		}
 		s.log.Warn("ca: refused: wrong role", "path", r.URL.Path, "need", fmt.Sprint(roles), by.logAttrs())
 		if role == "" {
+			// A user certificate: no role, nothing the trail could name
+			// but its subject; it is logged.
 			writeError(w, http.StatusForbidden, "a user certificate cannot use the CA API; use an admin or enrollment-agent credential")
 			return
 		}
+		s.ca.auditRefusal(r.Context(), what, by, fmt.Sprintf("the %s role may not do this; it needs %s", role, joinRoles(roles)))
 		writeError(w, http.StatusForbidden, fmt.Sprintf("the %s role may not do this; it needs %s", role, joinRoles(roles)))
 	}
+}
+
+// aboutKey holds, in an authorized request's context, what the request
+// asks for (*AuditEntry), for the audit entry of a refusal; handlers fill
+// in the user or serial once they have read them.
+type aboutKey struct{}
+
+// about is the request's audit description (a throwaway one outside authorize).
+func about(r *http.Request) *AuditEntry {
+	if a, ok := r.Context().Value(aboutKey{}).(*AuditEntry); ok {
+		return a
+	}
+	return &AuditEntry{}
+}
+
+// requestAction names what a request asks for, as the audit trail does.
+func requestAction(r *http.Request) AuditEntry {
+	switch r.Method + " " + r.URL.Path {
+	case "POST " + PathSign:
+		return AuditEntry{Action: "issue", Kind: KindUser}
+	case "POST " + PathAgents:
+		return AuditEntry{Action: "issue-role", Kind: KindRole}
+	case "POST " + PathServer:
+		return AuditEntry{Action: "issue-server", Kind: KindServer}
+	case "POST " + PathRevoke:
+		return AuditEntry{Action: "revoke"}
+	case "GET " + PathCerts:
+		return AuditEntry{Action: "list-certs"}
+	case "GET " + PathAudit:
+		return AuditEntry{Action: "list-audit"}
+	case "POST " + PathAudit:
+		return AuditEntry{Action: "report", Kind: KindUser}
+	}
+	return AuditEntry{Action: r.Method + " " + r.URL.Path}
 }
 
 func joinRoles(roles []Role) string {
@@ -276,16 +322,17 @@ func parseSignRequest(body io.Reader) (SignRequest, error) {
 	}
 	csr, err := ParseCSR([]byte(req.CSR))
 	if err != nil {
-		return SignRequest{}, err
+		return SignRequest{Identity: req.User}, err
 	}
 	if req.ValidityDays < 0 || req.ValidityDays > 100*365 {
-		return SignRequest{}, badRequest("validity_days %d is out of range", req.ValidityDays)
+		return SignRequest{Identity: req.User}, badRequest("validity_days %d is out of range", req.ValidityDays)
 	}
 	return SignRequest{CSR: csr, Identity: req.User, Validity: time.Duration(req.ValidityDays) * 24 * time.Hour}, nil
 }
 
 func (s *Server) handleSign(w http.ResponseWriter, r *http.Request, by Requester) {
 	req, err := parseSignRequest(r.Body)
+	about(r).User = req.Identity
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
@@ -312,6 +359,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
+	about(r).Serial = req.Serial
 	serial, err := ParseSerial(req.Serial)
 	if err != nil {
 		s.fail(w, r, err, by)
@@ -327,6 +375,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
+	s.tlsRevoked(rv.Serial)
 	resp := RevokeResponseJSON{Serial: rv.Serial, RevokedAt: rv.RevokedAt, CRLNumber: rv.CRLNumber}
 	if rv.CRLPending {
 		// Stored, so not an error: a retry would only get 409. But the relying
@@ -342,10 +391,21 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 
 func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requester) {
 	user := r.URL.Query().Get("user")
+	about(r).User = user
 	list, err := s.ca.List(user)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
+	}
+	if by.Role != RoleAdmin {
+		// An enrollment agent sees user certificates only.
+		kept := list[:0]
+		for _, c := range list {
+			if containsString(userKinds, c.Kind) {
+				kept = append(kept, c)
+			}
+		}
+		list = kept
 	}
 	writeJSON(w, http.StatusOK, CertListJSON{Certs: list})
 }
@@ -356,6 +416,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
+	about(r).User = req.Name
 	role, err := ParseRole(req.Role)
 	if err != nil {
 		s.fail(w, r, badRequest("%v", err), by)
@@ -388,10 +449,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, by Requ
 		status, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, ErrAlreadyRevoked):
 		status, msg = http.StatusConflict, err.Error()
+	case errors.Is(err, ErrAudit):
+		status, msg = http.StatusServiceUnavailable, "the CA cannot write its audit trail right now, so nothing was done; try again shortly (the CA log says why)"
 	}
 	lvl := slog.LevelWarn
 	if status >= 500 {
 		lvl = slog.LevelError
+	} else if !errors.Is(err, ErrAudit) {
+		s.ca.auditRefusal(r.Context(), *about(r), by, msg)
 	}
 	s.log.LogAttrs(r.Context(), lvl, "ca: request refused", slog.String("path", r.URL.Path),
 		slog.Int("status", status), slog.String("error", err.Error()), by.logAttrs())

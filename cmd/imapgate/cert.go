@@ -42,7 +42,7 @@ func (a *apiFlags) client() (*caclient.Client, error) {
 
 func newCertCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cert", Short: "sign, revoke and list certificates through the CA API"}
-	cmd.AddCommand(newCertSignCmd(), newCertRevokeCmd(), newCertListCmd())
+	cmd.AddCommand(newCertSignCmd(), newCertServerCmd(), newCertRevokeCmd(), newCertListCmd())
 	return cmd
 }
 
