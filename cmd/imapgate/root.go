@@ -32,6 +32,7 @@ func newRootCmd() *cobra.Command {
 		newAgentCmd(),
 		newTokenCmd(),
 		newFrontCmd(),
+		newEnrollUICmd(),
 	)
 	return root
 }
