@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -66,57 +67,77 @@ credential (certificate and key) is written to DIR/admin. An existing CA is neve
 }
 
 func newCAServeCmd() *cobra.Command {
-	var dir, listen, httpListen, passwordFile string
+	var o caServeOptions
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
 		Short: "serve the CA's HTTPS API, its CRL and roots",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := ca.LoadConfig(dir)
-			if err != nil {
-				return err
-			}
-			if listen != "" {
-				cfg.Listen = listen
-			}
-			if httpListen != "" {
-				cfg.HTTPListen = httpListen
-			}
-			if passwordFile != "" {
-				// The operator's path is relative to where they are, not to the CA
-				// directory (which is what a relative path in ca.yaml means).
-				abs, err := filepath.Abs(passwordFile)
-				if err != nil {
-					return fmt.Errorf("--password-file: %w", err)
-				}
-				cfg.Keys.PasswordFile = abs
-			}
-			c, err := ca.Open(cmd.Context(), cfg)
+			c, err := o.open(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			ln, err := net.Listen("tcp", cfg.ListenAddr())
+			serve, err := listenCA(c)
 			if err != nil {
-				return fmt.Errorf("ca: listen: %w", err)
+				return err
 			}
-			var pub net.Listener
-			if cfg.HTTPListen != "" {
-				if pub, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
-					ln.Close()
-					return fmt.Errorf("ca: listen (plain HTTP): %w", err)
-				}
-				slog.Info("ca: public paths on plain HTTP", "addr", pub.Addr().String())
-			}
-			slog.Info("ca: serving", "addr", ln.Addr().String(), "url", cfg.URL, "crl", cfg.CRLURL(), "db", cfg.DB.Type)
-			return ca.NewServer(c).Serve(cmd.Context(), ln, pub)
+			return serve(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "", "the CA directory (required)")
-	f.StringVar(&listen, "listen", "", "HTTPS listen address (default from ca.yaml)")
-	f.StringVar(&httpListen, "http-listen", "", "plain-HTTP listen address for the public paths (default from ca.yaml)")
-	f.StringVar(&passwordFile, "password-file", "", "file with the key password (default from ca.yaml, then $"+ca.PasswordEnv+")")
+	f.StringVar(&o.dir, "dir", "", "the CA directory (required)")
+	f.StringVar(&o.listen, "listen", "", "HTTPS listen address (default from ca.yaml, then 127.0.0.1 and the port of its url)")
+	f.StringVar(&o.httpListen, "http-listen", "", "plain-HTTP listen address for the public paths (default from ca.yaml)")
+	f.StringVar(&o.passwordFile, "password-file", "", "file with the key password (default from ca.yaml, then $"+ca.PasswordEnv+")")
 	cmd.MarkFlagRequired("dir")
 	return cmd
+}
+
+// caServeOptions are what `ca serve` and `serve` take for the CA.
+type caServeOptions struct{ dir, listen, httpListen, passwordFile string }
+
+// open loads DIR/ca.yaml, applies the flags over it and opens the authority.
+func (o caServeOptions) open(ctx context.Context) (*ca.CA, error) {
+	cfg, err := ca.LoadConfig(o.dir)
+	if err != nil {
+		return nil, err
+	}
+	if o.listen != "" {
+		cfg.Listen = o.listen
+	}
+	if o.httpListen != "" {
+		cfg.HTTPListen = o.httpListen
+	}
+	if o.passwordFile != "" {
+		// The operator's path is relative to where they are, not to the CA
+		// directory (which is what a relative path in ca.yaml means).
+		abs, err := filepath.Abs(o.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--password-file: %w", err)
+		}
+		cfg.Keys.PasswordFile = abs
+	}
+	return ca.Open(ctx, cfg)
+}
+
+// listenCA binds the CA's HTTPS listener and its optional plain-HTTP one, and
+// returns the function that serves them until ctx ends. Binding first lets a
+// caller start what depends on the CA (a front fetching the CRL) before serve.
+func listenCA(c *ca.CA) (serve func(context.Context) error, err error) {
+	cfg := c.Config()
+	ln, err := net.Listen("tcp", cfg.ListenAddr())
+	if err != nil {
+		return nil, fmt.Errorf("ca: listen: %w", err)
+	}
+	var pub net.Listener
+	if cfg.HTTPListen != "" {
+		if pub, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("ca: listen (plain HTTP): %w", err)
+		}
+		slog.Info("ca: public paths on plain HTTP", "addr", pub.Addr().String())
+	}
+	slog.Info("ca: serving", "addr", ln.Addr().String(), "url", cfg.URL, "crl", cfg.CRLURL(), "db", cfg.DB.Type)
+	return func(ctx context.Context) error { return ca.NewServer(c).Serve(ctx, ln, pub) }, nil
 }

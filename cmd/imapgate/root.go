@@ -33,6 +33,7 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(),
 		newTokenCmd(),
 		newFrontCmd(),
+		newServeCmd(),
 		newEnrollUICmd(),
 	)
 	strictUsage(root)
