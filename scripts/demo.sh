@@ -2,11 +2,12 @@
 # make demo: imapgate end to end on 127.0.0.1, state in a runtime directory of its own
 # (default /run/imapgate-demo, mode 0755, so the dovecot user can enter it wherever
 # the clone lives; secret files inside are 0600):
-#   the CA (embedded bbolt) → a help desk credential → alice's key generated on a
-#   smartcard (SoftHSM2) with her certificate written beside it → Dovecot as the mail
-#   server → the mTLS front with a certificate from the CA → curl reads alice's INBOX
-#   through the front with the card's key → bob's password on alice's card and a
-#   missing card are refused → a second, lost card is revoked and refused.
+#   Dovecot as the mail server → imapgate serve (the CA on its embedded database, the
+#   mTLS front with a certificate from that CA, the help desk UI) → alice's key
+#   generated on a smartcard (SoftHSM2) with her certificate written beside it → curl
+#   reads alice's INBOX through the front with the card's key → bob's password on
+#   alice's card and a missing card are refused → a second, lost card is revoked and
+#   refused.
 # Then it prints commands to try (they work when pasted as printed, as root) and keeps
 # everything running until Ctrl-C, which stops all it started, waits for it, exits 0.
 #
@@ -41,6 +42,7 @@ PUB=127.0.0.1:${DEMO_PUB_PORT:-8080}      # CA public paths: /crl, /roots.pem (p
 IMAP=127.0.0.1:${DEMO_IMAP_PORT:-10143}   # Dovecot, internal
 FRONT=127.0.0.1:${DEMO_FRONT_PORT:-9993}  # the front: IMAPS with client certificates
 METRICS=127.0.0.1:${DEMO_METRICS_PORT:-9994}
+UI=127.0.0.1:${DEMO_UI_PORT:-8088}           # the help desk web UI
 MODULE=/usr/lib/softhsm/libsofthsm2.so
 for f in "$BIN" "$BACKEND"; do
   [ -x "$f" ] || { echo "demo: $f missing: run make demo (it builds it)" >&2; exit 1; }
@@ -114,55 +116,46 @@ mkdir -m 0755 "$D/logs"
 cd "$D"
 umask 077   # secrets (password, PINs, keys) stay 0600; Dovecot's tree is opened up by demo-backend
 
-step "the CA: root, intermediate (keys encrypted), TLS certificate, first admin credential"
-head -c 24 /dev/urandom | base64 > ca-password
-quiet ca-init "$BIN" ca init --dir ca --name "Demo Org" --url "https://$API" --public-url "http://$PUB" \
-  --http-listen "$PUB" --password-file ca-password | sed -n '1,4p'
-start ca "$D/logs/ca.log" "$BIN" --log-level warn ca serve --dir ca
-wait_up "http://$PUB/healthz"
-export IMAPGATE_CA="https://$API" IMAPGATE_CRED="$D/ca/admin" PATH="$ROOT/bin:$PATH"
-curl -fs "http://$PUB/intermediate.pem" > intermediate.pem
-
-step "the help desk PC gets an enrollment-agent credential (its key is made here, never sent)"
-quiet agent-issue "$BIN" agent issue --role enroll --name helpdesk-demo --out helpdesk
-
-step "alice's smartcard (SoftHSM2 stands in for it): key generated ON the card, certificate written beside it"
-mkdir -p softhsm/tokens
-printf 'directories.tokendir = %s/softhsm/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' "$D" > softhsm/softhsm2.conf
-export SOFTHSM2_CONF=$D/softhsm/softhsm2.conf
-echo 123456 > alice-pin
-echo 654321 > bob-pin
-quiet softhsm softhsm2-util --init-token --free --label alice-card --so-pin 12345678 --pin 123456 >/dev/null
-quiet enroll-alice "$BIN" --log-level warn token enroll --module "$MODULE" --token alice-card --pin-file alice-pin \
-  --user alice@example.org --cred helpdesk
-ALICE=$("$BIN" cert list --user alice@example.org --json | sed -n 's/.*"serial": "\([0-9A-Fa-f]*\)".*/\1/p' | head -1)
-[ -n "$ALICE" ] || fail "alice's certificate is not in the CA's list"
-
 step "the mail server: Dovecot on $IMAP (internal; it trusts the front's address for the client's IP)"
 start dovecot "$D/logs/dovecot.log" bash -c 'umask 022; exec "$0" -dir "$1" -addr "$2"' "$BACKEND" "$D/dovecot" "$IMAP"
 wait_up "$IMAP"
 echo "   mailboxes: alice@example.org (password alice-secret), bob@example.org (bob-secret)"
 
-step "the front on $FRONT: its certificate from the CA, client certificates from the CA, CRL polled every 2 s"
-cat > front.yaml <<EOF
-listen: $FRONT
-metrics_listen: $METRICS
-tls:
-  cert_file: $D/ca/tls.crt
-  key_file: $D/ca/tls_key.pem
-  client_ca_file: $D/ca/root_ca.crt
-crl:
-  - url: http://$PUB/crl
-    issuer_file: $D/intermediate.pem
-    interval: 2s
-backend:
-  address: $IMAP
-EOF
-start front "$D/logs/front.log" "$BIN" front --config front.yaml
+# SoftHSM2 stands in for the card reader: its tokens are the "smartcards" the help
+# desk UI sees and curl uses.
+mkdir -p softhsm/tokens
+printf 'directories.tokendir = %s/softhsm/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' "$D" > softhsm/softhsm2.conf
+export SOFTHSM2_CONF=$D/softhsm/softhsm2.conf
+
+step "the gate: imapgate serve — CA (embedded DB), front and help desk UI in one process, all on 127.0.0.1"
+echo "   first start: the CA's root, intermediate (keys encrypted), an admin credential, the UI's help desk"
+echo "   credential, and the front's certificate issued by its own CA; the front polls the CRL every 2 s"
+head -c 24 /dev/urandom | base64 > ca-password
+G=$D/gate
+start gate "$D/logs/gate.log" "$BIN" serve --dir "$G" --password-file ca-password --name "Demo Org" \
+  --ca-url "https://$API" --crl-listen "$PUB" --front-listen "$FRONT" --metrics-listen "$METRICS" \
+  --ui-listen "$UI" --backend "$IMAP" --module "$MODULE" --crl-poll 2s
+GATE_PID=${pids[-1]}
+wait_up "http://$PUB/healthz"
 wait_up "http://$METRICS/metrics"
+wait_up "http://$UI/login"
+UI_URL=$(sed -n 's/^imapgate enroll-ui: open //p' "$D/logs/gate.log" | head -1)
+[ -n "$UI_URL" ] || fail "the help desk UI printed no access link" gate "$D/logs/gate.log"
+export IMAPGATE_CA="https://$API" IMAPGATE_CRED="$G/admin" PATH="$ROOT/bin:$PATH"
+HELPDESK=$G/serve/helpdesk
+echo "   CA https://$API, CRL http://$PUB/crl, front imaps://$FRONT, UI http://$UI, metrics http://$METRICS/metrics"
+
+step "alice's smartcard: key generated ON the card, certificate from the CA written beside it (the help desk's credential)"
+echo 123456 > alice-pin
+echo 654321 > bob-pin
+quiet softhsm softhsm2-util --init-token --free --label alice-card --so-pin 12345678 --pin 123456 >/dev/null
+quiet enroll-alice "$BIN" --log-level warn token enroll --module "$MODULE" --token alice-card --pin-file alice-pin \
+  --user alice@example.org --cred "$HELPDESK"
+ALICE=$("$BIN" cert list --user alice@example.org --json | sed -n 's/.*"serial": "\([0-9A-Fa-f]*\)".*/\1/p' | head -1)
+[ -n "$ALICE" ] || fail "alice's certificate is not in the CA's list"
 
 # The commands below are printed exactly as they are run, and work when pasted.
-CACERT="--cacert $D/ca/root_ca.crt"
+CACERT="--cacert $G/root_ca.crt"
 card() { # card USER LABEL PIN: curl's options to use a card's key through PKCS#11
   echo "--engine pkcs11 --cert-type ENG --cert 'pkcs11:token=$2;object=imapgate-$1;type=cert' --key-type ENG --key 'pkcs11:token=$2;object=imapgate-$1;type=private;pin-value=$3'"
 }
@@ -182,14 +175,14 @@ eval "$NOCARD_ALICE" || true
 step "alice's old card was lost: enroll it, then the admin revokes it and the front refuses it"
 quiet softhsm softhsm2-util --init-token --free --label alice-old-card --so-pin 12345678 --pin 123456 >/dev/null
 quiet enroll-old "$BIN" --log-level warn token enroll --module "$MODULE" --token alice-old-card --pin-file alice-pin \
-  --user alice@example.org --cred helpdesk >/dev/null
+  --user alice@example.org --cred "$HELPDESK" >/dev/null
 OLD=$("$BIN" cert list --user alice@example.org --json | sed -n 's/.*"serial": "\([0-9A-Fa-f]*\)".*/\1/p' | grep -v "^$ALICE$" | head -1)
 "$BIN" cert revoke "$OLD" --reason keyCompromise --comment "demo: card lost"
 sleep 3   # one CRL poll
 eval "curl -sv $CACERT $(card alice@example.org alice-old-card 123456) -u alice@example.org:alice-secret 'imaps://$FRONT/INBOX' 2>&1" | grep -E '^< \* BYE' || true
 
-step "the front's decisions, as fail2ban and a SIEM read them ($D/logs/front.log)"
-grep -E '"(login|handshake)"' "$D/logs/front.log" | tail -4
+step "the front's decisions, as fail2ban and a SIEM read them ($D/logs/gate.log)"
+grep -E '"event":"(login|handshake)"' "$D/logs/gate.log" | tail -4
 
 if [ "${DEMO_ONESHOT:-}" = 1 ]; then
   stop_all
@@ -216,14 +209,13 @@ try "alice reads her INBOX: her card (PIN 123456 in the URI) and her password" \
   'Hello alice@example.org, this is message 1' "$READ_ALICE"
 try "the same without the card: the front refuses before any password is checked" \
   'BYE' "$NOCARD_ALICE"
-n=$((n + 1))   # PLACEHOLDER until imapgate enroll-ui lands (branch ui): then its URL with the access token
-note "$n. the help desk UI: PLACEHOLDER — its URL with its access token goes here once imapgate enroll-ui"
-note "   is merged; until then the help desk enrolls with the CLI, as in the next step."
-echo
+try "the help desk UI: open this link in a browser on this machine (the token is the login); the cards are SoftHSM2 tokens" \
+  '^(200|30[0-9]) ' \
+  "curl -s -o /dev/null -w '%{http_code} %{redirect_url}\\n' '$UI_URL'"
 try "enroll bob: a new card, a key generated on it, the CA's certificate written beside it; bob reads his INBOX" \
   'Hello bob@example.org, this is message 1' \
   "softhsm2-util --init-token --free --label bob-card --so-pin 12345678 --pin 654321" \
-  "imapgate token enroll --module $MODULE --token bob-card --pin-file $D/bob-pin --user bob@example.org --cred $D/helpdesk" \
+  "imapgate token enroll --module $MODULE --token bob-card --pin-file $D/bob-pin --user bob@example.org --cred $HELPDESK" \
   "curl -s $CACERT $(card bob@example.org bob-card 654321) -u bob@example.org:bob-secret 'imaps://$FRONT/INBOX;UID=1'"
 try "the front's metrics (Prometheus text): logins, handshakes, the CRL's age" \
   'imapgate_front_logins_total' \
@@ -234,11 +226,12 @@ try "alice's card is stolen: revoke it; within one CRL poll (2 s) the front refu
   "sleep 3; curl -sv $CACERT $(card alice@example.org alice-card 123456) -u alice@example.org:alice-secret 'imaps://$FRONT/INBOX' 2>&1 | grep -E '^< \* BYE'"
 try "alice gets a new key and certificate on her (new) card; she reads her INBOX again" \
   'Hello alice@example.org, this is message 1' \
-  "imapgate token enroll --module $MODULE --token alice-card --pin-file $D/alice-pin --user alice@example.org --cred $D/helpdesk --replace" \
+  "imapgate token enroll --module $MODULE --token alice-card --pin-file $D/alice-pin --user alice@example.org --cred $HELPDESK --replace" \
   "$READ_ALICE"
 note "all certificates and their status: imapgate cert list"
-note "logs: $D/logs/ (front.log is what fail2ban reads); Ctrl-C stops everything"
-echo "  # running: CA https://$API (CRL http://$PUB/crl), Dovecot $IMAP, front imaps://$FRONT, metrics http://$METRICS/metrics"
+note "the gate's files: $G (configs in $G/serve; after editing front.yaml: kill -HUP $GATE_PID)"
+note "logs: $D/logs/ (gate.log is what fail2ban reads); Ctrl-C stops everything"
+echo "  # running: CA https://$API (CRL http://$PUB/crl), Dovecot $IMAP, front imaps://$FRONT, UI http://$UI, metrics http://$METRICS/metrics"
 
 if [ -n "${DEMO_READY:-}" ]; then touch "$DEMO_READY"; fi
 
