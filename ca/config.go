@@ -43,7 +43,8 @@ type Config struct {
 	// point (PublicURL/crl) and AIA caIssuers (PublicURL/intermediate.crt). Default: URL.
 	// Relying parties usually expect plain HTTP here: set it to the http_listen address.
 	PublicURL string `yaml:"public_url"`
-	// Listen is the HTTPS listen address. Default: the port of URL on all interfaces.
+	// Listen is the HTTPS listen address. Default: the port of URL on 127.0.0.1
+	// (set it, e.g. ":8443", to serve other hosts).
 	Listen string `yaml:"listen"`
 	// HTTPListen is an optional plain-HTTP listener serving only the public paths
 	// (/crl, /crl.pem, /roots.pem, /intermediate.pem, /intermediate.crt, /healthz).
@@ -278,20 +279,21 @@ func (c *Config) path(p string) string {
 	return filepath.Join(c.dir, p)
 }
 
-// ListenAddr is the HTTPS listen address: Listen, or the URL's port on all interfaces.
+// ListenAddr is the HTTPS listen address: Listen, or the URL's port on 127.0.0.1.
+// Like every imapgate listener it serves only this host unless the config says so.
 func (c *Config) ListenAddr() string {
 	if c.Listen != "" {
 		return c.Listen
 	}
 	u, err := c.apiURL()
 	if err != nil {
-		return ":8443"
+		return "127.0.0.1:8443"
 	}
 	port := u.Port()
 	if port == "" {
 		port = "443"
 	}
-	return net.JoinHostPort("", port)
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // publicBase is the base URL written into certificates.

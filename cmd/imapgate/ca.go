@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -70,7 +71,7 @@ credential (certificate and key) is written to DIR/admin. An existing CA is neve
 }
 
 func newCAServeCmd() *cobra.Command {
-	var dir, listen, httpListen, passwordFile string
+	var o caServeOptions
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
 		Short: "serve the CA's HTTPS API, its CRL and roots",
@@ -82,29 +83,7 @@ nothing of that reload is applied. The flags below win over ca.yaml at every rel
 --log-level over log.level.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			load := func() (*ca.Config, error) {
-				cfg, err := ca.LoadConfig(dir)
-				if err != nil {
-					return nil, err
-				}
-				if listen != "" {
-					cfg.Listen = listen
-				}
-				if httpListen != "" {
-					cfg.HTTPListen = httpListen
-				}
-				if passwordFile != "" {
-					// The operator's path is relative to where they are, not to the CA
-					// directory (which is what a relative path in ca.yaml means).
-					abs, err := filepath.Abs(passwordFile)
-					if err != nil {
-						return nil, fmt.Errorf("--password-file: %w", err)
-					}
-					cfg.Keys.PasswordFile = abs
-				}
-				return cfg, nil
-			}
-			cfg, err := load()
+			cfg, err := o.load()
 			if err != nil {
 				return err
 			}
@@ -125,19 +104,10 @@ nothing of that reload is applied. The flags below win over ca.yaml at every rel
 				return err
 			}
 			defer c.Close()
-			ln, err := net.Listen("tcp", cfg.ListenAddr())
+			srv, serve, err := listenCA(c)
 			if err != nil {
-				return fmt.Errorf("ca: listen: %w", err)
+				return err
 			}
-			var pub net.Listener
-			if cfg.HTTPListen != "" {
-				if pub, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
-					ln.Close()
-					return fmt.Errorf("ca: listen (plain HTTP): %w", err)
-				}
-				logger.Info("ca: public paths on plain HTTP", "addr", pub.Addr().String())
-			}
-			srv := ca.NewServer(c)
 			srv.SetLevelVar(level)
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
@@ -149,7 +119,7 @@ nothing of that reload is applied. The flags below win over ca.yaml at every rel
 						return
 					case <-hup:
 					}
-					next, err := load()
+					next, err := o.load()
 					if err != nil {
 						logger.Error("ca: reload refused: the configuration does not load; the CA goes on as it was", "error", err)
 						continue
@@ -162,15 +132,73 @@ nothing of that reload is applied. The flags below win over ca.yaml at every rel
 					logger.Info("ca: reloaded", "changed", strings.Join(changed, "; "))
 				}
 			}()
-			logger.Info("ca: serving", "addr", ln.Addr().String(), "url", cfg.URL, "crl", cfg.CRLURL(), "db", cfg.DB.Type)
-			return srv.Serve(cmd.Context(), ln, pub)
+			return serve(cmd.Context())
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&dir, "dir", "", "the CA directory (required)")
-	f.StringVar(&listen, "listen", "", "HTTPS listen address (default from ca.yaml)")
-	f.StringVar(&httpListen, "http-listen", "", "plain-HTTP listen address for the public paths (default from ca.yaml)")
-	f.StringVar(&passwordFile, "password-file", "", "file with the key password (default from ca.yaml, then $"+ca.PasswordEnv+")")
+	f.StringVar(&o.dir, "dir", "", "the CA directory (required)")
+	f.StringVar(&o.listen, "listen", "", "HTTPS listen address (default from ca.yaml, then 127.0.0.1 and the port of its url)")
+	f.StringVar(&o.httpListen, "http-listen", "", "plain-HTTP listen address for the public paths (default from ca.yaml)")
+	f.StringVar(&o.passwordFile, "password-file", "", "file with the key password (default from ca.yaml, then $"+ca.PasswordEnv+")")
 	cmd.MarkFlagRequired("dir")
 	return cmd
+}
+
+// caServeOptions are what `ca serve` and `serve` take for the CA.
+type caServeOptions struct{ dir, listen, httpListen, passwordFile string }
+
+// load reads DIR/ca.yaml and applies the flags over it; a reload calls it again.
+func (o caServeOptions) load() (*ca.Config, error) {
+	cfg, err := ca.LoadConfig(o.dir)
+	if err != nil {
+		return nil, err
+	}
+	if o.listen != "" {
+		cfg.Listen = o.listen
+	}
+	if o.httpListen != "" {
+		cfg.HTTPListen = o.httpListen
+	}
+	if o.passwordFile != "" {
+		// The operator's path is relative to where they are, not to the CA
+		// directory (which is what a relative path in ca.yaml means).
+		abs, err := filepath.Abs(o.passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--password-file: %w", err)
+		}
+		cfg.Keys.PasswordFile = abs
+	}
+	return cfg, nil
+}
+
+// open loads the configuration and opens the authority.
+func (o caServeOptions) open(ctx context.Context) (*ca.CA, error) {
+	cfg, err := o.load()
+	if err != nil {
+		return nil, err
+	}
+	return ca.Open(ctx, cfg)
+}
+
+// listenCA binds the CA's HTTPS listener and its optional plain-HTTP one, and
+// returns the server and the function that serves them until ctx ends. Binding
+// first lets a caller start what depends on the CA (a front fetching the CRL)
+// before serve.
+func listenCA(c *ca.CA) (*ca.Server, func(context.Context) error, error) {
+	cfg := c.Config()
+	ln, err := net.Listen("tcp", cfg.ListenAddr())
+	if err != nil {
+		return nil, nil, fmt.Errorf("ca: listen: %w", err)
+	}
+	var pub net.Listener
+	if cfg.HTTPListen != "" {
+		if pub, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+			ln.Close()
+			return nil, nil, fmt.Errorf("ca: listen (plain HTTP): %w", err)
+		}
+		slog.Info("ca: public paths on plain HTTP", "addr", pub.Addr().String())
+	}
+	slog.Info("ca: serving", "addr", ln.Addr().String(), "url", cfg.URL, "crl", cfg.CRLURL(), "db", cfg.DB.Type)
+	srv := ca.NewServer(c)
+	return srv, func(ctx context.Context) error { return srv.Serve(ctx, ln, pub) }, nil
 }

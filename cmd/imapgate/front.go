@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -34,22 +35,41 @@ SIGHUP re-reads it; SIGTERM stops accepting and drains live sessions.`,
 				cmd.Println("front config OK:", cfgPath)
 				return nil
 			}
-			reload := make(chan struct{}, 1)
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for range hup {
-					select {
-					case reload <- struct{}{}:
-					default:
-					}
-				}
-			}()
-			return mtls.Run(cmd.Context(), cfgPath, reload, slog.Default())
+			return runFront(cmd.Context(), cfgPath, nil)
 		},
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "load and check the config and every file it names, then exit")
 	cmd.Flags().StringVar(&cfgPath, "config", "/etc/imapgate/front.yaml", "the front's YAML configuration file (docs/front.md)")
 	return cmd
+}
+
+// runFront runs the front of cfgPath until ctx ends: SIGHUP, or a value on
+// also (nil for none: `imapgate serve` sends one when it renews the front's
+// certificate), re-reads the file; the end of ctx (SIGTERM) drains.
+func runFront(ctx context.Context, cfgPath string, also <-chan struct{}) error {
+	reload := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case reload <- struct{}{}:
+		default:
+		}
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			select {
+			case <-hup:
+				poke()
+			case <-also:
+				poke()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return mtls.Run(ctx, cfgPath, reload, slog.Default())
 }

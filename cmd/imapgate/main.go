@@ -21,6 +21,10 @@ func main() {
 	}()
 	root := newRootCmd()
 	if err := root.ExecuteContext(ctx); err != nil {
+		if isUsageError(err) {
+			fmt.Fprintln(os.Stderr, "imapgate:", oneLine(err))
+			os.Exit(2)
+		}
 		fmt.Fprintln(os.Stderr, "imapgate:", err)
 		os.Exit(1)
 	}

@@ -33,6 +33,9 @@ func newRootCmd() *cobra.Command {
 		newAuditCmd(),
 		newTokenCmd(),
 		newFrontCmd(),
+		newServeCmd(),
+		newEnrollUICmd(),
 	)
+	strictUsage(root)
 	return root
 }

@@ -22,10 +22,7 @@ import (
 // Ctrl-C.
 func TestSecondSIGTERMStopsDrain(t *testing.T) {
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "imapgate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	pki := testenv.NewPKI(t)
 	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
 	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))

@@ -1,0 +1,87 @@
+package enrollui
+
+import (
+	"net/http"
+	"sync"
+
+	"github.com/gin-gonic/gin"
+	"golang.org/x/crypto/bcrypt"
+)
+
+type loginData struct {
+	Password bool   // operators log in with name and password
+	Name     string // the name typed, shown again after a failure
+}
+
+// loginPage takes the access token from the start-up link, or shows the
+// login form.
+func (s *Server) loginPage(c *gin.Context) {
+	if s.accessToken != "" {
+		tok, given := c.GetQuery("token")
+		if given {
+			if !equalSecret(tok, s.accessToken) {
+				s.audit(action{Operator: "-", Action: "login-failed", Result: "failed", Reason: "wrong access token"})
+				s.renderStatus(c, http.StatusUnauthorized, "login", page{Title: "Log in",
+					Error: "This link's access token is not the one this UI printed when it started. Copy the link from the terminal where imapgate enroll-ui runs.", Data: loginData{}})
+				return
+			}
+			s.startSession(c, s.cfg.Operator)
+			return
+		}
+	}
+	if sessionOf(c).authed() {
+		c.Redirect(http.StatusSeeOther, "/")
+		return
+	}
+	s.render(c, "login", page{Title: "Log in", Data: loginData{Password: s.accessToken == ""}})
+}
+
+var dummyHash struct {
+	once sync.Once
+	h    []byte
+}
+
+// loginPost checks an operator's name and password.
+func (s *Server) loginPost(c *gin.Context) {
+	if s.accessToken != "" {
+		s.renderStatus(c, http.StatusUnauthorized, "login", page{Title: "Log in",
+			Error: "This UI is opened with the link printed at start-up, not with a password.", Data: loginData{}})
+		return
+	}
+	name, pw := c.PostForm("name"), c.PostForm("password")
+	var hash []byte
+	for _, op := range s.cfg.Operators {
+		if op.Name == name {
+			hash = []byte(op.PasswordHash)
+		}
+	}
+	if hash == nil {
+		// Spend the same time on an unknown name as on a wrong password.
+		dummyHash.once.Do(func() { dummyHash.h, _ = bcrypt.GenerateFromPassword([]byte("imapgate-dummy-password"), 12) })
+		hash = dummyHash.h
+		name = ""
+	}
+	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil || name == "" {
+		s.audit(action{Operator: c.PostForm("name"), Action: "login-failed", Result: "failed", Reason: "wrong name or password"})
+		s.renderStatus(c, http.StatusUnauthorized, "login", page{Title: "Log in",
+			Error: "Wrong name or password. Type them again; an administrator can reset a password in the enroll-ui config.",
+			Data:  loginData{Password: true, Name: c.PostForm("name")}})
+		return
+	}
+	s.startSession(c, name)
+}
+
+func (s *Server) startSession(c *gin.Context, operator string) {
+	sess := s.sessions.login(sessionOf(c), operator)
+	s.setCookie(c.Writer, sess)
+	s.audit(action{Operator: operator, Action: "login", Result: "ok"})
+	c.Redirect(http.StatusSeeOther, "/")
+}
+
+func (s *Server) logout(c *gin.Context) {
+	sess := sessionOf(c)
+	s.sessions.logout(sess)
+	http.SetCookie(c.Writer, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: s.cfg.TLS(), SameSite: http.SameSiteStrictMode})
+	c.Redirect(http.StatusSeeOther, "/login")
+}

@@ -1,0 +1,125 @@
+package enrollui
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+// TestSecurity: no access token, a wrong one, a foreign Host, a POST
+// without or with a wrong CSRF token or from another origin are all refused;
+// every page carries the security headers and the cookie its flags.
+func TestSecurity(t *testing.T) {
+	u := startUI(t, nil)
+
+	t.Run("no session", func(t *testing.T) {
+		a := u.get(t, "/")
+		if a.status != http.StatusSeeOther || a.header.Get("Location") != "/login" {
+			t.Fatalf("GET / without login: %d %s, want 303 to /login", a.status, a.header.Get("Location"))
+		}
+		if a := u.get(t, "/tokens/fragment"); a.status != http.StatusUnauthorized {
+			t.Fatalf("fragment without login: %d, want 401", a.status)
+		}
+	})
+	t.Run("wrong access token", func(t *testing.T) {
+		a := u.get(t, "/login?token=guess")
+		if a.status != http.StatusUnauthorized || !strings.Contains(a.body, "not the one this UI printed") {
+			t.Fatalf("wrong token: %d %s", a.status, a.body)
+		}
+		if a := u.get(t, "/"); a.status != http.StatusSeeOther {
+			t.Fatalf("after a wrong token: GET / %d, want 303", a.status)
+		}
+	})
+
+	csrf := u.login(t)
+	if strings.Contains(u.logs.String(), testAccessToken) {
+		t.Fatal("the access token reached the log")
+	}
+
+	t.Run("headers and cookie", func(t *testing.T) {
+		a := u.get(t, "/")
+		if a.status != http.StatusOK {
+			t.Fatalf("GET / after login: %d", a.status)
+		}
+		for k, want := range map[string]string{
+			"Content-Security-Policy": "default-src 'none'", "X-Frame-Options": "DENY",
+			"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+		} {
+			if got := a.header.Get(k); !strings.Contains(got, want) {
+				t.Errorf("%s = %q, want %q", k, got, want)
+			}
+		}
+		fresh := u.newClient()
+		resp, err := fresh.Get(u.base + "/login?token=" + testAccessToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		ck := resp.Header.Get("Set-Cookie")
+		for _, want := range []string{CookieName + "=", "HttpOnly", "SameSite=Strict"} {
+			if !strings.Contains(ck, want) {
+				t.Errorf("Set-Cookie %q lacks %s", ck, want)
+			}
+		}
+		if strings.Contains(ck, "Secure") {
+			t.Errorf("Set-Cookie %q: Secure over plain HTTP would drop the cookie", ck)
+		}
+	})
+
+	form := func(kv ...string) url.Values {
+		v := url.Values{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	cases := []struct {
+		name   string
+		req    func() *http.Request
+		status int
+		want   string
+	}{
+		{"CSRF missing", func() *http.Request {
+			return postReq(u.base+"/pin/change", form("token", u.tok.Serial, "auth", "123456", "new_pin", "735194", "new_pin2", "735194"))
+		}, http.StatusForbidden, "not sent by this UI"},
+		{"CSRF wrong", func() *http.Request {
+			return postReq(u.base+"/pin/change", form("csrf", "x"+csrf[1:], "token", u.tok.Serial, "auth", "123456", "new_pin", "735194", "new_pin2", "735194"))
+		}, http.StatusForbidden, "not sent by this UI"},
+		{"foreign origin", func() *http.Request {
+			r := postReq(u.base+"/logout", form("csrf", csrf))
+			r.Header.Set("Origin", "http://evil.example")
+			return r
+		}, http.StatusForbidden, "not sent by this UI"},
+		{"bad Host", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, u.base+"/", nil)
+			r.Host = "rebind.example:80"
+			return r
+		}, http.StatusMisdirectedRequest, "answers only as"},
+		{"localhost is another name", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, u.base+"/", nil)
+			r.Host = strings.Replace(strings.TrimPrefix(u.base, "http://"), "127.0.0.1", "localhost", 1)
+			return r
+		}, http.StatusMisdirectedRequest, "answers only as"},
+		{"unknown page", func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, u.base+"/nope", nil)
+			return r
+		}, http.StatusNotFound, "no such page"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := u.do(t, tc.req())
+			if a.status != tc.status || !strings.Contains(a.body, tc.want) {
+				t.Fatalf("%d %q, want %d containing %q\nlog: %s", a.status, a.body, tc.status, tc.want, u.logs)
+			}
+		})
+	}
+	// Nothing above changed the PIN.
+	u.tokenObjects(t, u.tok.PIN)
+}
+
+func postReq(target string, form url.Values) *http.Request {
+	r, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return r
+}
