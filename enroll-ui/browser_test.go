@@ -156,12 +156,19 @@ func TestBrowser(t *testing.T) {
 	assertOnToken(t, u, "735194", second1)
 	assertRevoked(t, u, first, true)
 
+	// The card logs in through the front to Dovecot: certificate, then password.
+	front := startFront(t, u)
+	front.loginOK(t, "735194", false)
+
 	// PIN change at the desk.
 	b.do("pin change", chromedp.Navigate(u.base+"/pin?token="+serial), chromedp.WaitVisible(css("#c-auth")),
 		chromedp.SendKeys(css("#c-auth"), "735194"), chromedp.SendKeys(css("#c-new"), "519283"), chromedp.SendKeys(css("#c-new2"), "519283"),
 		chromedp.Click(css("#c-go")), chromedp.WaitVisible(css("#notice")))
 	b.shot("pin")
 	u.tokenObjects(t, "519283")
+	// The new PIN unlocks the card for the front; this session stays open
+	// through the revocation below.
+	live := front.loginOK(t, "519283", true)
 
 	// Certificates: search, details with the audit trail.
 	b.do("certificates", chromedp.Navigate(u.base+"/certs"), chromedp.WaitVisible(css("#q")),
@@ -191,6 +198,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatalf("revocation notice does not say when fronts see it: %q", got)
 	}
 	assertRevoked(t, u, second1, true)
+	front.waitRevoked(t, live, "519283")
 
 	b.do("status", chromedp.Navigate(u.base+"/status"), chromedp.WaitVisible(css("#checks")))
 	b.shot("status")
