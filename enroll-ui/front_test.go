@@ -210,4 +210,3 @@ func (f *testFront) waitRevoked(t *testing.T, live *imapSession, pin string) {
 		t.Fatalf("new login after revocation: %q %v, want a revoked refusal", ans, err)
 	}
 }
-
