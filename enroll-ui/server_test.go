@@ -2,6 +2,8 @@ package enrollui
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"net/url"
 	"strings"
 	"testing"
@@ -122,4 +124,73 @@ func postReq(target string, form url.Values) *http.Request {
 	r, _ := http.NewRequest(http.MethodPost, target, strings.NewReader(form.Encode()))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return r
+}
+
+// TestPasswordLogin: with operators configured there is no access token;
+// a wrong password is refused, the right one opens a session named after the
+// operator, and the audit log gets a line per action.
+func TestPasswordLogin(t *testing.T) {
+	hash, err := HashPassword("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	auditFile := filepath.Join(t.TempDir(), "audit.log")
+	u := startUI(t, func(c *Config) {
+		c.Operators = []Operator{{Name: "maria", PasswordHash: hash}}
+		c.AuditLog = auditFile
+	})
+	if a := u.get(t, "/login?token="+testAccessToken); a.status != http.StatusOK || !strings.Contains(a.body, `name="password"`) {
+		t.Fatalf("the access token works although operators are configured: %d", a.status)
+	}
+	csrf := u.get(t, "/login").csrf(t)
+	for _, tc := range []struct {
+		name, pw string
+		status   int
+	}{
+		{"maria", "wrong password", http.StatusUnauthorized},
+		{"mallory", "correct horse battery", http.StatusUnauthorized},
+		{"maria", "correct horse battery", http.StatusSeeOther},
+	} {
+		a := u.post(t, "/login", url.Values{"csrf": {csrf}, "name": {tc.name}, "password": {tc.pw}})
+		if a.status != tc.status {
+			t.Fatalf("login %s: %d, want %d", tc.name, a.status, tc.status)
+		}
+		if strings.Contains(a.body, tc.pw) {
+			t.Fatal("the login page echoes the password")
+		}
+	}
+	page := u.get(t, "/")
+	if page.status != http.StatusOK || !strings.Contains(page.body, "maria") {
+		t.Fatalf("after login: %d", page.status)
+	}
+	csrf = page.csrf(t)
+	a := u.post(t, "/pin/change", url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "auth": {u.tok.PIN}, "new_pin": {"735194"}, "new_pin2": {"735194"}})
+	if a.status != http.StatusOK || !strings.Contains(a.body, "The PIN was changed") {
+		t.Fatalf("PIN change: %d %s", a.status, a.body)
+	}
+	if a := u.post(t, "/logout", url.Values{"csrf": {csrf}}); a.status != http.StatusSeeOther {
+		t.Fatalf("logout: %d", a.status)
+	}
+	if a := u.get(t, "/"); a.status != http.StatusSeeOther {
+		t.Fatalf("after logout: %d, want 303 to /login", a.status)
+	}
+	u.srv.bg.Wait()
+	b, err := os.ReadFile(auditFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := string(b)
+	for _, want := range []string{`"action":"login-failed"`, `"operator":"maria","action":"login"`, `"action":"pin-change"`, `"token_serial":"` + u.tok.Serial + `"`, `"result":"ok"`} {
+		if !strings.Contains(log, want) {
+			t.Errorf("audit log lacks %s:\n%s", want, log)
+		}
+	}
+	for _, secret := range []string{"correct horse", "735194", u.tok.PIN} {
+		if strings.Contains(log, secret) || strings.Contains(u.logs.String(), secret) {
+			t.Errorf("a secret (%s) reached a log", secret)
+		}
+	}
+	if st, _ := os.Stat(auditFile); st.Mode().Perm() != 0o600 {
+		t.Errorf("audit log mode %v, want 0600", st.Mode().Perm())
+	}
 }
