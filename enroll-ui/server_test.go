@@ -2,9 +2,9 @@ package enrollui
 
 import (
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
-	"net/url"
 	"strings"
 	"testing"
 )
