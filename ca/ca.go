@@ -39,6 +39,9 @@ type CA struct {
 	crlStop, crlDone chan struct{}
 	// crlCache is the last CRL read from the database (see CRL).
 	crlCache atomic.Pointer[CRL]
+	// crlCfg is the CRL schedule in force; crlKick tells the schedule it changed.
+	crlCfg  atomic.Pointer[CRLConfig]
+	crlKick chan struct{}
 }
 
 // Option changes how Open builds the CA.
@@ -51,7 +54,9 @@ func WithLogger(l *slog.Logger) Option { return func(c *CA) { c.log = l } }
 // embedded authority. It signs a fresh CRL right away and runs the CRL schedule
 // (see runCRLSchedule).
 func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
-	c := &CA{cfg: cfg, log: slog.Default(), now: time.Now}
+	c := &CA{cfg: cfg, log: slog.Default(), now: time.Now, crlKick: make(chan struct{}, 1)}
+	crlCfg := cfg.CRL
+	c.crlCfg.Store(&crlCfg)
 	for _, o := range opts {
 		o(c)
 	}

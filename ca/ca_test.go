@@ -246,13 +246,13 @@ func TestRevokeCRLOpenSSL(t *testing.T) {
 	if list[0].IssuedBy.Subject == "" || !strings.Contains(list[0].IssuedBy.Subject, "test help desk") {
 		t.Errorf("issued_by = %q, want the enrollment agent", list[0].IssuedBy.Subject)
 	}
-	audit, err := c.CA.Audit()
+	audit, err := c.CA.Audit(ca.AuditQuery{Serial: alice.Serial})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sawRevoke bool
 	for _, ev := range audit {
-		if ev.Action == "revoke" && ev.Serial == alice.Serial && strings.Contains(ev.By.Subject, "first admin") && strings.Contains(ev.Detail, "smartcard lost") {
+		if ev.Action == "revoke" && ev.Serial == alice.Serial && ev.Result == "ok" && strings.Contains(ev.Actor, "first admin") && strings.Contains(ev.Reason, "smartcard lost") {
 			sawRevoke = true
 		}
 	}
@@ -577,7 +577,7 @@ func TestBadCSRs(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, r := range list {
-		if r.Role == "" {
+		if r.Kind == ca.KindUser {
 			t.Errorf("a user certificate was stored after bad requests: %+v", r)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -60,6 +61,9 @@ type Config struct {
 	// CRL holds the revocation list schedule.
 	CRL CRLConfig `yaml:"crl"`
 
+	// Log is the log output of ca serve.
+	Log LogConfig `yaml:"log"`
+
 	// dir is the CA directory the config was loaded from.
 	dir string
 }
@@ -95,6 +99,11 @@ type CertConfig struct {
 	MaxUserValidity Duration `yaml:"max_user_validity"`
 	// RoleValidity is the lifetime of an enrollment-agent or admin certificate. Default 8760h.
 	RoleValidity Duration `yaml:"role_validity"`
+	// ServerValidity is the default lifetime of a TLS server certificate
+	// (POST /api/v1/server, imapgate cert server). Default 2160h (90 days).
+	ServerValidity Duration `yaml:"server_validity"`
+	// MaxServerValidity caps a requested server lifetime. Default 9528h (397 days).
+	MaxServerValidity Duration `yaml:"max_server_validity"`
 	// AllowedDomains, when not empty, limits mailbox identities to these domains.
 	AllowedDomains []string `yaml:"allowed_domains"`
 }
@@ -109,6 +118,21 @@ type CRLConfig struct {
 	// CheckInterval is how often every node looks whether the stored CRL misses
 	// a revocation (its own signing failed) or has reached RenewPeriod. Default 15s.
 	CheckInterval Duration `yaml:"check_interval"`
+}
+
+// LogConfig is the log output of ca serve (JSON lines on stderr).
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info; --log-level overrides it.
+	Level string `yaml:"level"`
+}
+
+// SlogLevel is Level as a slog.Level.
+func (l LogConfig) SlogLevel() (slog.Level, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(l.Level)); err != nil {
+		return 0, fmt.Errorf("log.level %q: use debug, info, warn or error", l.Level)
+	}
+	return lvl, nil
 }
 
 // Duration is a time.Duration that reads and writes as "24h" in YAML.
@@ -137,15 +161,18 @@ func DefaultConfig() *Config {
 		DB:   DBConfig{Type: "bbolt", DataSource: DBFile},
 		Keys: KeysConfig{IntermediateKey: IntermediateKeyFile},
 		Certificates: CertConfig{
-			UserValidity:    Duration{365 * 24 * time.Hour},
-			MaxUserValidity: Duration{2 * 365 * 24 * time.Hour},
-			RoleValidity:    Duration{365 * 24 * time.Hour},
+			UserValidity:      Duration{365 * 24 * time.Hour},
+			MaxUserValidity:   Duration{2 * 365 * 24 * time.Hour},
+			RoleValidity:      Duration{365 * 24 * time.Hour},
+			ServerValidity:    Duration{90 * 24 * time.Hour},
+			MaxServerValidity: Duration{397 * 24 * time.Hour},
 		},
 		CRL: CRLConfig{
 			Validity:      Duration{24 * time.Hour},
 			RenewPeriod:   Duration{8 * time.Hour},
 			CheckInterval: Duration{15 * time.Second},
 		},
+		Log: LogConfig{Level: "info"},
 	}
 }
 
@@ -197,6 +224,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("certificates.user_validity %s must be positive and at most max_user_validity %s",
 			c.Certificates.UserValidity.Duration, c.Certificates.MaxUserValidity.Duration))
 	}
+	if v, m := c.Certificates.ServerValidity.Duration, c.Certificates.MaxServerValidity.Duration; v < time.Hour || v > m {
+		errs = append(errs, fmt.Errorf("certificates.server_validity %s must be at least 1h and at most max_server_validity %s (default 2160h, 90 days)", v, m))
+	}
 	if c.Certificates.RoleValidity.Duration <= 0 {
 		errs = append(errs, errors.New("certificates.role_validity must be positive"))
 	}
@@ -214,6 +244,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CRL.CheckInterval.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("crl.check_interval %s must be positive (default 15s)", c.CRL.CheckInterval.Duration))
+	}
+	if _, err := c.Log.SlogLevel(); err != nil {
+		errs = append(errs, err)
 	}
 	for _, d := range c.Certificates.AllowedDomains {
 		if d == "" || strings.ContainsAny(d, "@ ") {

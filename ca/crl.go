@@ -273,7 +273,7 @@ func (c *CA) signCRLOnce(ctx context.Context, need func() string) (*db.Certifica
 	if err != nil {
 		return nil, err
 	}
-	validity := c.cfg.CRL.Validity.Duration
+	validity := c.crlConfig().Validity.Duration
 	tpl := &x509.RevocationList{
 		Number: big.NewInt(number), ThisUpdate: now, NextUpdate: now.Add(validity),
 		RevokedCertificateEntries: entries, ExtraExtensions: []pkix.Extension{idp},
@@ -350,7 +350,8 @@ func etagOf(der []byte) string {
 // or a quarter of crl.renew_period if that is shorter, so a renewal is never
 // more than a quarter period late.
 func (c *CA) crlTick() time.Duration {
-	return max(min(c.cfg.CRL.CheckInterval.Duration, c.cfg.CRL.RenewPeriod.Duration/4), 10*time.Millisecond)
+	cfg := c.crlConfig()
+	return max(min(cfg.CheckInterval.Duration, cfg.RenewPeriod.Duration/4), 10*time.Millisecond)
 }
 
 // runCRLSchedule re-signs the CRL, whichever node signed it last, when a
@@ -365,6 +366,10 @@ func (c *CA) runCRLSchedule(stop <-chan struct{}) {
 		select {
 		case <-stop:
 			return
+		case <-c.crlKick:
+			// The schedule was reloaded (SetCRLSchedule): tick at the new pace.
+			t.Reset(c.crlTick())
+			continue
 		case <-t.C:
 		}
 		why := c.crlStale()
@@ -388,7 +393,7 @@ func (c *CA) crlStale() string {
 	if _, seq, err := c.revocationCount(); err == nil && seq > meta.Covers {
 		return "a revocation is not on it yet"
 	}
-	if c.now().Sub(meta.ThisUpdate) >= c.cfg.CRL.RenewPeriod.Duration {
+	if c.now().Sub(meta.ThisUpdate) >= c.crlConfig().RenewPeriod.Duration {
 		return "renew_period reached"
 	}
 	return ""
@@ -431,4 +436,30 @@ func (c *CA) CRL() (*CRL, error) {
 func (c *CA) RegenerateCRL() error {
 	_, err := c.generateCRL(context.Background())
 	return err
+}
+
+// crlConfig is the CRL schedule in force (ca.yaml's crl section, as last
+// loaded or reloaded).
+func (c *CA) crlConfig() CRLConfig {
+	if p := c.crlCfg.Load(); p != nil {
+		return *p
+	}
+	return c.cfg.CRL // a CA value not made by Open (tests of a second node)
+}
+
+// SetCRLSchedule replaces the CRL schedule while the CA runs (a SIGHUP
+// reload). It takes effect at the schedule's next tick: the current CRL
+// keeps the validity it was signed with.
+func (c *CA) SetCRLSchedule(cfg CRLConfig) error {
+	probe := *c.cfg
+	probe.CRL = cfg
+	if err := probe.Validate(); err != nil {
+		return err
+	}
+	c.crlCfg.Store(&cfg)
+	select {
+	case c.crlKick <- struct{}{}:
+	default:
+	}
+	return nil
 }

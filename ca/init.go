@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -194,9 +193,6 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 	if err := writeCerts(cfg.path(IntermediateCertFile), 0o644, inter); err != nil {
 		return nil, err
 	}
-	if err := issueTLSCert(cfg, inter, interSigner, now); err != nil {
-		return nil, err
-	}
 	b, err := cfg.marshal()
 	if err != nil {
 		return nil, err
@@ -215,7 +211,11 @@ func Init(ctx context.Context, opts InitOptions) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.IssueCredential(ctx, RoleAdmin, "first admin", cfg.path(AdminDir), Requester{Subject: "imapgate ca init"})
+	// So is the CA's own HTTPS certificate.
+	err = c.issueOwnTLSCert(ctx, Requester{Subject: "imapgate ca init"})
+	if err == nil {
+		_, err = c.IssueCredential(ctx, RoleAdmin, "first admin", cfg.path(AdminDir), Requester{Subject: "imapgate ca init"})
+	}
 	if cerr := c.Close(); err == nil {
 		err = cerr
 	}
@@ -246,42 +246,6 @@ func createCA(cn, org, tpl string, pub crypto.PublicKey, parent *x509.Certificat
 		issuer = c // self-signed root
 	}
 	return x509util.CreateCertificate(c, issuer, pub, parentKey)
-}
-
-// issueTLSCert signs the CA's HTTPS server certificate for the URL's host.
-func issueTLSCert(cfg *Config, inter *x509.Certificate, interKey crypto.Signer, now time.Time) error {
-	u, err := cfg.apiURL()
-	if err != nil {
-		return err
-	}
-	key, err := keyutil.GenerateDefaultSigner()
-	if err != nil {
-		return err
-	}
-	host := u.Hostname()
-	data := x509util.CreateTemplateData(host, []string{host})
-	cert, err := x509util.NewCertificateFromX509(&x509.Certificate{PublicKey: key.Public()}, x509util.WithTemplate(`{
-	"subject": {{ toJson .Subject }},
-	"sans": {{ toJson .SANs }},
-	"keyUsage": ["digitalSignature"],
-	"extKeyUsage": ["serverAuth"]
-}`, data))
-	if err != nil {
-		return err
-	}
-	c := cert.GetCertificate()
-	c.NotBefore, c.NotAfter = now.Add(-time.Minute).UTC(), now.Add(tlsValidity).UTC()
-	if ip := net.ParseIP(host); ip != nil {
-		c.DNSNames, c.IPAddresses = nil, []net.IP{ip}
-	}
-	crt, err := x509util.CreateCertificate(c, inter, key.Public(), interKey)
-	if err != nil {
-		return fmt.Errorf("ca: init: TLS certificate: %w", err)
-	}
-	if err := writeKey(cfg.path(TLSKeyFile), key, nil); err != nil {
-		return err
-	}
-	return writeCerts(cfg.path(TLSCertFile), 0o644, crt, inter)
 }
 
 // writeKey writes a private key as PEM, encrypted when pw is given, mode 0600.

@@ -143,13 +143,7 @@ func checkKey(pub any) (string, error) {
 // checkCSR verifies the CSR's signature and key, and that every name it asks for
 // agrees with identity (an empty CN or none at all is fine: the profile sets them).
 func checkCSR(csr *x509.CertificateRequest, identity string) (string, error) {
-	if csr == nil {
-		return "", badRequest("no CSR given")
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return "", badRequest("the CSR's signature does not verify (%v): it was altered or not signed by its key", err)
-	}
-	kt, err := checkKey(csr.PublicKey)
+	kt, err := checkCSRBasics(csr)
 	if err != nil {
 		return "", err
 	}
@@ -165,6 +159,21 @@ func checkCSR(csr *x509.CertificateRequest, identity string) (string, error) {
 		return "", badRequest("the CSR asks for DNS, IP or URI names; a user certificate carries only the mailbox address")
 	}
 	return kt, nil
+}
+
+// checkCSRBasics is what every CSR must pass, whatever it asks for: a
+// signature by its own key, and an accepted key type.
+func checkCSRBasics(csr *x509.CertificateRequest) (string, error) {
+	if csr == nil {
+		return "", badRequest("no CSR given")
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return "", badRequest("the CSR's signature does not verify (%v): it was altered or not signed by its key", err)
+	}
+	if err := checkCSRExtensions(csr); err != nil {
+		return "", err
+	}
+	return checkKey(csr.PublicKey)
 }
 
 // checkSignRequest applies the user-certificate policy that needs no CA state.
@@ -222,15 +231,19 @@ func (c *CA) Sign(ctx context.Context, req SignRequest, by Requester) (*Issued, 
 	data := x509util.NewTemplateData()
 	data.SetCertificateRequest(req.CSR)
 	data.Set("Imapgate", map[string]string{"Identity": identity, "CRL": c.cfg.CRLURL(), "Issuer": c.cfg.IssuerURL()})
+	pending, err := c.beginAudit(ctx, AuditEntry{Action: "issue", Kind: KindUser, User: identity}, by)
+	if err != nil {
+		return nil, err
+	}
 	iss, err := c.sign(ctx, req.CSR, userTemplate, data, validity)
 	if err != nil {
+		pending.finish(ctx, "", resultFailed, err.Error())
 		return nil, fmt.Errorf("ca: sign for %s: %w", identity, err)
 	}
-	iss.Record = newRecord(iss.Cert, identity, "", keyType, by)
-	if err := c.putRecord(iss.Record); err != nil {
-		return nil, fmt.Errorf("ca: sign for %s: record: %w", identity, err)
+	rec := newRecord(iss.Cert, identity, "", keyType, by)
+	if err := c.record(ctx, iss, rec, pending); err != nil {
+		return nil, fmt.Errorf("ca: sign for %s: %w", identity, err)
 	}
-	c.audit(ctx, "issue", iss.Record.Serial, identity, "", by)
 	return iss, nil
 }
 
@@ -244,29 +257,26 @@ func (c *CA) IssueRole(ctx context.Context, csr *x509.CertificateRequest, role R
 	if name == "" || len(name) > 64 {
 		return nil, badRequest("name must be 1 to 64 characters (say, the help desk PC's name)")
 	}
-	if csr == nil {
-		return nil, badRequest("no CSR given")
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, badRequest("the CSR's signature does not verify: %v", err)
-	}
-	keyType, err := checkKey(csr.PublicKey)
+	keyType, err := checkCSRBasics(csr)
 	if err != nil {
 		return nil, err
 	}
 	data := x509util.NewTemplateData()
 	data.SetCertificateRequest(csr)
 	data.Set("Imapgate", map[string]string{"Name": name, "RoleURI": role.URI().String(), "CRL": c.cfg.CRLURL(), "Issuer": c.cfg.IssuerURL()})
+	pending, err := c.beginAudit(ctx, AuditEntry{Action: "issue-role", Kind: KindRole, User: name, Reason: "role " + string(role)}, by)
+	if err != nil {
+		return nil, err
+	}
 	iss, err := c.sign(ctx, csr, roleTemplate, data, c.cfg.Certificates.RoleValidity.Duration)
 	if err != nil {
+		pending.finish(ctx, "", resultFailed, err.Error())
 		return nil, fmt.Errorf("ca: issue %s certificate for %s: %w", role, name, err)
 	}
-	iss.Record = newRecord(iss.Cert, "", role, keyType, by)
-	iss.Record.Subject = iss.Cert.Subject.String()
-	if err := c.putRecord(iss.Record); err != nil {
-		return nil, fmt.Errorf("ca: issue %s certificate for %s: record: %w", role, name, err)
+	rec := newRecord(iss.Cert, "", role, keyType, by)
+	if err := c.record(ctx, iss, rec, pending); err != nil {
+		return nil, fmt.Errorf("ca: issue %s certificate for %s: %w", role, name, err)
 	}
-	c.audit(ctx, "issue-role", iss.Record.Serial, name, string(role), by)
 	return iss, nil
 }
 

@@ -115,6 +115,19 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	if comment != "" {
 		reason += ": " + comment
 	}
+	target := cert.Subject.CommonName
+	if len(cert.EmailAddresses) > 0 {
+		target = cert.EmailAddresses[0]
+	}
+	kind := ""
+	if rec, ok := c.recordOf(serial); ok {
+		kind = KindOf(rec)
+	}
+	// The audit entry first: a revocation the trail cannot hold is not done.
+	pending, err := c.beginAudit(ctx, AuditEntry{Action: "revoke", Kind: kind, Serial: hexSerial, User: target, Reason: reason}, by)
+	if err != nil {
+		return nil, err
+	}
 	// MTLS with the certificate set is smallstep's provisioner-less path (the API
 	// already authorized the admin); the revoke method on the context makes it
 	// record ExpiresAt so the entry is pruned from the CRL after the certificate
@@ -124,10 +137,15 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	})
 	if err != nil {
 		if strings.Contains(err.Error(), "already revoked") || errors.Is(err, db.ErrAlreadyExists) {
+			pending.finish(ctx, "", resultRefused, "already revoked")
 			return nil, c.alreadyRevoked(hexSerial)
 		}
+		pending.finish(ctx, "", resultFailed, err.Error())
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
 	}
+	// The revocation stands whatever happens to the entry now: one left
+	// pending is read with the certificate's status (revoked).
+	_ = pending.finish(ctx, "", resultOK, "")
 	rv := &Revoked{Serial: hexSerial, RevokedAt: time.Now().UTC()}
 	// From here on the revocation is a fact: what follows must not depend on
 	// the client still waiting.
@@ -135,11 +153,6 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	if counted != nil {
 		c.log.Error("ca: revocation stored but not counted; the CRL schedule cannot see it", "serial", hexSerial, "error", counted)
 	}
-	target := cert.Subject.CommonName
-	if len(cert.EmailAddresses) > 0 {
-		target = cert.EmailAddresses[0]
-	}
-	c.audit(ctx, "revoke", hexSerial, target, reason, by)
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeCRLWait)
 	defer cancel()
 	info, err := c.generateCRL(sctx)
@@ -155,7 +168,7 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	default:
 		// Neither signed nor counted: only the next renewal or restart publishes it.
 		return nil, fmt.Errorf("ca: revoke %s: revoked, but the CRL could not be re-signed (%v) and the CA database did not take the revocation count (%v); it is on the CRL after the next restart of a CA node or within crl.renew_period %s: check the database and the CA log",
-			hexSerial, err, counted, c.cfg.CRL.RenewPeriod.Duration)
+			hexSerial, err, counted, c.crlConfig().RenewPeriod.Duration)
 	}
 }
 

@@ -16,17 +16,21 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/imapgate/imapgate/caclient"
 )
 
 // MaxBodyBytes bounds every API request body. A CSR is a few hundred bytes.
 const MaxBodyBytes = 64 << 10
 
-// API paths.
+// API paths (caclient defines them, so client and server cannot drift apart).
 const (
-	PathSign   = "/api/v1/sign"
-	PathRevoke = "/api/v1/revoke"
-	PathCerts  = "/api/v1/certs"
-	PathAgents = "/api/v1/agents"
+	PathSign   = caclient.PathSign
+	PathRevoke = caclient.PathRevoke
+	PathCerts  = caclient.PathCerts
+	PathAgents = caclient.PathAgents
+	PathServer = caclient.PathServer
+	PathAudit  = caclient.PathAudit
 )
 
 // SignRequestJSON is the body of POST /api/v1/sign.
@@ -93,6 +97,10 @@ type Server struct {
 	tlsCert  atomic.Pointer[tls.Certificate]
 	renewing atomic.Bool
 	retryAt  atomic.Int64
+	// lns are the listeners being served (serve.go); reload moves them.
+	lns listeners
+	// level, if set, is the log level a reload sets from log.level.
+	level *slog.LevelVar
 }
 
 // NewServer wraps an open CA.
@@ -105,6 +113,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST "+PathRevoke, s.authorize(s.handleRevoke, RoleAdmin))
 	mux.HandleFunc("GET "+PathCerts, s.authorize(s.handleCerts, RoleAdmin, RoleEnroll))
 	mux.HandleFunc("POST "+PathAgents, s.authorize(s.handleAgents, RoleAdmin))
+	mux.HandleFunc("POST "+PathServer, s.authorize(s.handleServer, RoleAdmin))
+	mux.HandleFunc("GET "+PathAudit, s.authorize(s.handleAuditList, RoleAdmin, RoleEnroll))
+	mux.HandleFunc("POST "+PathAudit, s.authorize(s.handleAuditReport, RoleAdmin, RoleEnroll))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no API endpoint %s %s", r.Method, r.URL.Path))
 	})
@@ -207,8 +218,10 @@ func (s *Server) authorize(h func(http.ResponseWriter, *http.Request, Requester)
 			writeError(w, http.StatusServiceUnavailable, "cannot check the client certificate's revocation status; try again")
 			return
 		}
+		what := requestAction(r)
 		if rev {
 			s.log.Warn("ca: refused a revoked credential", "path", r.URL.Path, by.logAttrs())
+			s.ca.auditRefusal(r.Context(), what, by, "the requester's credential is revoked")
 			writeError(w, http.StatusForbidden, "this credential has been revoked; ask an admin for a new one")
 			return
 		}
@@ -216,17 +229,54 @@ func (s *Server) authorize(h func(http.ResponseWriter, *http.Request, Requester)
 		for _, allowed := range roles {
 			if role == allowed {
 				r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-				h(w, r, by)
+				h(w, r.WithContext(context.WithValue(r.Context(), aboutKey{}, &what)), by)
 				return
 			}
 		}
 		s.log.Warn("ca: refused: wrong role", "path", r.URL.Path, "need", fmt.Sprint(roles), by.logAttrs())
 		if role == "" {
+			// A user certificate: no role, nothing the trail could name
+			// but its subject; it is logged.
 			writeError(w, http.StatusForbidden, "a user certificate cannot use the CA API; use an admin or enrollment-agent credential")
 			return
 		}
+		s.ca.auditRefusal(r.Context(), what, by, fmt.Sprintf("the %s role may not do this; it needs %s", role, joinRoles(roles)))
 		writeError(w, http.StatusForbidden, fmt.Sprintf("the %s role may not do this; it needs %s", role, joinRoles(roles)))
 	}
+}
+
+// aboutKey holds, in an authorized request's context, what the request
+// asks for (*AuditEntry), for the audit entry of a refusal; handlers fill
+// in the user or serial once they have read them.
+type aboutKey struct{}
+
+// about is the request's audit description (a throwaway one outside authorize).
+func about(r *http.Request) *AuditEntry {
+	if a, ok := r.Context().Value(aboutKey{}).(*AuditEntry); ok {
+		return a
+	}
+	return &AuditEntry{}
+}
+
+// requestAction names what a request asks for, as the audit trail does.
+func requestAction(r *http.Request) AuditEntry {
+	switch r.Method + " " + r.URL.Path {
+	case "POST " + PathSign:
+		return AuditEntry{Action: "issue", Kind: KindUser}
+	case "POST " + PathAgents:
+		return AuditEntry{Action: "issue-role", Kind: KindRole}
+	case "POST " + PathServer:
+		return AuditEntry{Action: "issue-server", Kind: KindServer}
+	case "POST " + PathRevoke:
+		return AuditEntry{Action: "revoke"}
+	case "GET " + PathCerts:
+		return AuditEntry{Action: "list-certs"}
+	case "GET " + PathAudit:
+		return AuditEntry{Action: "list-audit"}
+	case "POST " + PathAudit:
+		return AuditEntry{Action: "report", Kind: KindUser}
+	}
+	return AuditEntry{Action: r.Method + " " + r.URL.Path}
 }
 
 func joinRoles(roles []Role) string {
@@ -276,16 +326,17 @@ func parseSignRequest(body io.Reader) (SignRequest, error) {
 	}
 	csr, err := ParseCSR([]byte(req.CSR))
 	if err != nil {
-		return SignRequest{}, err
+		return SignRequest{Identity: req.User}, err
 	}
 	if req.ValidityDays < 0 || req.ValidityDays > 100*365 {
-		return SignRequest{}, badRequest("validity_days %d is out of range", req.ValidityDays)
+		return SignRequest{Identity: req.User}, badRequest("validity_days %d is out of range", req.ValidityDays)
 	}
 	return SignRequest{CSR: csr, Identity: req.User, Validity: time.Duration(req.ValidityDays) * 24 * time.Hour}, nil
 }
 
 func (s *Server) handleSign(w http.ResponseWriter, r *http.Request, by Requester) {
 	req, err := parseSignRequest(r.Body)
+	about(r).User = req.Identity
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
@@ -312,6 +363,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
+	about(r).Serial = req.Serial
 	serial, err := ParseSerial(req.Serial)
 	if err != nil {
 		s.fail(w, r, err, by)
@@ -327,6 +379,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
+	s.tlsRevoked(rv.Serial)
 	resp := RevokeResponseJSON{Serial: rv.Serial, RevokedAt: rv.RevokedAt, CRLNumber: rv.CRLNumber}
 	if rv.CRLPending {
 		// Stored, so not an error: a retry would only get 409. But the relying
@@ -341,8 +394,13 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 }
 
 func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requester) {
-	user := r.URL.Query().Get("user")
-	list, err := s.ca.List(user)
+	q := CertQuery{User: r.URL.Query().Get("user"), Serial: r.URL.Query().Get("serial")}
+	about(r).User, about(r).Serial = q.User, q.Serial
+	if by.Role != RoleAdmin {
+		// An enrollment agent sees user certificates only.
+		q.Kinds = userKinds
+	}
+	list, err := s.ca.Search(q)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
@@ -356,6 +414,7 @@ func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, by Request
 		s.fail(w, r, err, by)
 		return
 	}
+	about(r).User = req.Name
 	role, err := ParseRole(req.Role)
 	if err != nil {
 		s.fail(w, r, badRequest("%v", err), by)
@@ -388,10 +447,14 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, by Requ
 		status, msg = http.StatusNotFound, err.Error()
 	case errors.Is(err, ErrAlreadyRevoked):
 		status, msg = http.StatusConflict, err.Error()
+	case errors.Is(err, ErrAudit):
+		status, msg = http.StatusServiceUnavailable, "the CA cannot write its audit trail right now, so nothing was done; try again shortly (the CA log says why)"
 	}
 	lvl := slog.LevelWarn
 	if status >= 500 {
 		lvl = slog.LevelError
+	} else if !errors.Is(err, ErrAudit) {
+		s.ca.auditRefusal(r.Context(), *about(r), by, msg)
 	}
 	s.log.LogAttrs(r.Context(), lvl, "ca: request refused", slog.String("path", r.URL.Path),
 		slog.Int("status", status), slog.String("error", err.Error()), by.logAttrs())
@@ -409,42 +472,4 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, ErrorJSON{Error: msg})
-}
-
-// Serve runs the HTTPS API on ln (and the plain public listener on pub, if not
-// nil) until ctx ends, then shuts both down gracefully.
-func (s *Server) Serve(ctx context.Context, ln net.Listener, pub net.Listener) error {
-	tcfg, err := s.TLSConfig()
-	if err != nil {
-		return err
-	}
-	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
-	srv := &http.Server{Handler: s.Handler(), TLSConfig: tcfg, ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(tls.NewListener(ln, tcfg)) }()
-	var psrv *http.Server
-	if pub != nil {
-		psrv = &http.Server{Handler: s.PublicHandler(), ReadHeaderTimeout: 10 * time.Second,
-			ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, ErrorLog: errLog}
-		go func() { errc <- psrv.Serve(pub) }()
-	}
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			srv.Close()
-			if psrv != nil {
-				psrv.Close()
-			}
-			return fmt.Errorf("ca: serve: %w", err)
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = srv.Shutdown(sctx)
-	if psrv != nil {
-		psrv.Shutdown(sctx)
-	}
-	return err
 }

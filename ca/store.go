@@ -2,12 +2,11 @@ package ca
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"log/slog"
+	"math/big"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -25,43 +24,74 @@ var (
 
 // Record is what the CA remembers of an issued certificate besides the DER.
 type Record struct {
-	Serial    string    `json:"serial"` // hex, as openssl prints it
-	Identity  string    `json:"user,omitempty"`
-	Role      Role      `json:"role,omitempty"`
-	Subject   string    `json:"subject"`
-	KeyType   string    `json:"key_type"`
-	NotBefore time.Time `json:"not_before"`
-	NotAfter  time.Time `json:"not_after"`
-	IssuedAt  time.Time `json:"issued_at"`
-	IssuedBy  Requester `json:"issued_by"`
+	Serial   string `json:"serial"` // hex, as openssl prints it
+	Identity string `json:"user,omitempty"`
+	Role     Role   `json:"role,omitempty"`
+	// Kind is user, role, server or ca-tls (KindUser…); records written
+	// before it existed have none, and KindOf reads them.
+	Kind string `json:"kind,omitempty"`
+	// DNSNames and IPAddresses are a server certificate's names.
+	DNSNames    []string  `json:"dns,omitempty"`
+	IPAddresses []string  `json:"ip,omitempty"`
+	Subject     string    `json:"subject"`
+	KeyType     string    `json:"key_type"`
+	NotBefore   time.Time `json:"not_before"`
+	NotAfter    time.Time `json:"not_after"`
+	IssuedAt    time.Time `json:"issued_at"`
+	IssuedBy    Requester `json:"issued_by"`
 }
 
 // CertStatus is a Record with its current state.
 type CertStatus struct {
 	Record
 	// Status is "valid", "revoked" or "expired".
-	Status     string     `json:"status"`
-	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
-	ReasonCode int        `json:"reason_code,omitempty"`
-	Reason     string     `json:"reason,omitempty"`
-}
-
-// AuditEvent is one line of the CA's audit trail: who did what to which certificate.
-type AuditEvent struct {
-	Time   time.Time `json:"time"`
-	Action string    `json:"action"` // issue, issue-role, revoke
-	Serial string    `json:"serial"`
-	Target string    `json:"target"` // the user, or the role certificate's name
-	Detail string    `json:"detail,omitempty"`
-	By     Requester `json:"by"`
+	Status string `json:"status"`
+	// RevokedAt is null, and Reason empty, unless Status is revoked.
+	RevokedAt  *time.Time `json:"revoked_at"`
+	ReasonCode int        `json:"reason_code"`
+	Reason     string     `json:"reason"`
 }
 
 func newRecord(cert *x509.Certificate, identity string, role Role, keyType string, by Requester) Record {
-	return Record{
+	r := Record{
 		Serial: SerialHex(cert.SerialNumber), Identity: identity, Role: role,
 		Subject: cert.Subject.String(), KeyType: keyType,
 		NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, IssuedAt: time.Now().UTC(), IssuedBy: by,
 	}
+	r.Kind = KindOf(r)
+	return r
+}
+
+// KindOf is the record's kind; records from before Kind existed are a
+// role's when they carry one and a user's otherwise.
+func KindOf(r Record) string {
+	switch {
+	case r.Kind != "":
+		return r.Kind
+	case r.Role != "":
+		return KindRole
+	}
+	return KindUser
+}
+
+// record stores what the CA remembers of a certificate it just signed and
+// finishes the issuance's audit entry; if either cannot be written the
+// issuance fails: the certificate is never handed out, and its record is
+// taken back.
+func (c *CA) record(ctx context.Context, iss *Issued, rec Record, pending *auditPending) error {
+	iss.Record = rec
+	if err := c.putRecord(rec); err != nil {
+		pending.finish(ctx, rec.Serial, resultFailed, "the issuance record could not be stored: "+err.Error())
+		return fmt.Errorf("record: %w", err)
+	}
+	if err := pending.finish(ctx, rec.Serial, resultOK, ""); err != nil {
+		n, _ := ParseSerial(rec.Serial)
+		if derr := c.db.Del(certsTable, []byte(n.String())); derr != nil {
+			c.log.Error("ca: an issuance whose audit entry failed could not be taken back from the records", "serial", rec.Serial, "error", derr)
+		}
+		return err
+	}
+	return nil
 }
 
 func (c *CA) putRecord(r Record) error {
@@ -73,41 +103,30 @@ func (c *CA) putRecord(r Record) error {
 	return c.db.Set(certsTable, []byte(n.String()), b)
 }
 
-// audit writes the event to the DB and the log. A failed DB write is logged
-// loudly but does not undo the operation, which has already happened.
-func (c *CA) audit(ctx context.Context, action, serial, target, detail string, by Requester) {
-	ev := AuditEvent{Time: time.Now().UTC(), Action: action, Serial: serial, Target: target, Detail: detail, By: by}
-	c.log.LogAttrs(ctx, slog.LevelInfo, "ca: "+action,
-		slog.String("serial", serial), slog.String("target", target), slog.String("detail", detail), by.logAttrs())
-	b, _ := json.Marshal(ev)
-	var rnd [4]byte
-	_, _ = rand.Read(rnd[:])
-	key := ev.Time.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(rnd[:])
-	if err := c.db.Set(auditTable, []byte(key), b); err != nil {
-		c.log.Error("ca: audit record not stored", "action", action, "serial", serial, "error", err)
-	}
-}
-
-// Audit returns the audit trail, oldest first.
-func (c *CA) Audit() ([]AuditEvent, error) {
-	ents, err := c.db.List(auditTable)
-	if err != nil {
-		return nil, fmt.Errorf("ca: read audit trail: %w", err)
-	}
-	out := make([]AuditEvent, 0, len(ents))
-	for _, e := range ents {
-		var ev AuditEvent
-		if err := json.Unmarshal(e.Value, &ev); err == nil {
-			out = append(out, ev)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
-	return out, nil
-}
-
 // List returns issued certificates, newest first; user filters by mailbox
 // identity (case-insensitive), empty means all.
-func (c *CA) List(user string) ([]CertStatus, error) {
+func (c *CA) List(user string) ([]CertStatus, error) { return c.Search(CertQuery{User: user}) }
+
+// CertQuery selects issued certificates; empty fields match all.
+type CertQuery struct {
+	User   string // mailbox identity, case-insensitive
+	Serial string // hex, as ParseSerial reads it
+	// Kinds, when not empty, keeps only these kinds (KindUser…).
+	Kinds []string
+}
+
+// Search returns the issued certificates that match q, newest first, each
+// with its status (valid, revoked, expired) and revocation time and reason.
+func (c *CA) Search(q CertQuery) ([]CertStatus, error) {
+	var serialKey string
+	if q.Serial != "" {
+		n, err := ParseSerial(q.Serial)
+		if err != nil {
+			return nil, err
+		}
+		serialKey = n.String()
+	}
+	user := q.User
 	ents, err := c.db.List(certsTable)
 	if err != nil {
 		return nil, fmt.Errorf("ca: list certificates: %w", err)
@@ -123,7 +142,11 @@ func (c *CA) List(user string) ([]CertStatus, error) {
 		if err := json.Unmarshal(e.Value, &r); err != nil {
 			continue
 		}
-		if user != "" && !strings.EqualFold(r.Identity, user) {
+		if user != "" && !strings.EqualFold(r.Identity, user) || serialKey != "" && string(e.Key) != serialKey {
+			continue
+		}
+		r.Kind = KindOf(r)
+		if len(q.Kinds) > 0 && !slices.Contains(q.Kinds, r.Kind) {
 			continue
 		}
 		st := CertStatus{Record: r, Status: "valid"}
@@ -137,6 +160,19 @@ func (c *CA) List(user string) ([]CertStatus, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IssuedAt.After(out[j].IssuedAt) })
 	return out, nil
+}
+
+// recordOf reads the issuance record of a serial.
+func (c *CA) recordOf(serial *big.Int) (Record, bool) {
+	b, err := c.db.Get(certsTable, []byte(serial.String()))
+	if err != nil {
+		return Record{}, false
+	}
+	var r Record
+	if json.Unmarshal(b, &r) != nil {
+		return Record{}, false
+	}
+	return r, true
 }
 
 func (c *CA) revokedIndex() (map[string]db.RevokedCertificateInfo, error) {

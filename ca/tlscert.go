@@ -1,18 +1,20 @@
 package ca
 
 import (
+	"context"
 	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	"go.step.sm/crypto/keyutil"
 	"go.step.sm/crypto/pemutil"
-	"go.step.sm/crypto/x509util"
 )
 
 // tlsRenewBefore: the CA's own HTTPS certificate is renewed once less than
@@ -28,7 +30,11 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.ca.tlsDue(cert.Leaf) {
+	revoked, err := s.ca.recordTLSCert(cert.Leaf)
+	if err != nil {
+		return nil, err
+	}
+	if revoked || s.ca.tlsDue(cert.Leaf) {
 		if cert, err = s.ca.renewTLSCert(cert.Leaf); err != nil {
 			return nil, err
 		}
@@ -50,7 +56,16 @@ func (s *Server) TLSConfig() (*tls.Config, error) {
 // is a time comparison, so it costs a handshake nothing.
 func (s *Server) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	cert := s.tlsCert.Load()
-	if s.ca.tlsDue(cert.Leaf) && s.ca.now().UnixNano() >= s.retryAt.Load() && s.renewing.CompareAndSwap(false, true) {
+	if s.ca.tlsDue(cert.Leaf) && s.ca.now().UnixNano() >= s.retryAt.Load() {
+		s.startTLSRenewal(cert)
+	}
+	return cert, nil
+}
+
+// startTLSRenewal renews the served certificate in the background, once at
+// a time; handshakes go on with cert until the new one is stored.
+func (s *Server) startTLSRenewal(cert *tls.Certificate) {
+	if s.renewing.CompareAndSwap(false, true) {
 		go func() {
 			defer s.renewing.Store(false)
 			renewed, err := s.ca.renewTLSCert(cert.Leaf)
@@ -63,7 +78,61 @@ func (s *Server) certificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			s.tlsCert.Store(&renewed)
 		}()
 	}
-	return cert, nil
+}
+
+// tlsRevoked is called after a revocation through this node: if it was
+// the node's own HTTPS certificate, a new one is issued at once.
+func (s *Server) tlsRevoked(serial string) {
+	if cert := s.tlsCert.Load(); cert != nil && SerialHex(cert.Leaf.SerialNumber) == serial {
+		s.log.Warn("ca: the CA's own TLS certificate was revoked; issuing a new one", "serial", serial)
+		s.startTLSRenewal(cert)
+	}
+}
+
+// issueOwnTLSCert issues the CA's HTTPS certificate for the host of url
+// (server profile, recorded like any certificate) and stores the pair.
+func (c *CA) issueOwnTLSCert(ctx context.Context, by Requester) error {
+	u, err := c.cfg.apiURL()
+	if err != nil {
+		return err
+	}
+	var dns []string
+	var ips []net.IP
+	if ip := net.ParseIP(u.Hostname()); ip != nil {
+		ips = []net.IP{ip}
+	} else {
+		dns = []string{u.Hostname()}
+	}
+	cert, err := c.newServerCert(ctx, dns, ips, tlsValidity, KindCATLS, by)
+	if err != nil {
+		return fmt.Errorf("ca: TLS certificate: %w", err)
+	}
+	return c.storeTLSCert(cert.Leaf, cert.PrivateKey.(crypto.Signer))
+}
+
+// recordTLSCert records a TLS certificate made before the CA recorded its
+// own (or put in place by hand), so it can be listed and revoked, and says
+// whether it is revoked.
+func (c *CA) recordTLSCert(leaf *x509.Certificate) (revoked bool, err error) {
+	if _, err := c.lookup(leaf.SerialNumber); errors.Is(err, ErrNotFound) {
+		if err := c.db.StoreCertificate(leaf); err != nil {
+			return false, fmt.Errorf("ca: record the TLS certificate: %w", err)
+		}
+		rec := newRecord(leaf, "", "", "", Requester{Subject: "imapgate ca serve"})
+		rec.Kind, rec.DNSNames, rec.IPAddresses = KindCATLS, leaf.DNSNames, ipStrings(leaf.IPAddresses)
+		if kt, err := checkKey(leaf.PublicKey); err == nil {
+			rec.KeyType = kt
+		}
+		if err := c.putRecord(rec); err != nil {
+			return false, fmt.Errorf("ca: record the TLS certificate: %w", err)
+		}
+		_, _ = c.writeAudit(context.Background(), "", AuditEntry{Action: "record-ca-tls", Kind: KindCATLS, Serial: rec.Serial,
+			User: strings.Join(append(append([]string{}, rec.DNSNames...), rec.IPAddresses...), ", "), Actor: "imapgate ca serve", Result: resultOK,
+			Reason: "the CA's TLS certificate was not recorded yet"})
+	} else if err != nil {
+		return false, fmt.Errorf("ca: TLS certificate: %w", err)
+	}
+	return c.IsRevoked(leaf)
 }
 
 func (c *CA) tlsDue(leaf *x509.Certificate) bool {
@@ -94,31 +163,19 @@ func (c *CA) loadTLSCert() (tls.Certificate, error) {
 // a new key, and saves it. A certificate that cannot be saved is still served:
 // the next start finds the old one due and renews it again.
 func (c *CA) renewTLSCert(old *x509.Certificate) (tls.Certificate, error) {
-	key, err := keyutil.GenerateDefaultSigner()
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	data := x509util.CreateTemplateData(old.Subject.CommonName, nil)
-	crt, err := x509util.NewCertificateFromX509(&x509.Certificate{PublicKey: key.Public()},
-		x509util.WithTemplate(`{"subject": {{ toJson .Subject }}, "keyUsage": ["digitalSignature"], "extKeyUsage": ["serverAuth"]}`, data))
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	t := crt.GetCertificate()
-	t.DNSNames, t.IPAddresses = old.DNSNames, old.IPAddresses
-	now := c.now()
-	t.NotBefore, t.NotAfter = now.Add(-time.Minute).UTC(), now.Add(tlsValidity).UTC()
-	leaf, err := x509util.CreateCertificate(t, c.inter, key.Public(), c.interKey)
+	cert, err := c.newServerCert(context.Background(), old.DNSNames, old.IPAddresses, tlsValidity, KindCATLS,
+		Requester{Subject: "imapgate ca serve (TLS renewal)"})
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("ca: renew TLS certificate: %w", err)
 	}
-	if err := c.storeTLSCert(leaf, key); err != nil {
+	leaf := cert.Leaf
+	if err := c.storeTLSCert(leaf, cert.PrivateKey.(crypto.Signer)); err != nil {
 		c.log.Error("ca: renewed the CA's TLS certificate but could not save it; it is served from memory and renewed again at the next start",
 			"not_after", leaf.NotAfter, "error", err)
 	} else {
-		c.log.Info("ca: renewed the CA's TLS certificate", "not_after", leaf.NotAfter)
+		c.log.Info("ca: renewed the CA's TLS certificate", "not_after", leaf.NotAfter, "serial", SerialHex(leaf.SerialNumber))
 	}
-	return tls.Certificate{Certificate: [][]byte{leaf.Raw, c.inter.Raw}, PrivateKey: key, Leaf: leaf}, nil
+	return cert, nil
 }
 
 // storeTLSCert replaces tls.crt and tls_key.pem. Each is written in full (and

@@ -121,7 +121,7 @@ func (c *Client) Sign(ctx context.Context, req SignRequest) (*SignResponse, erro
 	if req.ValidityDays > 0 {
 		body["validity_days"] = req.ValidityDays
 	}
-	if err := c.do(ctx, http.MethodPost, "/api/v1/sign", body, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, PathSign, body, &out); err != nil {
 		return nil, fmt.Errorf("caclient: sign for %s: %w", req.User, err)
 	}
 	return out.response()
@@ -140,7 +140,7 @@ func (j *certJSON) response() (*SignResponse, error) {
 // named name for the key that signed csrPEM.
 func (c *Client) IssueAgent(ctx context.Context, role, name string, csrPEM []byte) (*SignResponse, error) {
 	var out certJSON
-	if err := c.do(ctx, http.MethodPost, "/api/v1/agents", map[string]any{"role": role, "name": name, "csr": string(csrPEM)}, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, PathAgents, map[string]any{"role": role, "name": name, "csr": string(csrPEM)}, &out); err != nil {
 		return nil, fmt.Errorf("caclient: issue %s credential %q: %w", role, name, err)
 	}
 	return out.response()
@@ -164,7 +164,7 @@ type Revoked struct {
 // name such as keyCompromise.
 func (c *Client) Revoke(ctx context.Context, serial, reason, comment string) (*Revoked, error) {
 	var out Revoked
-	if err := c.do(ctx, http.MethodPost, "/api/v1/revoke", map[string]any{"serial": serial, "reason": reason, "comment": comment}, &out); err != nil {
+	if err := c.do(ctx, http.MethodPost, PathRevoke, map[string]any{"serial": serial, "reason": reason, "comment": comment}, &out); err != nil {
 		return nil, fmt.Errorf("caclient: revoke %s: %w", serial, err)
 	}
 	return &out, nil
@@ -172,9 +172,14 @@ func (c *Client) Revoke(ctx context.Context, serial, reason, comment string) (*R
 
 // Cert is one issued certificate as the CA lists it.
 type Cert struct {
-	Serial     string     `json:"serial"`
-	User       string     `json:"user"`
-	Role       string     `json:"role"`
+	Serial string `json:"serial"`
+	User   string `json:"user"`
+	Role   string `json:"role"`
+	// Kind is user, role, server or ca-tls.
+	Kind string `json:"kind"`
+	// DNS and IP are a server certificate's names.
+	DNS        []string   `json:"dns"`
+	IP         []string   `json:"ip"`
 	Subject    string     `json:"subject"`
 	KeyType    string     `json:"key_type"`
 	NotBefore  time.Time  `json:"not_before"`
@@ -192,12 +197,32 @@ type Cert struct {
 
 // List returns the issued certificates, newest first, for one user or all.
 func (c *Client) List(ctx context.Context, user string) ([]Cert, error) {
+	return c.Search(ctx, CertQuery{User: user})
+}
+
+// CertQuery selects certificates; empty fields match all.
+type CertQuery struct {
+	User   string // mailbox login
+	Serial string // hex serial
+}
+
+// Search returns the issued certificates that match q, newest first, each
+// with Status (valid, revoked, expired), RevokedAt, Reason and NotAfter. An
+// enrollment agent gets user certificates only.
+func (c *Client) Search(ctx context.Context, q CertQuery) ([]Cert, error) {
 	var out struct {
 		Certs []Cert `json:"certs"`
 	}
-	p := "/api/v1/certs"
-	if user != "" {
-		p += "?user=" + url.QueryEscape(user)
+	v := url.Values{}
+	if q.User != "" {
+		v.Set("user", q.User)
+	}
+	if q.Serial != "" {
+		v.Set("serial", q.Serial)
+	}
+	p := PathCerts
+	if len(v) > 0 {
+		p += "?" + v.Encode()
 	}
 	if err := c.do(ctx, http.MethodGet, p, nil, &out); err != nil {
 		return nil, fmt.Errorf("caclient: list certificates: %w", err)

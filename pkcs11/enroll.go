@@ -33,14 +33,24 @@ type EnrollRequest struct {
 	// SOPIN is needed by profiles with SOForWrite (ykcs11: the PIV
 	// management key, 48 hex digits).
 	SOPIN *PIN
-	// WriteCACerts also stores the CA certificates of the returned chain.
+	// WriteCACerts also stores the issuing CA certificates on the token:
+	// those of the returned chain after the leaf, and the root of Roots
+	// that issued the last of them. A mail client that reads only the
+	// token then has the chain: NSS (Thunderbird) offers a card's
+	// certificate only when it can link it to a CA the server lists.
+	// imapgate token enroll sets it unless --no-ca-certs.
 	WriteCACerts bool
+	// Roots are the CA's root certificates (a credential's roots.pem);
+	// with WriteCACerts the one that issued the chain is written too.
+	Roots []*x509.Certificate
 	// Replace allows enrolling a token that already holds an imapgate
 	// credential (a key with a certificate labelled imapgate-…, or, for
 	// ykcs11, anything in PIV slot 9a). Without it such a token is refused
 	// before anything is written. With it, the old key pairs and their
 	// certificates are deleted once the new certificate is on the token
-	// (ykcs11: the new key overwrites slot 9a at generation).
+	// (ykcs11: the new key overwrites slot 9a at generation), and so are
+	// the CA certificates imapgate wrote earlier that are not those of the
+	// new chain (an old intermediate, another CA's root).
 	Replace bool
 }
 
@@ -192,15 +202,7 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		Serial: SerialHex(leaf.SerialNumber), NotAfter: leaf.NotAfter,
 		TokenLabel: t.info.Label, TokenSerial: t.info.Serial,
 	}
-	if req.WriteCACerts && !prof.CACerts {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("token %s (%s) has no place for CA certificates: install the CA in the mail client instead", t.info.Label, prof.Name))
-	} else if req.WriteCACerts {
-		for _, ca := range chain[1:] {
-			if werr := t.WriteCACertificate(ca); werr != nil {
-				res.Warnings = append(res.Warnings, werr.Error())
-			}
-		}
-	}
+	res.Warnings = append(res.Warnings, t.writeChain(req, chain)...)
 	if !prof.SOForWrite {
 		// ykcs11's slot 9a was overwritten at key generation; elsewhere
 		// the old credentials go now that the new one is complete.
@@ -221,6 +223,52 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		_ = t.Logout()
 	}
 	return res, nil
+}
+
+// writeChain stores the issuing CA certificates (WriteCACerts) and, with
+// Replace, removes the CA certificates imapgate wrote before that are not
+// among them. What fails is a warning: the user's credential is complete.
+func (t *Token) writeChain(req EnrollRequest, chain []*x509.Certificate) []string {
+	prof := t.mod.profile
+	if !prof.CACerts {
+		if req.WriteCACerts {
+			return []string{fmt.Sprintf("token %s (%s) has no place for CA certificates: install the CA in the mail client instead", t.info.Label, prof.Name)}
+		}
+		return nil
+	}
+	var warnings []string
+	var keep []*x509.Certificate
+	if req.WriteCACerts {
+		keep = issuingCerts(chain, req.Roots)
+		for _, ca := range keep {
+			if err := t.WriteCACertificate(ca); err != nil {
+				warnings = append(warnings, err.Error())
+			}
+		}
+	}
+	if req.Replace {
+		n, err := t.removeCACertsExcept(keep)
+		if err != nil {
+			warnings = append(warnings, fmt.Sprintf("%d old CA certificates removed, but not all: %v (imapgate token wipe removes them)", n, err))
+		}
+	}
+	return warnings
+}
+
+// issuingCerts is the chain after its leaf, then the root among roots that
+// signed the chain's last certificate (unless that one is self-signed).
+func issuingCerts(chain, roots []*x509.Certificate) []*x509.Certificate {
+	out := append([]*x509.Certificate{}, chain[1:]...)
+	last := chain[len(chain)-1]
+	if bytes.Equal(last.RawIssuer, last.RawSubject) && last.CheckSignatureFrom(last) == nil {
+		return out
+	}
+	for _, r := range roots {
+		if bytes.Equal(last.RawIssuer, r.RawSubject) && last.CheckSignatureFrom(r) == nil {
+			return append(out, r)
+		}
+	}
+	return out
 }
 
 func (t *Token) loggedInAs(u uint) bool {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	p11 "github.com/miekg/pkcs11"
@@ -188,7 +189,37 @@ func (t *Token) WriteCACertificate(cert *x509.Certificate) error {
 			return nil // already there, from an earlier enrollment
 		}
 	}
-	return t.WriteCertificate(cert, id, LabelPrefix+"-ca "+cert.Subject.CommonName)
+	return t.WriteCertificate(cert, id, caCertLabelPrefix+cert.Subject.CommonName)
+}
+
+// caCertLabelPrefix starts the label of a CA certificate WriteCACertificate stored.
+const caCertLabelPrefix = LabelPrefix + "-ca "
+
+// removeCACertsExcept deletes the CA certificates WriteCACertificate
+// stored (by their label) that are not in keep, and says how many went.
+func (t *Token) removeCACertsExcept(keep []*x509.Certificate) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	objs, err := t.objectsLocked([]*p11.Attribute{p11.NewAttribute(p11.CKA_CLASS, p11.CKO_CERTIFICATE)})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	var errs []error
+	for _, o := range objs {
+		if !strings.HasPrefix(o.Label, caCertLabelPrefix) || o.Cert == nil || !o.Cert.IsCA {
+			continue
+		}
+		if slices.ContainsFunc(keep, func(c *x509.Certificate) bool { return bytes.Equal(c.Raw, o.Cert.Raw) }) {
+			continue
+		}
+		if err := t.mod.ctx.DestroyObject(t.sh, o.h); err != nil {
+			errs = append(errs, tokenError(t.info.Label, "delete old CA certificate "+o.Label, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // FindKey returns the key pair with CKA_ID id. The token must be logged in

@@ -4,7 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/imapgate/imapgate/ca"
 	"github.com/spf13/cobra"
@@ -70,28 +74,53 @@ func newCAServeCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --dir DIR",
 		Short: "serve the CA's HTTPS API, its CRL and roots",
-		Args:  cobra.NoArgs,
+		Long: `Serves the CA until SIGTERM or Ctrl-C. SIGHUP reloads ca.yaml: the listen addresses
+(listen, http_listen; new listeners are opened first, the old ones drain), the CRL
+schedule (crl.*) and log.level take effect at once; a change to any other key (name,
+url, public_url, db, keys, certificates) is refused with a message naming it, and
+nothing of that reload is applied. The flags below win over ca.yaml at every reload, and
+--log-level over log.level.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := ca.LoadConfig(dir)
+			load := func() (*ca.Config, error) {
+				cfg, err := ca.LoadConfig(dir)
+				if err != nil {
+					return nil, err
+				}
+				if listen != "" {
+					cfg.Listen = listen
+				}
+				if httpListen != "" {
+					cfg.HTTPListen = httpListen
+				}
+				if passwordFile != "" {
+					// The operator's path is relative to where they are, not to the CA
+					// directory (which is what a relative path in ca.yaml means).
+					abs, err := filepath.Abs(passwordFile)
+					if err != nil {
+						return nil, fmt.Errorf("--password-file: %w", err)
+					}
+					cfg.Keys.PasswordFile = abs
+				}
+				return cfg, nil
+			}
+			cfg, err := load()
 			if err != nil {
 				return err
 			}
-			if listen != "" {
-				cfg.Listen = listen
-			}
-			if httpListen != "" {
-				cfg.HTTPListen = httpListen
-			}
-			if passwordFile != "" {
-				// The operator's path is relative to where they are, not to the CA
-				// directory (which is what a relative path in ca.yaml means).
-				abs, err := filepath.Abs(passwordFile)
-				if err != nil {
-					return fmt.Errorf("--password-file: %w", err)
+			// --log-level, when given, wins over log.level, at start and at reload.
+			levelFlag := cmd.Flag("log-level") != nil && cmd.Flag("log-level").Changed
+			level := new(slog.LevelVar)
+			lvl, _ := cfg.Log.SlogLevel()
+			if levelFlag {
+				if err := lvl.UnmarshalText([]byte(cmd.Flag("log-level").Value.String())); err != nil {
+					return err
 				}
-				cfg.Keys.PasswordFile = abs
 			}
-			c, err := ca.Open(cmd.Context(), cfg)
+			level.Set(lvl)
+			logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			slog.SetDefault(logger)
+			c, err := ca.Open(cmd.Context(), cfg, ca.WithLogger(logger))
 			if err != nil {
 				return err
 			}
@@ -106,10 +135,35 @@ func newCAServeCmd() *cobra.Command {
 					ln.Close()
 					return fmt.Errorf("ca: listen (plain HTTP): %w", err)
 				}
-				slog.Info("ca: public paths on plain HTTP", "addr", pub.Addr().String())
+				logger.Info("ca: public paths on plain HTTP", "addr", pub.Addr().String())
 			}
-			slog.Info("ca: serving", "addr", ln.Addr().String(), "url", cfg.URL, "crl", cfg.CRLURL(), "db", cfg.DB.Type)
-			return ca.NewServer(c).Serve(cmd.Context(), ln, pub)
+			srv := ca.NewServer(c)
+			srv.SetLevelVar(level)
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-cmd.Context().Done():
+						return
+					case <-hup:
+					}
+					next, err := load()
+					if err != nil {
+						logger.Error("ca: reload refused: the configuration does not load; the CA goes on as it was", "error", err)
+						continue
+					}
+					changed, err := srv.Reload(next, levelFlag)
+					if err != nil {
+						logger.Error("ca: reload refused", "error", err)
+						continue
+					}
+					logger.Info("ca: reloaded", "changed", strings.Join(changed, "; "))
+				}
+			}()
+			logger.Info("ca: serving", "addr", ln.Addr().String(), "url", cfg.URL, "crl", cfg.CRLURL(), "db", cfg.DB.Type)
+			return srv.Serve(cmd.Context(), ln, pub)
 		},
 	}
 	f := cmd.Flags()

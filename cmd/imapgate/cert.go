@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -42,7 +43,7 @@ func (a *apiFlags) client() (*caclient.Client, error) {
 
 func newCertCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "cert", Short: "sign, revoke and list certificates through the CA API"}
-	cmd.AddCommand(newCertSignCmd(), newCertRevokeCmd(), newCertListCmd())
+	cmd.AddCommand(newCertSignCmd(), newCertServerCmd(), newCertRevokeCmd(), newCertListCmd())
 	return cmd
 }
 
@@ -125,10 +126,10 @@ superseded, cessationOfOperation, privilegeWithdrawn.`,
 
 func newCertListCmd() *cobra.Command {
 	var api apiFlags
-	var user string
+	var q caclient.CertQuery
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list [--user EMAIL]",
+		Use:   "list [--user EMAIL] [--serial HEX]",
 		Short: "list issued certificates and their status",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -136,7 +137,7 @@ func newCertListCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			certs, err := cl.List(cmd.Context(), user)
+			certs, err := cl.Search(cmd.Context(), q)
 			if err != nil {
 				return err
 			}
@@ -149,8 +150,11 @@ func newCertListCmd() *cobra.Command {
 			fmt.Fprintln(tw, "SERIAL\tUSER/ROLE\tSTATUS\tNOT AFTER\tISSUED BY")
 			for _, c := range certs {
 				who := c.User
-				if c.Role != "" {
+				switch {
+				case c.Role != "":
 					who = "role:" + c.Role + " " + c.Subject
+				case c.Kind == "server" || c.Kind == "ca-tls":
+					who = c.Kind + ":" + strings.Join(append(append([]string{}, c.DNS...), c.IP...), ",")
 				}
 				st := c.Status
 				if c.Status == "revoked" {
@@ -162,7 +166,8 @@ func newCertListCmd() *cobra.Command {
 		},
 	}
 	api.register(cmd)
-	cmd.Flags().StringVar(&user, "user", "", "only this mailbox identity")
+	cmd.Flags().StringVar(&q.User, "user", "", "only this mailbox identity")
+	cmd.Flags().StringVar(&q.Serial, "serial", "", "only the certificate with this hex serial")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -30,6 +30,7 @@ func newRootCmd() *cobra.Command {
 		newCACmd(),
 		newCertCmd(),
 		newAgentCmd(),
+		newAuditCmd(),
 		newTokenCmd(),
 		newFrontCmd(),
 		newEnrollUICmd(),

@@ -178,7 +178,8 @@ func newTokenEnrollCmd() *cobra.Command {
 		user    string
 		keyType string
 		days    int
-		caCerts bool
+		noCA    bool
+		oldCA   bool
 		replace bool
 	)
 	cmd := &cobra.Command{
@@ -191,10 +192,17 @@ token under the key's ID. If any step after key generation fails, the key is
 removed again. A YubiKey (ykcs11) also needs --so-pin-file with the PIV
 management key, and uses PIV slot 9a.
 
+The issuing CA certificates (the intermediate and the root of the --cred
+credential's roots.pem) are written onto the token too, so a mail client
+that reads only the card has the chain: Thunderbird (NSS) offers a card's
+certificate only when it can link it to a CA the front lists. --no-ca-certs
+skips them, for tokens with little room (a YubiKey has no place for them).
+
 A token that already holds an imapgate credential is refused unless
 --replace is given; then the old key and certificate are deleted once the new
 certificate is on the token, and their serials are printed for an admin to
-revoke (reason superseded). On a YubiKey the new key overwrites slot 9a at
+revoke (reason superseded), and so are the CA certificates imapgate wrote
+before that are not those of the new chain (an old intermediate). On a YubiKey the new key overwrites slot 9a at
 once: if the enrollment then fails, the old credential is gone too, and the
 error names its serial.`,
 		Args: cobra.NoArgs,
@@ -220,6 +228,16 @@ error names its serial.`,
 				return err
 			}
 			defer soPIN.Wipe()
+			var roots []*x509.Certificate
+			if !noCA {
+				rb, err := caclient.RootsPEM(api.credDir())
+				if err != nil {
+					return err
+				}
+				if roots, err = caclient.ParseCerts(rb); err != nil {
+					return fmt.Errorf("credential roots.pem: %w", err)
+				}
+			}
 			_, tok, closeAll, err := f.open()
 			if err != nil {
 				return err
@@ -238,7 +256,7 @@ error names its serial.`,
 				return resp.Chain, nil
 			}
 			res, err := tok.Enroll(cmd.Context(), pkcs11.EnrollRequest{
-				User: user, KeyType: kt, PIN: pin, SOPIN: soPIN, WriteCACerts: caCerts, Replace: replace,
+				User: user, KeyType: kt, PIN: pin, SOPIN: soPIN, WriteCACerts: !noCA, Roots: roots, Replace: replace,
 			}, sign)
 			if err != nil {
 				return err
@@ -258,7 +276,10 @@ error names its serial.`,
 	cmd.Flags().StringVar(&user, "user", "", "mailbox login the certificate is for, e.g. alice@example.org")
 	cmd.Flags().StringVar(&keyType, "key-type", string(pkcs11.KeyECP256), "ec-p256 or rsa-2048")
 	cmd.Flags().IntVar(&days, "validity-days", 0, "certificate lifetime in days (0: the CA's default)")
-	cmd.Flags().BoolVar(&caCerts, "write-ca-certs", false, "also store the CA certificates on the token")
+	cmd.Flags().BoolVar(&noCA, "no-ca-certs", false, "do not store the CA certificates (intermediate, root) on the token")
+	cmd.Flags().BoolVar(&oldCA, "write-ca-certs", false, "the default now; accepted and ignored")
+	_ = cmd.Flags().MarkDeprecated("write-ca-certs", "CA certificates are written by default now (--no-ca-certs skips them)")
+	cmd.MarkFlagsMutuallyExclusive("write-ca-certs", "no-ca-certs")
 	cmd.Flags().BoolVar(&replace, "replace", false, "enroll a token that already holds an imapgate credential, deleting the old one")
 	_ = cmd.MarkFlagRequired("user")
 	return cmd

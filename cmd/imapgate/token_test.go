@@ -111,7 +111,7 @@ func TestTokenEnrollEndToEnd(t *testing.T) {
 	pin := tokenPINFile(t, hsm.PIN)
 	base := []string{"--module", hsm.Module, "--token", hsm.Label, "--pin-file", pin, "--ca", ca.URL, "--cred", ca.EnrollCred}
 
-	out, err := runTokenCLI(t, "", append([]string{"token", "enroll", "--user", "alice@example.org", "--write-ca-certs"}, base...)...)
+	out, err := runTokenCLI(t, "", append([]string{"token", "enroll", "--user", "alice@example.org"}, base...)...)
 	if err != nil {
 		t.Fatalf("enroll: %v\n%s", err, out)
 	}

@@ -1,0 +1,97 @@
+package ca_test
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/ca"
+	"github.com/imapgate/imapgate/caclient"
+	"github.com/imapgate/imapgate/testenv"
+)
+
+// TestCertSearch: GET /api/v1/certs?user=&serial= finds certificates with
+// their status, revocation time and reason and not_after, as the help desk
+// UI reads them; an agent finds no role certificate even by its serial.
+func TestCertSearch(t *testing.T) {
+	c := testenv.StartCA(t)
+	ctx := context.Background()
+	enroll, admin := client(t, c, c.EnrollCred), client(t, c, c.AdminCred)
+	var serials []string
+	for range 2 {
+		r, err := enroll.Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "lisa@example.org"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		serials = append(serials, r.Serial)
+	}
+	if _, err := admin.Revoke(ctx, serials[0], "keyCompromise", "card lost"); err != nil {
+		t.Fatal(err)
+	}
+	byUser, err := enroll.Search(ctx, caclient.CertQuery{User: "LISA@example.org"})
+	if err != nil || len(byUser) != 2 {
+		t.Fatalf("by user: %d certificates, %v", len(byUser), err)
+	}
+	got, err := enroll.Search(ctx, caclient.CertQuery{Serial: serials[0]})
+	if err != nil || len(got) != 1 {
+		t.Fatalf("by serial: %+v, %v", got, err)
+	}
+	if g := got[0]; g.Status != "revoked" || g.RevokedAt == nil || g.ReasonCode != 1 || g.Reason != "keyCompromise: card lost" ||
+		g.NotAfter.Before(time.Now().Add(300*24*time.Hour)) || g.Kind != "user" {
+		t.Errorf("revoked certificate: %+v", g)
+	}
+	if got, _ := enroll.Search(ctx, caclient.CertQuery{Serial: serials[1], User: "lisa@example.org"}); len(got) != 1 || got[0].Status != "valid" || got[0].RevokedAt != nil {
+		t.Errorf("valid certificate: %+v", got)
+	}
+	// The agent's own credential: an admin finds it, the agent does not.
+	agentSerial := ""
+	all, _ := admin.List(ctx, "")
+	for _, x := range all {
+		if x.Role == "enroll" {
+			agentSerial = x.Serial
+		}
+	}
+	if got, _ := admin.Search(ctx, caclient.CertQuery{Serial: agentSerial}); len(got) != 1 {
+		t.Errorf("admin search for the agent's serial: %+v", got)
+	}
+	if got, _ := enroll.Search(ctx, caclient.CertQuery{Serial: agentSerial}); len(got) != 0 {
+		t.Errorf("an agent found a role certificate by serial: %+v", got)
+	}
+	var ae *caclient.Error
+	if _, err := enroll.Search(ctx, caclient.CertQuery{Serial: "not-hex"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
+		t.Errorf("bad serial: %v, want 400", err)
+	}
+	// The JSON itself carries every field, revoked_at null when valid.
+	resp, err := rawClient(t, c, loadCred(t, c.EnrollCred)).Get(c.URL + ca.PathCerts + "?serial=" + serials[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var raw struct {
+		Certs []map[string]any `json:"certs"`
+	}
+	if err := json.Unmarshal(b, &raw); err != nil || len(raw.Certs) != 1 {
+		t.Fatalf("raw answer %s: %v", b, err)
+	}
+	for _, k := range []string{"status", "revoked_at", "reason", "not_after", "kind"} {
+		if _, ok := raw.Certs[0][k]; !ok {
+			t.Errorf("certificate JSON lacks %q: %s", k, b)
+		}
+	}
+}
+
+func loadCred(t testing.TB, dir string) *tls.Certificate {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cert
+}
