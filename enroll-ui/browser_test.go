@@ -177,8 +177,12 @@ func TestBrowser(t *testing.T) {
 	if got := b.text("#certs"); !strings.Contains(got, "revoked (superseded") || !strings.Contains(got, second1) {
 		t.Fatalf("certificate list: %q", got)
 	}
+	u.srv.bg.Wait() // the UI's own audit records reach the CA in the background
 	b.do("certificate details", chromedp.Click(css(`a[href="/certs/`+second1+`"]`)), chromedp.WaitVisible(css("#trail")))
 	b.shot("cert")
+	if got := b.text("#trail"); !strings.Contains(got, "issue") || !strings.Contains(got, "helpdesk-enroll") || !strings.Contains(got, "test help desk") {
+		t.Fatalf("audit trail of %s lacks the CA's issue and the help desk's enroll entry: %q", second1, got)
+	}
 
 	// Revoke the current one: reason, confirmation naming user and serial, result.
 	b.do("revoke: reason", chromedp.Click(css("#revoke-link")), chromedp.WaitVisible(css("#comment")),

@@ -241,7 +241,7 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 		return resp.Chain, nil
 	}
 	res, err := tok.Enroll(ctx, pkcs11.EnrollRequest{User: in.user, KeyType: in.kt, PIN: in.newPIN, SOPIN: in.mgmt,
-		WriteCACerts: *s.cfg.WriteCACerts, Replace: in.replace}, sign)
+		WriteCACerts: *s.cfg.WriteCACerts, Roots: s.roots, Replace: in.replace}, sign)
 	if err != nil {
 		fail(err, true)
 		return

@@ -153,3 +153,15 @@ func readCred(dir string) (credInfo, error) {
 func credFromCert(c *x509.Certificate) credInfo {
 	return credInfo{Subject: c.Subject.String(), NotAfter: c.NotAfter, Serial: fmt.Sprintf("%X", c.SerialNumber)}
 }
+
+func readRoots(dir string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(filepath.Join(dir, caclient.RootsFile))
+	if err != nil {
+		return nil, fmt.Errorf("enroll-ui: credential %s: %w", dir, err)
+	}
+	roots, err := caclient.ParseCerts(b)
+	if err != nil {
+		return nil, fmt.Errorf("enroll-ui: credential %s: %s: %w", dir, caclient.RootsFile, err)
+	}
+	return roots, nil
+}
