@@ -1,12 +1,15 @@
 package enrollui
 
 import (
+	"crypto/tls"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imapgate/imapgate/testenv"
 )
 
 // TestSecurity: no access token, a wrong one, a foreign Host, a POST
@@ -192,5 +195,35 @@ func TestPasswordLogin(t *testing.T) {
 	}
 	if st, _ := os.Stat(auditFile); st.Mode().Perm() != 0o600 {
 		t.Errorf("audit log mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// TestTLS: over HTTPS the session cookie is Secure and HSTS is sent.
+func TestTLS(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	certFile, keyFile := pki.Server(t).WriteFiles(t, t.TempDir(), "ui")
+	u := startUI(t, func(c *Config) { c.TLSCert, c.TLSKey = certFile, keyFile })
+	u.base = strings.Replace(u.base, "http://", "https://", 1)
+	u.client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.Pool(), MinVersion: tls.VersionTLS12}}
+	a := u.get(t, "/login?token="+testAccessToken)
+	if a.status != http.StatusSeeOther {
+		t.Fatalf("login over TLS: %d %s", a.status, a.body)
+	}
+	if ck := a.header.Get("Set-Cookie"); !strings.Contains(ck, "Secure") || !strings.Contains(ck, "HttpOnly") {
+		t.Fatalf("Set-Cookie over TLS: %q", ck)
+	}
+	if h := a.header.Get("Strict-Transport-Security"); h == "" {
+		t.Fatal("no HSTS over TLS")
+	}
+	if !strings.HasPrefix(u.srv.LoginURL(), "https://127.0.0.1:") {
+		t.Fatalf("login link %s", u.srv.LoginURL())
+	}
+	// Plain HTTP to the TLS port gets nothing useful.
+	plain := &http.Client{}
+	if resp, err := plain.Get(strings.Replace(u.base, "https://", "http://", 1) + "/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("the TLS port served a page over plain HTTP")
+		}
 	}
 }
