@@ -225,13 +225,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 }
 
 // routes wires the pages. Middleware order: recover, log, headers, Host,
-// session, CSRF, then login for everything but /login and /static.
+// body limit, session, CSRF, then login for everything but /login and /static.
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
-	e.Use(s.recovery, s.accessLog, s.headers, s.hostCheck, s.withSession, s.csrfCheck)
+	e.Use(s.recovery, s.accessLog, s.headers, s.hostCheck, s.limitBody, s.withSession, s.csrfCheck)
 	e.NoRoute(func(c *gin.Context) {
 		s.renderStatus(c, http.StatusNotFound, "error", page{Title: "Not found", Error: "There is no such page. Use the menu above."})
 	})

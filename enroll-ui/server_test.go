@@ -106,6 +106,9 @@ func TestSecurity(t *testing.T) {
 			r.Host = strings.Replace(strings.TrimPrefix(u.base, "http://"), "127.0.0.1", "localhost", 1)
 			return r
 		}, http.StatusMisdirectedRequest, "answers only as"},
+		{"form too large", func() *http.Request {
+			return postReq(u.base+"/pin/change", form("csrf", csrf, "token", u.tok.Serial, "pad", strings.Repeat("x", maxForm)))
+		}, http.StatusRequestEntityTooLarge, "too large"},
 		{"unknown page", func() *http.Request {
 			r, _ := http.NewRequest(http.MethodGet, u.base+"/nope", nil)
 			return r
@@ -225,5 +228,27 @@ func TestTLS(t *testing.T) {
 		if resp.StatusCode == http.StatusOK {
 			t.Fatal("the TLS port served a page over plain HTTP")
 		}
+	}
+}
+
+// TestNoAdmin: without an admin credential there is no revocation.
+func TestNoAdmin(t *testing.T) {
+	u := startUI(t, func(c *Config) { c.AdminCred = "" })
+	csrf := u.login(t)
+	if a := u.get(t, "/"); strings.Contains(a.body, `href="/revoke"`) {
+		t.Fatal("the menu offers Revoke without an admin credential")
+	}
+	for _, a := range []answer{
+		u.get(t, "/revoke?serial=ABCD"),
+		u.post(t, "/revoke/do", url.Values{"csrf": {csrf}, "serial": {"ABCD"}, "reason": {"keyCompromise"}, "confirm": {"yes"}}),
+	} {
+		if a.status != http.StatusForbidden || !strings.Contains(a.body, "no admin credential") {
+			t.Fatalf("revoke without admin: %d %s", a.status, a.body)
+		}
+	}
+	a := u.post(t, "/enroll/start", url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "user": {"alice@example.org"},
+		"pin": {u.tok.PIN}, "new_pin": {"735194"}, "new_pin2": {"735194"}, "key_type": {"ec-p256"}, "revoke_old": {"yes"}})
+	if a.status != http.StatusForbidden || !strings.Contains(a.body, "cannot revoke") {
+		t.Fatalf("enroll with revoke_old without admin: %d %s", a.status, a.body)
 	}
 }
