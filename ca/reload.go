@@ -107,6 +107,14 @@ func (s *Server) Reload(next *Config, keepLevel bool) ([]string, error) {
 			changed = append(changed, "http_listen off")
 		}
 	}
+	// A revocation of this node's TLS certificate made on another node is
+	// noticed here (and at start): a new one is issued.
+	if cert := s.tlsCert.Load(); cert != nil {
+		if rev, err := s.ca.IsRevoked(cert.Leaf); err == nil && rev {
+			s.tlsRevoked(SerialHex(cert.Leaf.SerialNumber))
+			changed = append(changed, "TLS certificate renewed (it was revoked)")
+		}
+	}
 	if s.level != nil && !keepLevel && s.level.Level() != lvl {
 		s.level.Set(lvl)
 		changed = append(changed, "log.level "+lvl.String())

@@ -56,6 +56,9 @@ func NormalizeDNSName(s string) (string, error) {
 	if n == "" || len(n) > 253 {
 		return "", badRequest("DNS name %.60q must be 1 to 253 characters", s)
 	}
+	if net.ParseIP(n) != nil {
+		return "", badRequest("DNS name %q is an IP address: give it as ip (--ip), so it goes into an IP SAN", s)
+	}
 	labels := strings.Split(n, ".")
 	for i, l := range labels {
 		if l == "*" && i == 0 && len(labels) > 2 {

@@ -36,6 +36,7 @@ var fixtureWants = map[string]string{
 	"fail_extra_ip.json":                   "192.0.2.10",
 	"fail_cn_not_requested.json":           "common name",
 	"fail_too_many_names.json":             "at most 32",
+	"fail_ip_as_dns_name.json":             "is an IP address",
 }
 
 // runFixtures checks testdata/DIR: good_* pass check, fail_* are refused as
