@@ -2,6 +2,7 @@ package enrollui
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/url"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/imapgate/imapgate/pkcs11"
 	"github.com/imapgate/imapgate/testenv"
 )
 
@@ -250,5 +252,18 @@ func TestNoAdmin(t *testing.T) {
 		"pin": {u.tok.PIN}, "new_pin": {"735194"}, "new_pin2": {"735194"}, "key_type": {"ec-p256"}, "revoke_old": {"yes"}})
 	if a.status != http.StatusForbidden || !strings.Contains(a.body, "cannot revoke") {
 		t.Fatalf("enroll with revoke_old without admin: %d %s", a.status, a.body)
+	}
+	// The whole wizard works without JavaScript: the job page refreshes
+	// itself (meta refresh in noscript) until the receipt.
+	if msg := u.runJob(t, url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "user": {"alice@example.org"},
+		"pin": {u.tok.PIN}, "new_pin": {"735194"}, "new_pin2": {"735194"}, "key_type": {"rsa-2048"}}); msg != "" {
+		t.Fatalf("enrollment without JavaScript: %s", msg)
+	}
+	var rsaKey bool
+	for _, o := range u.tokenObjects(t, "735194") {
+		rsaKey = rsaKey || o.Class == pkcs11.ClassCertificate && o.Cert != nil && o.Cert.PublicKeyAlgorithm == x509.RSA
+	}
+	if !rsaKey {
+		t.Fatal("no RSA certificate on the token after an rsa-2048 enrollment")
 	}
 }
