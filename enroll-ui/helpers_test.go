@@ -108,7 +108,7 @@ func (u *testUI) newClient() *http.Client {
 func (u *testUI) login(t *testing.T) string {
 	t.Helper()
 	resp := u.get(t, "/login?token="+testAccessToken)
-	if resp.status != http.StatusSeeOther {
+	if resp.status != http.StatusOK || !strings.Contains(resp.body, `content="0;url=/"`) {
 		t.Fatalf("login: %d %s", resp.status, resp.body)
 	}
 	return u.get(t, "/").csrf(t)

@@ -34,7 +34,8 @@ type page struct {
 	CSRF     string
 	Operator string
 	Admin    bool
-	Refresh  int // seconds; a no-JavaScript refresh while something runs
+	Refresh  int    // seconds; a no-JavaScript refresh while something runs
+	Goto     string // a same-site page to move on to at once
 	Data     any
 }
 
