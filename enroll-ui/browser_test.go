@@ -204,6 +204,18 @@ func TestBrowser(t *testing.T) {
 	assertRevoked(t, u, second1, true)
 	front.waitRevoked(t, live, "519283")
 
+	// A mailbox the CA refuses, on a token that holds a credential: the
+	// page says why, and the token keeps what it had.
+	b.do("refused: mailbox", chromedp.Navigate(u.base+"/enroll?token="+serial), chromedp.WaitVisible(css("#user")),
+		chromedp.SendKeys(css("#user"), "bob@other.example.com"), chromedp.Click(css("#next")), chromedp.WaitVisible(css("#replace")),
+		chromedp.SendKeys(css("#pin"), "519283"), chromedp.SendKeys(css("#new_pin"), "519283"), chromedp.SendKeys(css("#new_pin2"), "519283"),
+		chromedp.Click(css("#replace")), chromedp.Click(css("#start")), chromedp.WaitVisible(css("#job-error")))
+	b.shot("enroll-refused")
+	if got := b.text("#job-error"); !strings.Contains(got, "The CA refused") || !strings.Contains(got, "other.example.com") {
+		t.Fatalf("refusal message: %q", got)
+	}
+	assertOnToken(t, u, "519283", second1)
+
 	b.do("status", chromedp.Navigate(u.base+"/status"), chromedp.WaitVisible(css("#checks")))
 	b.shot("status")
 	if got := b.text("#overall"); !strings.Contains(got, "All is well") {
