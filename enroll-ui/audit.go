@@ -2,7 +2,9 @@ package enrollui
 
 import (
 	"context"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/imapgate/imapgate/caclient"
 )
@@ -29,24 +31,41 @@ func (s *Server) audit(a action) {
 	}
 	// In the background: a CA that does not answer must not hold up the
 	// page; Close waits for these.
+	reason := "operator " + a.Operator
+	if a.Reason != "" {
+		reason += ": " + a.Reason
+	}
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		err := s.agent.RecordAudit(ctx, caclient.AuditEntry{Action: "helpdesk-" + a.Action, User: a.User, Serial: a.Serial,
-			TokenSerial: a.TokenSerial, Result: a.Result, Reason: trimReason("operator " + a.Operator + ": " + a.Reason)})
+			TokenSerial: a.TokenSerial, Result: a.Result, Reason: trimReason(reason)})
 		if err != nil {
 			s.log.Warn("enroll-ui: the CA did not record the audit entry", "action", a.Action, "error", err)
 		}
 	}()
 }
 
+// trimReason fits a reason into the CA's limit (256 bytes, no control
+// characters), cutting at a rune boundary.
 func trimReason(s string) string {
-	if len(s) > 500 {
-		return s[:500] + "…"
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			return ' '
+		}
+		return r
+	}, s)
+	const limit = 256
+	if len(s) <= limit {
+		return s
 	}
-	return s
+	cut := limit - len("...")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 func result(err error) (string, string) {

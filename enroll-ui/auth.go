@@ -75,6 +75,14 @@ func (s *Server) startSession(c *gin.Context, operator string) {
 	sess := s.sessions.login(sessionOf(c), operator)
 	s.setCookie(c.Writer, sess)
 	s.audit(action{Operator: operator, Action: "login", Result: "ok"})
+	if c.Request.Method == http.MethodGet {
+		// The start-up link may be opened from another site (a chat in the
+		// browser): a redirect would then still count as cross-site and the
+		// SameSite=Strict cookie would not come along. A page of our own that
+		// moves on is same-site, and drops the token from the address bar.
+		s.render(c, "continue", page{Title: "Logged in", Goto: "/"})
+		return
+	}
 	c.Redirect(http.StatusSeeOther, "/")
 }
 

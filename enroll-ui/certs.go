@@ -93,7 +93,7 @@ func (s *Server) search(ctx context.Context, q string) ([]certView, error) {
 			return nil, errBadQuery
 		}
 	}
-	list, err := s.client().List(ctx, user)
+	list, err := s.client().Search(ctx, caclient.CertQuery{User: user, Serial: serial})
 	if err != nil {
 		return nil, err
 	}

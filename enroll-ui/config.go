@@ -181,10 +181,15 @@ func (c *Config) Validate() error {
 	c.derive()
 	var errs []error
 	bad := func(f string, a ...any) { errs = append(errs, fmt.Errorf(f, a...)) }
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+	if host, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		bad("listen %q: give host:port, e.g. %s", c.Listen, DefaultListen)
-	} else if !c.Loopback() && !c.TLS() {
-		bad("listen %s is not a loopback address: set tls_cert and tls_key (PINs and the session cookie would cross the network in clear)", c.Listen)
+	} else {
+		if !c.Loopback() && !c.TLS() {
+			bad("listen %s is not a loopback address: set tls_cert and tls_key (PINs and the session cookie would cross the network in clear)", c.Listen)
+		}
+		if ip := net.ParseIP(host); (host == "" || ip != nil && ip.IsUnspecified()) && len(c.Hosts) == 0 {
+			bad("listen %s names no address browsers can use in the Host header: list the names operators type in hosts", c.Listen)
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		bad("tls_cert and tls_key go together")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -62,7 +63,7 @@ func (s *Server) enrollUser(c *gin.Context) {
 	if !ok {
 		return
 	}
-	d := enrollData{Token: t, KeyType: string(pkcs11.KeyECP256), KeyTypes: keyTypes(t), Replace: false}
+	d := enrollData{Token: t, KeyType: string(pkcs11.KeyECP256), KeyTypes: s.keyTypes()}
 	user, err := s.checkMailbox(c.PostForm("user"))
 	d.User = user
 	if err != nil {
@@ -83,8 +84,13 @@ func (s *Server) enrollUser(c *gin.Context) {
 	s.render(c, "enroll_pin", page{Title: "Enroll: PIN and key", Nav: "enroll", Data: d})
 }
 
-func keyTypes(t tokenView) []string {
-	return []string{string(pkcs11.KeyECP256), string(pkcs11.KeyRSA2048)}
+// keyTypes are the key types the module's profile supports, the default first.
+func (s *Server) keyTypes() []string {
+	var out []string
+	for _, kt := range s.mod.Profile().KeyTypes {
+		out = append(out, string(kt))
+	}
+	return out
 }
 
 // enrollStart checks the whole form, then starts the enrollment job.
@@ -93,7 +99,7 @@ func (s *Server) enrollStart(c *gin.Context) {
 	if !ok {
 		return
 	}
-	d := enrollData{Token: t, KeyType: c.PostForm("key_type"), KeyTypes: keyTypes(t),
+	d := enrollData{Token: t, KeyType: c.PostForm("key_type"), KeyTypes: s.keyTypes(),
 		Replace: c.PostForm("replace") == "yes", Revoke: c.PostForm("revoke_old") == "yes"}
 	bad := func(status int, msg string) {
 		s.renderStatus(c, status, "enroll_pin", page{Title: "Enroll: PIN and key", Nav: "enroll", Error: msg + " Nothing was written to the token.", Data: d})
@@ -105,7 +111,7 @@ func (s *Server) enrollStart(c *gin.Context) {
 		return
 	}
 	kt, err := pkcs11.ParseKeyType(d.KeyType)
-	if err != nil {
+	if err != nil || !slices.Contains(d.KeyTypes, string(kt)) {
 		bad(http.StatusBadRequest, "Pick a key type from the list (EC P-256 unless the user's software needs RSA).")
 		return
 	}
@@ -241,7 +247,7 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 		return resp.Chain, nil
 	}
 	res, err := tok.Enroll(ctx, pkcs11.EnrollRequest{User: in.user, KeyType: in.kt, PIN: in.newPIN, SOPIN: in.mgmt,
-		WriteCACerts: *s.cfg.WriteCACerts, Replace: in.replace}, sign)
+		WriteCACerts: *s.cfg.WriteCACerts, Roots: s.roots, Replace: in.replace}, sign)
 	if err != nil {
 		fail(err, true)
 		return

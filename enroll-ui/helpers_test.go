@@ -3,6 +3,7 @@ package enrollui
 import (
 	"bytes"
 	"context"
+	"html"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imapgate/imapgate/ca"
 	"github.com/imapgate/imapgate/pkcs11"
@@ -106,7 +108,7 @@ func (u *testUI) newClient() *http.Client {
 func (u *testUI) login(t *testing.T) string {
 	t.Helper()
 	resp := u.get(t, "/login?token="+testAccessToken)
-	if resp.status != http.StatusSeeOther {
+	if resp.status != http.StatusOK || !strings.Contains(resp.body, `content="0;url=/"`) {
 		t.Fatalf("login: %d %s", resp.status, resp.body)
 	}
 	return u.get(t, "/").csrf(t)
@@ -174,4 +176,29 @@ func (u *testUI) tokenObjects(t *testing.T, pin string) []pkcs11.Object {
 		t.Fatal(err)
 	}
 	return objs
+}
+
+var jobErrRE = regexp.MustCompile(`(?s)id="job-error">(.*?)</p>`)
+
+func htmlUnescape(s string) string { return html.UnescapeString(s) }
+
+// waitABit paces a loop that waits for a background job to end.
+func waitABit() { time.Sleep(50 * time.Millisecond) }
+
+// wrongPIN types a wrong PIN into the test token from outside the UI.
+func (u *testUI) wrongPIN(t *testing.T) {
+	t.Helper()
+	mod, err := pkcs11.Open(u.tok.Module)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	tok, err := mod.OpenToken(u.tok.Serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if err := tok.Login(pkcs11.NewPIN("000999")); err == nil {
+		t.Fatal("a wrong PIN logged in")
+	}
 }

@@ -81,6 +81,21 @@ func (s *Server) hosts() []string {
 	return out
 }
 
+// maxForm bounds a request body: the largest form (the enrollment) is well
+// under 2 KiB.
+const maxForm = 64 << 10
+
+// limitBody refuses a body over maxForm before anything parses it.
+func (s *Server) limitBody(c *gin.Context) {
+	if c.Request.ContentLength > maxForm {
+		c.Data(http.StatusRequestEntityTooLarge, "text/plain; charset=utf-8", []byte("form too large\n"))
+		c.Abort()
+		return
+	}
+	c.Request.Body = http.MaxBytesReader(c.Writer, c.Request.Body, maxForm)
+	c.Next()
+}
+
 // withSession finds or starts the browser's session.
 func (s *Server) withSession(c *gin.Context) {
 	var sess *session

@@ -34,7 +34,8 @@ type page struct {
 	CSRF     string
 	Operator string
 	Admin    bool
-	Refresh  int // seconds; a no-JavaScript refresh while something runs
+	Refresh  int    // seconds; a no-JavaScript refresh while something runs
+	Goto     string // a same-site page to move on to at once
 	Data     any
 }
 
@@ -152,4 +153,16 @@ func readCred(dir string) (credInfo, error) {
 
 func credFromCert(c *x509.Certificate) credInfo {
 	return credInfo{Subject: c.Subject.String(), NotAfter: c.NotAfter, Serial: fmt.Sprintf("%X", c.SerialNumber)}
+}
+
+func readRoots(dir string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(filepath.Join(dir, caclient.RootsFile))
+	if err != nil {
+		return nil, fmt.Errorf("enroll-ui: credential %s: %w", dir, err)
+	}
+	roots, err := caclient.ParseCerts(b)
+	if err != nil {
+		return nil, fmt.Errorf("enroll-ui: credential %s: %s: %w", dir, caclient.RootsFile, err)
+	}
+	return roots, nil
 }

@@ -3,6 +3,7 @@ package enrollui
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +31,7 @@ type Server struct {
 	mod          *pkcs11.Module
 	agent, admin *caclient.Client
 	agentCert    credInfo
+	roots        []*x509.Certificate // the CA's roots, written onto tokens with the chain
 	adminCert    credInfo
 
 	accessToken string // empty when operators log in with passwords
@@ -78,6 +80,10 @@ func New(cfg *Config, o Options) (*Server, error) {
 		return nil, fmt.Errorf("enroll-ui: agent_cred: %w", err)
 	}
 	if s.agentCert, err = readCred(cfg.AgentCred); err != nil {
+		s.closeFiles()
+		return nil, err
+	}
+	if s.roots, err = readRoots(cfg.AgentCred); err != nil {
 		s.closeFiles()
 		return nil, err
 	}
@@ -219,13 +225,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 }
 
 // routes wires the pages. Middleware order: recover, log, headers, Host,
-// session, CSRF, then login for everything but /login and /static.
+// body limit, session, CSRF, then login for everything but /login and /static.
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
-	e.Use(s.recovery, s.accessLog, s.headers, s.hostCheck, s.withSession, s.csrfCheck)
+	e.Use(s.recovery, s.accessLog, s.headers, s.hostCheck, s.limitBody, s.withSession, s.csrfCheck)
 	e.NoRoute(func(c *gin.Context) {
 		s.renderStatus(c, http.StatusNotFound, "error", page{Title: "Not found", Error: "There is no such page. Use the menu above."})
 	})

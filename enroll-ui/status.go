@@ -3,7 +3,6 @@ package enrollui
 import (
 	"context"
 	"crypto/x509"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -104,7 +103,5 @@ func ago(d time.Duration) string {
 func (s *Server) statusPage(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 10*time.Second)
 	defer cancel()
-	d := s.statusData(ctx)
-	st := http.StatusOK
-	s.renderStatus(c, st, "status", page{Title: "Status", Nav: "status", Data: d})
+	s.render(c, "status", page{Title: "Status", Nav: "status", Data: s.statusData(ctx)})
 }

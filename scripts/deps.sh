@@ -10,6 +10,7 @@ pkgs=(
   dovecot-imapd            # the IMAP backend in tests
   postgresql               # the shared CA database in tests
   thunderbird              # e2e: the real mail program, headless, driven over Marionette
+  chromium                 # the enroll-ui browser tests (chromedp drives it headless)
 )
 
 missing=()
