@@ -1,0 +1,185 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// IdleResult is the memory the server holds for sessions in IDLE: the PSS of its
+// processes (all mappings: heap, stacks, buffers, libraries' share) before and after.
+type IdleResult struct {
+	Sessions      int     `json:"sessions"`
+	PIDs          []int   `json:"pids"`
+	PSSBeforeKiB  int     `json:"pss_before_kib"`
+	PSSAfterKiB   int     `json:"pss_after_kib"`
+	KiBPerSession float64 `json:"kib_per_session"`
+	OpenS         float64 `json:"open_s"` // time to open and log in all sessions
+}
+
+func runIdle(ctx context.Context, c Config, cfg *tls.Config, res *Result) error {
+	pids, err := c.pids()
+	if err != nil {
+		return err
+	}
+	before, err := pss(pids)
+	if err != nil {
+		return err
+	}
+	conns := make([]*tls.Conn, 0, c.Sessions)
+	var mu sync.Mutex
+	kinds := map[string]int{}
+	sem := make(chan struct{}, c.Concurrency)
+	var wg sync.WaitGroup
+	t0 := time.Now()
+	for i := 0; i < c.Sessions && ctx.Err() == nil; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			tc, err := c.idleSession(ctx, cfg)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.Errors++
+				kinds[errKind(err)]++
+				return
+			}
+			conns = append(conns, tc)
+		}()
+	}
+	wg.Wait()
+	open := time.Since(t0)
+	defer func() {
+		for _, tc := range conns {
+			tc.Close()
+		}
+	}()
+	select {
+	case <-time.After(c.Hold):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if c.Children { // workers may have been started for the sessions
+		if pids, err = c.pids(); err != nil {
+			return err
+		}
+	}
+	after, err := pss(pids)
+	if err != nil {
+		return err
+	}
+	res.Ops = len(conns)
+	if len(kinds) > 0 {
+		res.ErrorKinds = kinds
+	}
+	ir := &IdleResult{Sessions: len(conns), PIDs: pids, PSSBeforeKiB: before, PSSAfterKiB: after, OpenS: open.Seconds()}
+	if len(conns) > 0 {
+		ir.KiBPerSession = float64(after-before) / float64(len(conns))
+	}
+	res.Idle = ir
+	return nil
+}
+
+// idleSession logs in, selects INBOX and enters IDLE; the connection stays open.
+func (c *Config) idleSession(ctx context.Context, cfg *tls.Config) (*tls.Conn, error) {
+	tc, br, err := c.connect(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(tc, "a LOGIN %s %s\r\n", quote(c.User), quote(c.Password))
+	if err := tagged(br, "a "); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("LOGIN: %w", err)
+	}
+	fmt.Fprintf(tc, "b SELECT INBOX\r\n")
+	if err := tagged(br, "b "); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("SELECT: %w", err)
+	}
+	fmt.Fprintf(tc, "c IDLE\r\n")
+	if err := continuation(br); err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("IDLE: %w", err)
+	}
+	tc.NetConn().SetDeadline(time.Time{})
+	return tc, nil
+}
+
+func continuation(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "+") {
+			return nil
+		}
+		if strings.HasPrefix(line, "c ") {
+			return fmt.Errorf("%q", trim(line))
+		}
+	}
+}
+
+// pids is c.PIDs and, with c.Children, their child processes (nginx's workers).
+func (c *Config) pids() ([]int, error) {
+	if len(c.PIDs) == 0 {
+		return nil, fmt.Errorf("loadgen: idle mode needs --pid (the server's process ids)")
+	}
+	out := append([]int(nil), c.PIDs...)
+	if !c.Children {
+		return out, nil
+	}
+	parents := map[int]bool{}
+	for _, p := range c.PIDs {
+		parents[p] = true
+	}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …; comm may hold blanks, so split after the last ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(s[i+1:])
+		if len(fields) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		if parents[ppid] {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// pss sums the Pss lines of /proc/PID/smaps_rollup, in KiB.
+func pss(pids []int) (int, error) {
+	total := 0
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+		if err != nil {
+			return 0, fmt.Errorf("loadgen: PSS of %d: %w", pid, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
+				n, _ := strconv.Atoi(f[1])
+				total += n
+			}
+		}
+	}
+	return total, nil
+}
