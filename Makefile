@@ -6,7 +6,7 @@ PKGS     := ./...
 # (smallstep pulls in ~400 modules) but quick to run.
 TESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all build deps test vet lint fuzz bench demo clean
+.PHONY: all build deps test vet lint fuzz bench bench-compare demo clean
 
 all: build
 
@@ -54,6 +54,12 @@ bench: deps
 	$(GO) test -run '^$$' -bench ServeCRL -benchtime 200x ./ca/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./crl/
 	IMAPGATE_BENCH=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./mtls/
+	bash scripts/bench.sh
+
+# Only the outside-in comparison (load generator against Dovecot, nginx, bare Go and
+# the front; docs/performance.md). BENCH_SECONDS, BENCH_ROUNDS, BENCH_ROWS tune it.
+bench-compare: deps
+	bash scripts/bench.sh
 
 # The main job on embedded defaults: a CA in ./demo, served on 127.0.0.1.
 demo: build

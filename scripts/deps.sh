@@ -9,6 +9,7 @@ pkgs=(
   softhsm2 opensc p11-kit gnutls-bin libnss3-tools libengine-pkcs11-openssl  # the smartcard in tests
   dovecot-imapd            # the IMAP backend in tests
   postgresql               # the shared CA database in tests
+  nginx libnginx-mod-mail iproute2  # make bench: nginx's mail proxy is an anchor (scripts/bench.sh)
 )
 
 missing=()
