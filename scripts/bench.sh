@@ -30,7 +30,7 @@ chmod 755 "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 FRONT_PORT=$P BARE_PORT=$((P + 1)) NGINX_PORT=$((P + 2)) DOVECOT_TLS_PORT=$((P + 3))
-BACKEND_PORT=$((P + 4)) PROF_PORT=$((P + 5)) PPROF_PORT=$((P + 8)) AUTH_PORT=$((P + 9))
+BACKEND_PORT=$((P + 4)) PROF_PORT=$((P + 5)) BARE_PPROF_PORT=$((P + 7)) PPROF_PORT=$((P + 8)) AUTH_PORT=$((P + 9))
 for port in $(seq "$P" $((P + 9))); do
   if ss -Hltn "sport = :$port" | grep -q .; then
     echo "bench: port $port on 127.0.0.1 is taken: set BENCH_PORT_BASE to a free range of ten" >&2
@@ -48,7 +48,7 @@ echo "bench: building into $OUT/bin"
 GO=${GO:-go}
 $GO build -o "$OUT/bin/imapgate" ./cmd/imapgate
 $GO build -o "$OUT/bin/imapgate-load" ./cmd/imapgate-load
-for t in baretls authhttp pki frontprof benchtable; do $GO build -o "$OUT/bin/$t" ./bench/$t; done
+for t in baretls authhttp pki frontprof benchtable profsum; do $GO build -o "$OUT/bin/$t" ./bench/$t; done
 B=$OUT/bin K=$OUT/pki
 
 "$B/pki" --dir "$K" --revoked "${BENCH_CRL_ENTRIES:-1000}"
@@ -188,7 +188,7 @@ PIDS+=($NGINX_PID)
 
 # --- the bare Go anchor.
 "$B/baretls" --listen 127.0.0.1:$BARE_PORT --cert "$K/server.crt" --key "$K/server.key" \
-  --client-ca "$K/root.crt" --crl "$K/crl.der" > "$OUT/baretls.log" 2>&1 &
+  --client-ca "$K/root.crt" --crl "$K/crl.der" --pprof 127.0.0.1:$BARE_PPROF_PORT > "$OUT/baretls.log" 2>&1 &
 PIDS+=($!)
 
 # --- the imapgate front: defaults of docs/front.md except the per-address limits,
@@ -306,20 +306,26 @@ done
 
 if [ "$PROFILE" = 1 ]; then
   # The shipped front has no profiling endpoint: frontprof is the same mtls.Run with
-  # net/http/pprof on loopback, on its own port, under the full32 load.
+  # net/http/pprof on loopback, on its own port. Both it and the bare server are
+  # profiled under the full32 load, one after the other, and summarised by profsum.
   front_conf $PROF_PORT > "$OUT/frontprof.yaml"
   "$B/frontprof" --config "$OUT/frontprof.yaml" --pprof 127.0.0.1:$PPROF_PORT > "$OUT/frontprof.log" 2>&1 &
   PIDS+=($!)
   wait_port $PROF_PORT frontprof
   PORT[prof]=$PROF_PORT
   psecs=$((SECS * 2))
-  load prof "$OUT/res/profile-load.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((psecs + 2))s" &
-  lpid=$!
-  sleep 1
-  curl -s -o "$OUT/front.cpu.pprof" "http://127.0.0.1:$PPROF_PORT/debug/pprof/profile?seconds=$psecs"
-  wait $lpid
-  $GO tool pprof -top -nodecount=40 "$B/frontprof" "$OUT/front.cpu.pprof" > "$OUT/front.cpu.top.txt" 2>&1 || true
-  $GO tool pprof -top -cum -nodecount=60 "$B/frontprof" "$OUT/front.cpu.pprof" > "$OUT/front.cpu.cum.txt" 2>&1 || true
-  echo "bench: CPU profile in $OUT/front.cpu.pprof (top: $OUT/front.cpu.top.txt)"
+  for target in prof:$PPROF_PORT:frontprof bare:$BARE_PPROF_PORT:baretls; do
+    IFS=: read -r s pport bin <<<"$target"
+    load "$s" "$OUT/res/profile-load.$s.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((psecs + 2))s" &
+    lpid=$!
+    sleep 1
+    curl -s -o "$OUT/$bin.cpu.pprof" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=$psecs"
+    wait $lpid
+    $GO tool pprof -top -nodecount=40 "$B/$bin" "$OUT/$bin.cpu.pprof" > "$OUT/$bin.cpu.top.txt" 2>&1 || true
+    $GO tool pprof -top -cum -nodecount=80 "$B/$bin" "$OUT/$bin.cpu.pprof" > "$OUT/$bin.cpu.cum.txt" 2>&1 || true
+    $GO tool pprof -traces "$B/$bin" "$OUT/$bin.cpu.pprof" 2>/dev/null | "$B/profsum" > "$OUT/$bin.cpu.summary.md" || true
+    echo "bench: CPU profile of $bin: $OUT/$bin.cpu.pprof, summary:"
+    cat "$OUT/$bin.cpu.summary.md"
+  done
 fi
 echo "bench: table in $OUT/table.md"

@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"time"
 )
@@ -26,7 +28,15 @@ func main() {
 	keyFile := flag.String("key", "", "its key (PEM)")
 	caFile := flag.String("client-ca", "", "roots for client certificates (PEM)")
 	crlFile := flag.String("crl", "", "CRL of the client CA (DER or PEM), checked with its signature once at start")
+	pprofAddr := flag.String("pprof", "", "optional loopback address of /debug/pprof/ (for the benchmark's CPU profile)")
 	flag.Parse()
+	if *pprofAddr != "" {
+		go func() {
+			if err := http.ListenAndServe(*pprofAddr, nil); err != nil {
+				fmt.Fprintln(os.Stderr, "baretls: pprof:", err)
+			}
+		}()
+	}
 	if err := run(*listen, *certFile, *keyFile, *caFile, *crlFile); err != nil {
 		fmt.Fprintln(os.Stderr, "baretls:", err)
 		os.Exit(1)
