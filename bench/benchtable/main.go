@@ -42,6 +42,7 @@ type cell struct {
 	kib            float64 // idle: KiB per session, median
 	kibMin, kibMax float64
 	rounds         int
+	resumedMode    bool
 }
 
 func run(dir, rowSpec string) error {
@@ -94,6 +95,7 @@ func load(dir, row, server string) (cell, error) {
 		if r.Ops > 0 {
 			res = append(res, float64(r.Resumed)/float64(r.Ops))
 		}
+		c.resumedMode = r.Mode == loadgen.Resumed
 		if r.Idle != nil {
 			kibs = append(kibs, r.Idle.KiBPerSession)
 		}
@@ -132,7 +134,7 @@ func format(c cell, server string, all map[string]cell) string {
 	if c.errs > 0 {
 		s += fmt.Sprintf(", %d errors", c.errs)
 	}
-	if c.resumed > 0 && c.resumed < 0.99 {
+	if c.resumedMode && c.resumed < 0.99 {
 		s += fmt.Sprintf(", %.0f %% resumed", 100*c.resumed)
 	}
 	if server == "front" {
