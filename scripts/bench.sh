@@ -17,6 +17,9 @@
 # The machine is shared: run it as `nice -n 10 scripts/bench.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The whole script is one group, read before it runs: editing this file while a long
+# benchmark runs cannot change what the running one does.
+{
 
 SECS=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
@@ -182,9 +185,12 @@ mail {
   }
 }
 CONF
-nginx -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off;' > "$OUT/nginx/stdout" 2>&1 &
-NGINX_PID=$!
-PIDS+=($NGINX_PID)
+start_nginx() {
+  nginx -e "$OUT/nginx/error.log" -p "$OUT/nginx" -c "$OUT/nginx/nginx.conf" -g 'daemon off;' >> "$OUT/nginx/stdout" 2>&1 &
+  NGINX_PID=$!
+  PIDS+=($NGINX_PID)
+}
+start_nginx
 
 # --- the bare Go anchor.
 "$B/baretls" --listen 127.0.0.1:$BARE_PORT --cert "$K/server.crt" --key "$K/server.key" \
@@ -212,9 +218,12 @@ limits:
 CONF
 }
 front_conf $FRONT_PORT > "$OUT/front.yaml"
-"$B/imapgate" front --config "$OUT/front.yaml" > "$OUT/front.log" 2>&1 &
-FRONT_PID=$!
-PIDS+=($FRONT_PID)
+start_front() {
+  "$B/imapgate" front --config "$OUT/front.yaml" >> "$OUT/front.log" 2>&1 &
+  FRONT_PID=$!
+  PIDS+=($FRONT_PID)
+}
+start_front
 
 wait_port() { # port name
   for _ in $(seq 1 300); do
@@ -280,9 +289,18 @@ for row in $ROWS; do
     for s in $(row_servers "$row"); do
       f=$OUT/res/$row.$s.$r.json
       if [ "$row" = idle ]; then
-        if [ "$s" = nginx ]; then pidargs=(--pid "$NGINX_PID" --children); else pidargs=(--pid "$FRONT_PID"); fi
+        # A fresh process each round: neither Go nor nginx gives freed memory back at
+        # once, so a second round in the same process would measure almost nothing.
+        if [ "$s" = nginx ]; then
+          kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true
+          start_nginx; wait_port $NGINX_PORT nginx; sleep 1
+          pidargs=(--pid "$NGINX_PID" --children)
+        else
+          kill "$FRONT_PID"; wait "$FRONT_PID" 2>/dev/null || true
+          start_front; wait_port $FRONT_PORT "imapgate front"; sleep 1
+          pidargs=(--pid "$FRONT_PID")
+        fi
         load "$s" "$f" --mode idle --sessions "$SESSIONS" --concurrency 16 --hold 3s "${EC[@]}" "${LOGIN[@]}" "${pidargs[@]}"
-        sleep 2 # let the closed sessions go before the next round's baseline
       else
         args=()
         for a in $(row_args "$row"); do
@@ -307,25 +325,35 @@ done
 if [ "$PROFILE" = 1 ]; then
   # The shipped front has no profiling endpoint: frontprof is the same mtls.Run with
   # net/http/pprof on loopback, on its own port. Both it and the bare server are
-  # profiled under the full32 load, one after the other, and summarised by profsum.
+  # profiled under full and resumed handshakes, 32 at once, one after the other, and
+  # summarised by profsum.
   front_conf $PROF_PORT > "$OUT/frontprof.yaml"
   "$B/frontprof" --config "$OUT/frontprof.yaml" --pprof 127.0.0.1:$PPROF_PORT > "$OUT/frontprof.log" 2>&1 &
   PIDS+=($!)
   wait_port $PROF_PORT frontprof
   PORT[prof]=$PROF_PORT
   psecs=$((SECS * 2))
-  for target in prof:$PPROF_PORT:frontprof bare:$BARE_PPROF_PORT:baretls; do
-    IFS=: read -r s pport bin <<<"$target"
-    load "$s" "$OUT/res/profile-load.$s.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((psecs + 2))s" &
+  for target in prof:$PPROF_PORT:frontprof:full bare:$BARE_PPROF_PORT:baretls:full \
+    prof:$PPROF_PORT:frontprof:resumed bare:$BARE_PPROF_PORT:baretls:resumed; do
+    IFS=: read -r s pport bin mode <<<"$target"
+    name=$bin.$mode
+    load "$s" "$OUT/res/profile-load.$name.json" --mode "$mode" --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((psecs + 2))s" &
     lpid=$!
     sleep 1
-    curl -s -o "$OUT/$bin.cpu.pprof" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=$psecs"
+    curl -s -o "$OUT/$name.allocs0.pprof" "http://127.0.0.1:$pport/debug/pprof/allocs"
+    curl -s -o "$OUT/$name.cpu.pprof" "http://127.0.0.1:$pport/debug/pprof/profile?seconds=$psecs"
+    curl -s -o "$OUT/$name.allocs1.pprof" "http://127.0.0.1:$pport/debug/pprof/allocs"
     wait $lpid
-    $GO tool pprof -top -nodecount=40 "$B/$bin" "$OUT/$bin.cpu.pprof" > "$OUT/$bin.cpu.top.txt" 2>&1 || true
-    $GO tool pprof -top -cum -nodecount=80 "$B/$bin" "$OUT/$bin.cpu.pprof" > "$OUT/$bin.cpu.cum.txt" 2>&1 || true
-    $GO tool pprof -traces "$B/$bin" "$OUT/$bin.cpu.pprof" 2>/dev/null | "$B/profsum" > "$OUT/$bin.cpu.summary.md" || true
-    echo "bench: CPU profile of $bin: $OUT/$bin.cpu.pprof, summary:"
-    cat "$OUT/$bin.cpu.summary.md"
+    # Allocations during the CPU profile's window (the difference of two heap profiles).
+    $GO tool pprof -sample_index=alloc_space -top -nodecount=40 -base "$OUT/$name.allocs0.pprof" "$B/$bin" "$OUT/$name.allocs1.pprof" > "$OUT/$name.alloc_space.txt" 2>&1 || true
+    $GO tool pprof -sample_index=alloc_objects -top -nodecount=40 -base "$OUT/$name.allocs0.pprof" "$B/$bin" "$OUT/$name.allocs1.pprof" > "$OUT/$name.alloc_objects.txt" 2>&1 || true
+    $GO tool pprof -top -nodecount=40 "$B/$bin" "$OUT/$name.cpu.pprof" > "$OUT/$name.cpu.top.txt" 2>&1 || true
+    $GO tool pprof -top -cum -nodecount=80 "$B/$bin" "$OUT/$name.cpu.pprof" > "$OUT/$name.cpu.cum.txt" 2>&1 || true
+    $GO tool pprof -traces "$B/$bin" "$OUT/$name.cpu.pprof" 2>/dev/null | "$B/profsum" --name "$bin ($mode)" > "$OUT/$name.cpu.summary.md" || true
+    echo "bench: CPU profile of $bin under $mode handshakes, 32 at once: $OUT/$name.cpu.pprof, summary:"
+    cat "$OUT/$name.cpu.summary.md"
   done
 fi
 echo "bench: table in $OUT/table.md"
+exit
+}

@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -20,6 +21,8 @@ import (
 )
 
 func main() {
+	name := flag.String("name", "the server", "what was profiled, for the table's heading")
+	flag.Parse()
 	samples, err := parse(bufio.NewScanner(os.Stdin))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "profsum:", err)
@@ -39,7 +42,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "profsum: no samples on stdin (pipe `go tool pprof -traces PROFILE`)")
 		os.Exit(1)
 	}
-	fmt.Printf("| CPU of the front (%.2f s sampled) | share |\n| --- | --- |\n", total.Seconds())
+	fmt.Printf("| CPU of %s (%.2f s sampled) | share |\n| --- | --- |\n", *name, total.Seconds())
 	print(byClass, total)
 	fmt.Printf("\n| crypto, by operation | share of all CPU |\n| --- | --- |\n")
 	print(byCrypto, total)
