@@ -9,11 +9,14 @@
 # Environment:
 #   BENCH_SECONDS   measured seconds per round (default 5)
 #   BENCH_ROUNDS    rounds per cell (default 3; the table shows the median)
-#   BENCH_ROWS      rows to run (default: all) — full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle
+#   BENCH_ROWS      rows to run (default: all) — full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle;
+#                   "none" for the profiles only
 #   BENCH_SESSIONS  idle sessions (default 2000)
 #   BENCH_PORT_BASE first of ten loopback ports (default 19930)
 #   BENCH_OUT       directory for configs, logs, JSON and the table (default: a new one in /tmp)
-#   BENCH_PROFILE   1 (default) also takes a CPU profile of the front under full32 load
+#   BENCH_PROFILE   1 (default) also takes CPU profiles (2 × BENCH_SECONDS) of the front and
+#                   the bare server under full and resumed load, and a perf profile of
+#                   the shipped front binary when perf is installed
 # The machine is shared: run it as `nice -n 10 scripts/bench.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,7 @@ cd "$(dirname "$0")/.."
 SECS=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
 ROWS=${BENCH_ROWS:-"full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle"}
+[ "$ROWS" = none ] && ROWS="" # only the profiles
 SESSIONS=${BENCH_SESSIONS:-2000}
 P=${BENCH_PORT_BASE:-19930}
 PROFILE=${BENCH_PROFILE:-1}
@@ -314,7 +318,7 @@ for row in $ROWS; do
   done
 done
 
-{
+[ -n "$rowspec" ] && {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r);"
   echo "$ROUNDS alternating rounds of ${SECS} s per cell, median shown; TLS 1.3, X25519 and an EC P-256 client certificate unless the row says otherwise;"
   echo "Go $($GO env GOVERSION), $(nginx -v 2>&1 | cut -d' ' -f3), Dovecot $(dovecot --version | cut -d' ' -f1), $(openssl version | cut -d' ' -f1-2)."
@@ -353,6 +357,19 @@ if [ "$PROFILE" = 1 ]; then
     echo "bench: CPU profile of $bin under $mode handshakes, 32 at once: $OUT/$name.cpu.pprof, summary:"
     cat "$OUT/$name.cpu.summary.md"
   done
+fi
+if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
+  # The shipped binary itself, sampled by the kernel (no pprof in it): the share of
+  # CPU in crypto symbols, as a check on frontprof's figures.
+  load front "$OUT/res/perf-load.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((SECS * 2 + 2))s" &
+  lpid=$!
+  sleep 1
+  perf record -q -F 999 -o "$OUT/front.perf.data" -p "$FRONT_PID" -- sleep $((SECS * 2)) 2>/dev/null || true
+  wait $lpid
+  perf report -q -i "$OUT/front.perf.data" --no-children --sort sym --stdio 2>/dev/null | grep '%' > "$OUT/front.perf.txt" || true
+  awk '{p=$1; sub("%","",p); t+=p; if ($3 ~ /^(crypto\/|p256|_p256|vendor\/golang.org\/x\/crypto)/ && $3 !~ /^crypto\/(tls|x509)/) c+=p}
+       END {printf "bench: perf on imapgate front (full, 32 at once): crypto symbols %.1f %% of %.1f %% sampled, everything else %.1f %%\n", c, t, t-c}' \
+    "$OUT/front.perf.txt" | tee "$OUT/front.perf.summary.txt"
 fi
 echo "bench: table in $OUT/table.md"
 exit

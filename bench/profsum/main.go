@@ -2,8 +2,8 @@
 // under the full-handshake load) into crypto and everything else, as docs/performance.md
 // reports it. It reads the stacks from `go tool pprof -traces PROFILE` on stdin. Each
 // sample is charged to the function it was in (an asynchronous preemption to the
-// function it interrupted): crypto primitives (crypto/… but not crypto/tls or
-// crypto/x509, assembly such as p256MulInternal) count as crypto; the rest is split
+// function it interrupted): crypto primitives (crypto/… but not crypto/tls,
+// crypto/x509 or the cryptobyte parser; assembly such as p256MulInternal) count as crypto; the rest is split
 // into logging, system calls and network polling, GC and allocation, the scheduler,
 // TLS protocol code, certificate parsing, the front's own code, and other. It is a
 // benchmark tool.
@@ -176,8 +176,8 @@ func classify(stack []string) (class, op string) {
 
 // isCrypto is a cryptographic primitive (not protocol or parsing code).
 func isCrypto(fn string) bool {
-	if strings.HasPrefix(fn, "crypto/tls") || strings.HasPrefix(fn, "crypto/x509") {
-		return false
+	if strings.HasPrefix(fn, "crypto/tls") || strings.HasPrefix(fn, "crypto/x509") || strings.Contains(fn, "cryptobyte") {
+		return false // protocol code and parsing
 	}
 	return strings.HasPrefix(fn, "crypto/") || strings.Contains(fn, "golang.org/x/crypto") ||
 		strings.HasPrefix(fn, "p256") || strings.HasPrefix(fn, "_p256")
