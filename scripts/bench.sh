@@ -12,6 +12,7 @@
 #   BENCH_ROWS      rows to run (default: all) — full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle;
 #                   "none" for the profiles only
 #   BENCH_SESSIONS  idle sessions (default 2000)
+#   BENCH_IDLE_ROUNDS rounds of the idle row (default BENCH_ROUNDS; each opens every session)
 #   BENCH_PORT_BASE first of ten loopback ports (default 19930)
 #   BENCH_OUT       directory for configs, logs, JSON and the table (default: a new one in /tmp)
 #   BENCH_PROFILE   1 (default) also takes CPU profiles (2 × BENCH_SECONDS) of the front and
@@ -289,7 +290,9 @@ echo "bench: rows [$ROWS], $ROUNDS rounds of ${SECS}s, servers alternating; resu
 rowspec=""
 for row in $ROWS; do
   rowspec+="${rowspec:+;}$row=${TITLE[$row]}"
-  for r in $(seq 1 "$ROUNDS"); do
+  rounds=$ROUNDS
+  if [ "$row" = idle ]; then rounds=${BENCH_IDLE_ROUNDS:-$ROUNDS}; fi
+  for r in $(seq 1 "$rounds"); do
     for s in $(row_servers "$row"); do
       f=$OUT/res/$row.$s.$r.json
       if [ "$row" = idle ]; then
@@ -320,7 +323,7 @@ done
 
 [ -n "$rowspec" ] && {
   echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(uname -r);"
-  echo "$ROUNDS alternating rounds of ${SECS} s per cell, median shown; TLS 1.3, X25519 and an EC P-256 client certificate unless the row says otherwise;"
+  echo "$ROUNDS alternating rounds of ${SECS} s per cell (idle: ${BENCH_IDLE_ROUNDS:-$ROUNDS} rounds), median shown, the front's ratios are medians of per-round ratios (lowest–highest); TLS 1.3, X25519 and an EC P-256 client certificate unless the row says otherwise;"
   echo "Go $($GO env GOVERSION), $(nginx -v 2>&1 | cut -d' ' -f3), Dovecot $(dovecot --version | cut -d' ' -f1), $(openssl version | cut -d' ' -f1-2)."
   echo
   "$B/benchtable" --dir "$OUT/res" --rows "$rowspec"

@@ -1,7 +1,9 @@
 // Command benchtable turns the JSON results of scripts/bench.sh (one file per row,
 // server and round: ROW.SERVER.ROUND.json, written by imapgate-load) into the markdown
 // table of docs/performance.md: the median of the rounds per cell, and the front's
-// ratios against the bare Go server and nginx. It is a benchmark tool.
+// ratios against the bare Go server and nginx — each the median of the per-round
+// ratios, which holds up better on a shared machine than a ratio of medians. It is a
+// benchmark tool.
 package main
 
 import (
@@ -43,6 +45,7 @@ type cell struct {
 	kibMin, kibMax float64
 	rounds         int
 	resumedMode    bool
+	byRound        map[string]float64 // round → rate, for paired ratios
 }
 
 func run(dir, rowSpec string) error {
@@ -86,6 +89,10 @@ func load(dir, row, server string) (cell, error) {
 			return c, fmt.Errorf("%s: %w", f, err)
 		}
 		rates = append(rates, r.OpsPerS)
+		if c.byRound == nil {
+			c.byRound = map[string]float64{}
+		}
+		c.byRound[roundOf(f)] = r.OpsPerS
 		p := r.Greeting.P99
 		if r.Login != nil {
 			p = r.Login.P99
@@ -140,16 +147,16 @@ func format(c cell, server string, all map[string]cell) string {
 	if server == "front" {
 		var r []string
 		if g := all["bare"]; g.ok && g.rate > 0 {
-			r = append(r, fmt.Sprintf("%.2f× Go", c.rate/g.rate))
+			r = append(r, fmt.Sprintf("%.2f× Go", ratio(c, g))+spread(c, g))
 		}
 		if n := all["nginx"]; n.ok && n.rate > 0 {
-			r = append(r, fmt.Sprintf("%.2f× nginx", c.rate/n.rate))
+			r = append(r, fmt.Sprintf("%.2f× nginx", ratio(c, n)))
 			if n.p99 > 0 {
 				r = append(r, fmt.Sprintf("p99 %.2f× nginx", c.p99/n.p99))
 			}
 		}
 		if d := all["dovecot"]; d.ok && d.rate > 0 && !all["bare"].ok {
-			r = append(r, fmt.Sprintf("%.2f× Dovecot", c.rate/d.rate))
+			r = append(r, fmt.Sprintf("%.2f× Dovecot", ratio(c, d))+spread(c, d))
 		}
 		if len(r) > 0 {
 			s += " = " + strings.Join(r, ", ")
@@ -168,4 +175,46 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// ratio is the median over rounds of a's rate over b's in the same round: the two
+// ran next to each other, so a burst of other load on the machine hits both.
+func ratio(a, b cell) float64 {
+	var v []float64
+	for r, x := range a.byRound {
+		if y, ok := b.byRound[r]; ok && y > 0 {
+			v = append(v, x/y)
+		}
+	}
+	if len(v) == 0 {
+		return 0
+	}
+	return median(v)
+}
+
+// spread is " (lowest–highest)" of the per-round ratios, to show the noise.
+func spread(a, b cell) string {
+	lo, hi := 0.0, 0.0
+	for r, x := range a.byRound {
+		if y, ok := b.byRound[r]; ok && y > 0 {
+			q := x / y
+			if lo == 0 || q < lo {
+				lo = q
+			}
+			hi = max(hi, q)
+		}
+	}
+	if lo == hi {
+		return ""
+	}
+	return fmt.Sprintf(" (%.2f–%.2f)", lo, hi)
+}
+
+// roundOf is R of ROW.SERVER.R.json.
+func roundOf(path string) string {
+	parts := strings.Split(filepath.Base(path), ".")
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[len(parts)-2]
 }
