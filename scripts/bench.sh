@@ -149,10 +149,11 @@ ssl_require_crl = yes
 ssl_verify_client_cert = yes
 auth_ssl_require_client_cert = yes" yes
 dovecot_conf "$OUT/dovecot-plain" $BACKEND_PORT "ssl = no" no
-for d in dovecot-tls dovecot-plain; do
-  dovecot -F -c "$OUT/$d/dovecot.conf" > "$OUT/$d/stdout" 2>&1 &
-  PIDS+=($!)
-done
+dovecot -F -c "$OUT/dovecot-tls/dovecot.conf" > "$OUT/dovecot-tls/stdout" 2>&1 &
+DOVECOT_PID=$!
+PIDS+=($DOVECOT_PID)
+dovecot -F -c "$OUT/dovecot-plain/dovecot.conf" > "$OUT/dovecot-plain/stdout" 2>&1 &
+PIDS+=($!)
 
 # --- nginx mail proxy: settings from the ngx_mail_ssl_module manual ("to reduce the
 # processor load": a worker per core, the shared session cache only, a longer session
@@ -200,7 +201,8 @@ start_nginx
 # --- the bare Go anchor.
 "$B/baretls" --listen 127.0.0.1:$BARE_PORT --cert "$K/server.crt" --key "$K/server.key" \
   --client-ca "$K/root.crt" --crl "$K/crl.der" --pprof 127.0.0.1:$BARE_PPROF_PORT > "$OUT/baretls.log" 2>&1 &
-PIDS+=($!)
+BARE_PID=$!
+PIDS+=($BARE_PID)
 
 # --- the imapgate front: defaults of docs/front.md except the per-address limits,
 # which would otherwise stop one load generator on one address.
@@ -245,8 +247,17 @@ declare -A PORT=([dovecot]=$DOVECOT_TLS_PORT [nginx]=$NGINX_PORT [bare]=$BARE_PO
 load() { # server out-file args…
   local s=$1 f=$2
   shift 2
+  # The server's CPU time per operation (all its processes) goes into the JSON too.
+  local cpu=()
+  case $s in
+    dovecot) cpu=(--pid "$DOVECOT_PID" --children) ;;
+    nginx) cpu=(--pid "$NGINX_PID" --children) ;;
+    bare) cpu=(--pid "$BARE_PID") ;;
+    front) cpu=(--pid "$FRONT_PID") ;;
+  esac
+  case " $* " in *" --pid "*) cpu=() ;; esac
   "$B/imapgate-load" --addr 127.0.0.1:${PORT[$s]} --ca "$K/root.crt" --duration "${SECS}s" \
-    --label "$s" --out "$f" "$@" > /dev/null || echo "bench: $s: load generator failed (see above)" >&2
+    --label "$s" --out "$f" "${cpu[@]}" "$@" > /dev/null || echo "bench: $s: load generator failed (see above)" >&2
 }
 EC=(--cert "$K/client-ec.crt" --key "$K/client-ec.key")
 RSA=(--cert "$K/client-rsa.crt" --key "$K/client-rsa.key")

@@ -46,10 +46,18 @@ type cell struct {
 	rounds         int
 	resumedMode    bool
 	byRound        map[string]float64 // round → rate, for paired ratios
+	cpu            float64            // server CPU ms per operation, median
+	cpuByRound     map[string]float64
 }
 
 func run(dir, rowSpec string) error {
-	var b strings.Builder
+	var b, cpu strings.Builder
+	cpu.WriteString("\n| server CPU per connection (login) in ms |")
+	for _, s := range servers {
+		cpu.WriteString(" " + s.title + " |")
+	}
+	cpu.WriteString("\n| --- |" + strings.Repeat(" --- |", len(servers)) + "\n")
+	cpuRows := 0
 	b.WriteString("| conn/s (p99 ms) |")
 	for _, s := range servers {
 		b.WriteString(" " + s.title + " |")
@@ -70,6 +78,13 @@ func run(dir, rowSpec string) error {
 			b.WriteString(" " + format(cells[s.key], s.key, cells) + " |")
 		}
 		b.WriteString("\n")
+		if line := cpuLine(title, cells); line != "" {
+			cpu.WriteString(line)
+			cpuRows++
+		}
+	}
+	if cpuRows > 0 {
+		b.WriteString(cpu.String())
 	}
 	fmt.Print(b.String())
 	return nil
@@ -93,6 +108,12 @@ func load(dir, row, server string) (cell, error) {
 			c.byRound = map[string]float64{}
 		}
 		c.byRound[roundOf(f)] = r.OpsPerS
+		if r.ServerCPUMsPerOp > 0 {
+			if c.cpuByRound == nil {
+				c.cpuByRound = map[string]float64{}
+			}
+			c.cpuByRound[roundOf(f)] = r.ServerCPUMsPerOp
+		}
 		p := r.Greeting.P99
 		if r.Login != nil {
 			p = r.Login.P99
@@ -111,6 +132,11 @@ func load(dir, row, server string) (cell, error) {
 		return c, nil
 	}
 	c.ok, c.rounds = true, len(files)
+	var cpus []float64
+	for _, v := range c.cpuByRound {
+		cpus = append(cpus, v)
+	}
+	c.cpu = median(cpus)
 	c.rate, c.p99, c.errs, c.resumed = median(rates), median(p99s), int(median(errs)), median(res)
 	if len(kibs) > 0 {
 		c.kib = median(kibs)
@@ -175,6 +201,34 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// cpuLine is the row of the CPU table, or "" when no server's CPU was measured.
+func cpuLine(title string, cells map[string]cell) string {
+	var b strings.Builder
+	any := false
+	b.WriteString("| " + title + " |")
+	for _, s := range servers {
+		c := cells[s.key]
+		if c.cpu <= 0 {
+			b.WriteString(" — |")
+			continue
+		}
+		any = true
+		v := fmt.Sprintf("%.2f", c.cpu)
+		if s.key == "front" {
+			for _, other := range []struct{ key, name string }{{"bare", "Go"}, {"nginx", "nginx"}} {
+				if o := cells[other.key]; o.cpu > 0 {
+					v += fmt.Sprintf(", %.2f× %s", ratio(cell{byRound: c.cpuByRound}, cell{byRound: o.cpuByRound}), other.name)
+				}
+			}
+		}
+		b.WriteString(" " + v + " |")
+	}
+	if !any {
+		return ""
+	}
+	return b.String() + "\n"
 }
 
 // ratio is the median over rounds of a's rate over b's in the same round: the two

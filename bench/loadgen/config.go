@@ -38,8 +38,8 @@ type Config struct {
 	Password    string        // its password
 	Sessions    int           // idle: how many sessions
 	Hold        time.Duration // idle: how long to let the server settle before reading PSS
-	PIDs        []int         // idle: server processes whose PSS is summed
-	Children    bool          // idle: add the child processes of PIDs
+	PIDs        []int         // server processes: their PSS (idle) or CPU time per operation (other modes)
+	Children    bool          // add the child processes of PIDs
 	Label       string        // free text copied to the result
 }
 

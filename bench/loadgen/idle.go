@@ -5,9 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -126,60 +123,4 @@ func continuation(br *bufio.Reader) error {
 			return fmt.Errorf("%q", trim(line))
 		}
 	}
-}
-
-// pids is c.PIDs and, with c.Children, their child processes (nginx's workers).
-func (c *Config) pids() ([]int, error) {
-	if len(c.PIDs) == 0 {
-		return nil, fmt.Errorf("loadgen: idle mode needs --pid (the server's process ids)")
-	}
-	out := append([]int(nil), c.PIDs...)
-	if !c.Children {
-		return out, nil
-	}
-	parents := map[int]bool{}
-	for _, p := range c.PIDs {
-		parents[p] = true
-	}
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold blanks, so split after the last ')'.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(s[i+1:])
-		if len(fields) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(fields[1])
-		if parents[ppid] {
-			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-			out = append(out, pid)
-		}
-	}
-	return out, nil
-}
-
-// pss sums the Pss lines of /proc/PID/smaps_rollup, in KiB.
-func pss(pids []int) (int, error) {
-	total := 0
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-		if err != nil {
-			return 0, fmt.Errorf("loadgen: PSS of %d: %w", pid, err)
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-				n, _ := strconv.Atoi(f[1])
-				total += n
-			}
-		}
-	}
-	return total, nil
 }

@@ -108,6 +108,9 @@ func TestRun(t *testing.T) {
 			if res.Errors != 0 || res.Ops == 0 {
 				t.Fatalf("want ops and no errors, got %d ops, errors %v", res.Ops, res.ErrorKinds)
 			}
+			if c.Mode != Idle && res.Ops >= 20 && res.ServerCPUS <= 0 {
+				t.Fatalf("%d operations but no CPU time for this process", res.Ops)
+			}
 			switch c.Mode {
 			case Resumed:
 				if res.Resumed == 0 {

@@ -31,6 +31,12 @@ type Result struct {
 	Greeting    Latency        `json:"greeting_ms"`
 	Login       *Latency       `json:"login_ms,omitempty"` // login mode: connect to tagged OK of LOGIN
 	Idle        *IdleResult    `json:"idle,omitempty"`
+	// ServerCPUMsPerOp is the CPU time (user + system) the server processes (--pid,
+	// with --children their child processes) used in the measured window, per
+	// operation: unlike the rate, it does not depend on how much of a shared machine
+	// the server got.
+	ServerCPUMsPerOp float64 `json:"server_cpu_ms_per_op,omitempty"`
+	ServerCPUS       float64 `json:"server_cpu_s,omitempty"`
 }
 
 // Latency are percentiles in milliseconds from the start of the TCP connect.
@@ -66,6 +72,19 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	)
 	start := time.Now()
 	measureFrom, end := start.Add(c.Warmup), start.Add(c.Warmup+c.Duration)
+	cpu := make(chan float64, 1) // server CPU seconds in [measureFrom, end]
+	if len(c.PIDs) > 0 {
+		go func() {
+			time.Sleep(time.Until(measureFrom))
+			pids, _ := c.pids()
+			c0 := cpuSeconds(pids)
+			time.Sleep(time.Until(end))
+			if c.Children { // Dovecot may have started processes meanwhile
+				pids, _ = c.pids()
+			}
+			cpu <- cpuSeconds(pids) - c0
+		}()
+	}
 	var wg sync.WaitGroup
 	for w := 0; w < c.Concurrency; w++ {
 		wg.Add(1)
@@ -116,6 +135,12 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	wg.Wait()
 	res.DurationS = c.Duration.Seconds()
 	res.OpsPerS = float64(res.Ops) / c.Duration.Seconds()
+	if len(c.PIDs) > 0 {
+		res.ServerCPUS = <-cpu
+		if res.Ops > 0 {
+			res.ServerCPUMsPerOp = 1000 * res.ServerCPUS / float64(res.Ops)
+		}
+	}
 	res.Greeting = percentiles(greetings)
 	if c.Mode == Login {
 		lat := percentiles(logins)
