@@ -15,6 +15,8 @@
 #   BENCH_IDLE_ROUNDS rounds of the idle row (default BENCH_ROUNDS; each opens every session)
 #   BENCH_PORT_BASE first of ten loopback ports (default 19930)
 #   BENCH_OUT       directory for configs, logs, JSON and the table (default: a new one in /tmp)
+#   BENCH_CRL       1 (default) also times CRL reloads of 100,000 and 1,000,000 entries and
+#                   the front's handshake rate, second by second, while they happen
 #   BENCH_PROFILE   1 (default) also takes CPU profiles (2 × BENCH_SECONDS) of the front and
 #                   the bare server under full and resumed load, and a perf profile of
 #                   the shipped front binary when perf is installed
@@ -56,7 +58,7 @@ echo "bench: building into $OUT/bin"
 GO=${GO:-go}
 $GO build -o "$OUT/bin/imapgate" ./cmd/imapgate
 $GO build -o "$OUT/bin/imapgate-load" ./cmd/imapgate-load
-for t in baretls authhttp pki frontprof benchtable profsum; do $GO build -o "$OUT/bin/$t" ./bench/$t; done
+for t in baretls authhttp pki frontprof benchtable profsum crlreload; do $GO build -o "$OUT/bin/$t" ./bench/$t; done
 B=$OUT/bin K=$OUT/pki
 
 "$B/pki" --dir "$K" --revoked "${BENCH_CRL_ENTRIES:-1000}"
@@ -384,6 +386,26 @@ if [ "$PROFILE" = 1 ] && command -v perf >/dev/null; then
   awk '{p=$1; sub("%","",p); t+=p; if ($3 ~ /^(crypto\/|p256|_p256|vendor\/golang.org\/x\/crypto)/ && $3 !~ /^crypto\/(tls|x509)/) c+=p}
        END {printf "bench: perf on imapgate front (full, 32 at once): crypto symbols %.1f %% of %.1f %% sampled, everything else %.1f %%\n", c, t, t-c}' \
     "$OUT/front.perf.txt" | tee "$OUT/front.perf.summary.txt"
+fi
+if [ "${BENCH_CRL:-1}" = 1 ]; then
+  # CRL reloads: the time to load (read, verify, index) CRLs of 100,000 and 1,000,000
+  # entries with the front's own code, then the front's handshake rate in 1 s buckets
+  # while its CRL file is replaced by each (it re-reads the file every 5 s).
+  cp "$K/crl.der" "$OUT/crl-1000.der"
+  "$B/pki" --dir "$K" --crl-only "$OUT/crl-100k.der" --revoked 100000
+  "$B/pki" --dir "$K" --crl-only "$OUT/crl-1m.der" --revoked 1000000
+  { echo "| CRL | median load (of 3) | slowest |"; echo "| --- | --- | --- |"
+    "$B/crlreload" --issuer "$K/root.crt" "$OUT/crl-100k.der" "$OUT/crl-1m.der"; } | tee "$OUT/crl-reload.md"
+  load front "$OUT/res/crl-reload.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((SECS * 6))s" &
+  lpid=$!
+  sleep "$SECS"; cp "$OUT/crl-100k.der" "$K/crl.der.tmp"; mv "$K/crl.der.tmp" "$K/crl.der"; t100k=$(date -u +%T)
+  sleep $((SECS * 2)); cp "$OUT/crl-1m.der" "$K/crl.der.tmp"; mv "$K/crl.der.tmp" "$K/crl.der"; t1m=$(date -u +%T)
+  wait $lpid
+  echo "bench: CRL files replaced at $t100k (100k) and $t1m (1M); the front's log:"
+  grep '"crl loaded"' "$OUT/front.log" | tail -2 | cut -c1-200
+  echo "bench: handshakes per second during the reloads (the load started $((SECS * 6)) s before it ended):"
+  tr -d '\n ' < "$OUT/res/crl-reload.json" | grep -o '"per_second":\[[0-9,]*\]' | tee "$OUT/crl-reload-buckets.txt"
+  cp "$OUT/crl-1000.der" "$K/crl.der"
 fi
 echo "bench: table in $OUT/table.md"
 exit

@@ -26,6 +26,7 @@ type Result struct {
 	Ops         int            `json:"ops"`
 	OpsPerS     float64        `json:"ops_per_s"` // connections (full, resumed) or logins (login) per second
 	Errors      int            `json:"errors"`
+	PerSecond   []int          `json:"per_second,omitempty"` // operations finished in each second of the measured window
 	ErrorKinds  map[string]int `json:"error_kinds,omitempty"`
 	Resumed     int            `json:"resumed"` // handshakes that resumed a session
 	Greeting    Latency        `json:"greeting_ms"`
@@ -68,6 +69,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		mu        sync.Mutex
 		greetings []time.Duration
 		logins    []time.Duration
+		perSecond = make([]int, int(c.Duration/time.Second)+1)
 		kinds     = map[string]int{}
 	)
 	start := time.Now()
@@ -96,6 +98,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 				wcfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 			}
 			var g, l []time.Duration
+			ps := make([]int, len(perSecond))
 			var ops, resumed, errs int
 			wk := map[string]int{}
 			for ctx.Err() == nil && time.Now().Before(end) {
@@ -112,6 +115,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 					continue
 				}
 				ops++
+				ps[int(t1.Sub(measureFrom)/time.Second)]++
 				g = append(g, o.greeting)
 				if c.Mode == Login {
 					l = append(l, o.login)
@@ -125,6 +129,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			greetings = append(greetings, g...)
 			logins = append(logins, l...)
 			res.Ops += ops
+			for i, n := range ps {
+				perSecond[i] += n
+			}
 			res.Resumed += resumed
 			res.Errors += errs
 			for k, n := range wk {
@@ -142,6 +149,9 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}
 	}
 	res.Greeting = percentiles(greetings)
+	if whole := int(c.Duration / time.Second); whole >= 2 {
+		res.PerSecond = perSecond[:whole] // a last partial second would read as a dip
+	}
 	if c.Mode == Login {
 		lat := percentiles(logins)
 		res.Login = &lat

@@ -28,10 +28,15 @@ func main() {
 	dir := flag.String("dir", "", "directory to write into (required)")
 	user := flag.String("user", "alice@example.org", "e-mail address of the client certificates")
 	revoked := flag.Int("revoked", 1000, "unrelated serials on the CRL")
+	crlOnly := flag.String("crl-only", "", "write only a CRL (DER) with --revoked entries to this file, signed by the root already in --dir")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "pki: give --dir")
 		os.Exit(2)
+	}
+	run := run
+	if *crlOnly != "" {
+		run = func(dir, _ string, revoked int) error { return crlOnlyFile(dir, *crlOnly, revoked) }
 	}
 	if err := run(*dir, *user, *revoked); err != nil {
 		fmt.Fprintln(os.Stderr, "pki:", err)
@@ -102,18 +107,9 @@ func run(dir, user string, revoked int) error {
 	if err := leaf("client-rsa", rsaKey, false); err != nil {
 		return err
 	}
-	entries := make([]x509.RevocationListEntry, revoked)
-	for i := range entries {
-		entries[i] = x509.RevocationListEntry{SerialNumber: serial(), RevocationTime: now.Add(-time.Minute)}
-	}
-	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:                    big.NewInt(1),
-		ThisUpdate:                now.Add(-time.Minute),
-		NextUpdate:                now.Add(7 * 24 * time.Hour),
-		RevokedCertificateEntries: entries,
-	}, root, rootKey)
+	der, err := newCRL(root, rootKey, revoked, now)
 	if err != nil {
-		return fmt.Errorf("CRL: %w", err)
+		return err
 	}
 	crlPEM := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
 	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: root.Raw})
@@ -153,4 +149,57 @@ func write(dir, name string, c *x509.Certificate, key crypto.Signer) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dir, name+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}
+
+// newCRL signs a CRL of n random serials. Its number is the time in nanoseconds, so a
+// later CRL always replaces an earlier one at a front.
+func newCRL(root *x509.Certificate, key crypto.Signer, n int, now time.Time) ([]byte, error) {
+	entries := make([]x509.RevocationListEntry, n)
+	for i := range entries {
+		entries[i] = x509.RevocationListEntry{SerialNumber: serial(), RevocationTime: now.Add(-time.Minute)}
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:                    big.NewInt(now.UnixNano()),
+		ThisUpdate:                now.Add(-time.Minute),
+		NextUpdate:                now.Add(7 * 24 * time.Hour),
+		RevokedCertificateEntries: entries,
+	}, root, key)
+	if err != nil {
+		return nil, fmt.Errorf("CRL: %w", err)
+	}
+	return der, nil
+}
+
+// crlOnlyFile writes a CRL of n entries, signed by the root in dir, to path.
+func crlOnlyFile(dir, path string, n int) error {
+	certPEM, err := os.ReadFile(filepath.Join(dir, "root.crt"))
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "root.key"))
+	if err != nil {
+		return err
+	}
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return fmt.Errorf("no PEM root certificate and key in %s", dir)
+	}
+	root, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return err
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
+	if err != nil {
+		return err
+	}
+	der, err := newCRL(root, k.(crypto.Signer), n, time.Now())
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, der, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
