@@ -396,14 +396,14 @@ if [ "${BENCH_CRL:-1}" = 1 ]; then
   "$B/pki" --dir "$K" --crl-only "$OUT/crl-1m.der" --revoked 1000000
   { echo "| CRL | median load (of 3) | slowest |"; echo "| --- | --- | --- |"
     "$B/crlreload" --issuer "$K/root.crt" "$OUT/crl-100k.der" "$OUT/crl-1m.der"; } | tee "$OUT/crl-reload.md"
-  load front "$OUT/res/crl-reload.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((SECS * 6))s" &
+  load front "$OUT/res/crl-reload.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}" --duration "$((SECS * 8))s" &
   lpid=$!
   sleep "$SECS"; cp "$OUT/crl-100k.der" "$K/crl.der.tmp"; mv "$K/crl.der.tmp" "$K/crl.der"; t100k=$(date -u +%T)
   sleep $((SECS * 2)); cp "$OUT/crl-1m.der" "$K/crl.der.tmp"; mv "$K/crl.der.tmp" "$K/crl.der"; t1m=$(date -u +%T)
   wait $lpid
   echo "bench: CRL files replaced at $t100k (100k) and $t1m (1M); the front's log:"
   grep '"crl loaded"' "$OUT/front.log" | tail -2 | cut -c1-200
-  echo "bench: handshakes per second during the reloads (the load started $((SECS * 6)) s before it ended):"
+  echo "bench: handshakes per second during the reloads (from $((SECS * 8)) s before the end; the files were replaced after about $SECS s and $((SECS * 3)) s):"
   tr -d '\n ' < "$OUT/res/crl-reload.json" | grep -o '"per_second":\[[0-9,]*\]' | tee "$OUT/crl-reload-buckets.txt"
   cp "$OUT/crl-1000.der" "$K/crl.der"
 fi

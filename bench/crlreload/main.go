@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"sort"
 	"time"
 
@@ -23,8 +24,21 @@ import (
 func main() {
 	issuerFile := flag.String("issuer", "", "PEM certificate that signs the CRLs")
 	times := flag.Int("times", 3, "loads per file")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the loads to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "crlreload:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if err := run(*issuerFile, *times, flag.Args()); err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "crlreload:", err)
 		os.Exit(1)
 	}
