@@ -23,17 +23,7 @@ func (c *Config) pids() ([]int, error) {
 	}
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid …; comm may hold blanks, so split after the last ')'.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(s[i+1:])
+		fields := statFields(f)
 		if len(fields) < 2 {
 			continue
 		}
@@ -72,17 +62,8 @@ const clockTicks = 100
 func cpuSeconds(pids []int) float64 {
 	var ticks int64
 	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
 		// After the comm: state(3) ppid(4) … utime(14) stime(15) cutime(16) cstime(17).
-		f := strings.Fields(s[i+1:])
+		f := statFields(fmt.Sprintf("/proc/%d/stat", pid))
 		if len(f) < 15 {
 			continue
 		}
@@ -92,4 +73,19 @@ func cpuSeconds(pids []int) float64 {
 		}
 	}
 	return float64(ticks) / clockTicks
+}
+
+// statFields are the fields of a /proc/PID/stat file after "pid (comm)", from state on;
+// nil if it cannot be read. comm may hold blanks, so the split is after the last ')'.
+func statFields(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
 }
