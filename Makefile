@@ -6,7 +6,7 @@ PKGS     := ./...
 # (smallstep pulls in ~400 modules) but quick to run.
 TESTFLAGS ?= -count=1 -timeout 30m
 
-.PHONY: all help build deps test vet lint fuzz bench demo demo-check clean
+.PHONY: all help build deps test vet lint fuzz bench bench-compare demo demo-check clean
 
 all: build
 
@@ -64,6 +64,12 @@ bench: deps ## benchmarks that report their own figures (docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench ServeCRL -benchtime 200x ./ca/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./crl/
 	IMAPGATE_BENCH=1 $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./mtls/
+	bash scripts/bench.sh
+
+# Only the outside-in comparison (load generator against Dovecot, nginx, bare Go and
+# the front; docs/performance.md). BENCH_SECONDS, BENCH_ROUNDS, BENCH_ROWS tune it.
+bench-compare: deps ## only the outside-in comparison (scripts/bench.sh; docs/performance.md)
+	bash scripts/bench.sh
 
 # The whole gate on 127.0.0.1, state in /run/imapgate-demo (DEMO_DIR); Ctrl-C stops it.
 # scripts/demo.sh runs itself as a job of its own on a terminal, so make never sees

@@ -11,6 +11,7 @@ pkgs=(
   postgresql               # the shared CA database in tests
   thunderbird              # e2e: the real mail program, headless, driven over Marionette
   chromium                 # the enroll-ui browser tests (chromedp drives it headless)
+  nginx libnginx-mod-mail iproute2  # make bench: nginx's mail proxy is an anchor (scripts/bench.sh)
 )
 
 missing=()

@@ -1,0 +1,123 @@
+package loadgen
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// Mode is what one operation of a worker does.
+type Mode string
+
+// The modes.
+const (
+	Full    Mode = "full"    // a full TLS handshake (no ticket offered), then the greeting
+	Resumed Mode = "resumed" // a TLS 1.3 resumption with the worker's last ticket, then the greeting
+	Login   Mode = "login"   // handshake, greeting, LOGIN, tagged OK, LOGOUT
+	Idle    Mode = "idle"    // open Sessions sessions in IDLE, then measure the server's PSS
+)
+
+// Config is one load run.
+type Config struct {
+	Addr        string        // host:port of the server (loopback)
+	ServerName  string        // name to verify in the server certificate
+	Mode        Mode          //
+	Concurrency int           // workers (idle: sessions opened at once)
+	Duration    time.Duration // measured time (not idle)
+	Warmup      time.Duration // time before measuring (not counted)
+	CertFile    string        // client certificate chain (PEM)
+	KeyFile     string        // its key (PEM, EC or RSA)
+	CAFile      string        // roots for the server certificate (PEM)
+	Curve       string        // X25519, X25519MLKEM768, P256 or "" (Go's default list)
+	MaxVersion  string        // "1.3" (default) or "1.2"
+	User        string        // login name (login, idle)
+	Password    string        // its password
+	Sessions    int           // idle: how many sessions
+	Hold        time.Duration // idle: how long to let the server settle before reading PSS
+	PIDs        []int         // server processes: their PSS (idle) or CPU time per operation (other modes)
+	Children    bool          // add the child processes of PIDs
+	Label       string        // free text copied to the result
+}
+
+// curves maps the --curve names to Go's identifiers.
+var curves = map[string]tls.CurveID{
+	"X25519":         tls.X25519,
+	"X25519MLKEM768": tls.X25519MLKEM768,
+	"P256":           tls.CurveP256,
+}
+
+// tlsConfig builds the client side from c.
+func (c *Config) tlsConfig() (*tls.Config, error) {
+	if c.CertFile == "" || c.KeyFile == "" || c.CAFile == "" {
+		return nil, errors.New("loadgen: give --cert, --key and --ca (the client certificate, its key, and the roots of the server certificate)")
+	}
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: client certificate: %w", err)
+	}
+	pem, err := os.ReadFile(c.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("loadgen: CA file %s holds no PEM certificate", c.CAFile)
+	}
+	cfg := &tls.Config{
+		ServerName:   c.ServerName,
+		RootCAs:      pool,
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		MaxVersion:   tls.VersionTLS13,
+	}
+	switch c.MaxVersion {
+	case "", "1.3":
+	case "1.2":
+		cfg.MaxVersion = tls.VersionTLS12
+	default:
+		return nil, fmt.Errorf("loadgen: --tls %q: want 1.2 or 1.3", c.MaxVersion)
+	}
+	if c.Curve != "" {
+		id, ok := curves[c.Curve]
+		if !ok {
+			return nil, fmt.Errorf("loadgen: --curve %q: want one of X25519, X25519MLKEM768, P256", c.Curve)
+		}
+		cfg.CurvePreferences = []tls.CurveID{id}
+	}
+	if c.Mode == Resumed {
+		if cfg.MaxVersion != tls.VersionTLS13 {
+			return nil, errors.New("loadgen: resumed mode measures TLS 1.3 tickets: use --tls 1.3")
+		}
+	} else {
+		cfg.SessionTicketsDisabled = true
+	}
+	return cfg, nil
+}
+
+func (c *Config) check() error {
+	switch c.Mode {
+	case Full, Resumed, Login, Idle:
+	default:
+		return fmt.Errorf("loadgen: --mode %q: want full, resumed, login or idle", c.Mode)
+	}
+	if !strings.HasPrefix(c.Addr, "127.") && !strings.HasPrefix(c.Addr, "[::1]") && !strings.HasPrefix(c.Addr, "localhost:") {
+		return fmt.Errorf("loadgen: --addr %q: the load generator only targets loopback (127.0.0.0/8, [::1])", c.Addr)
+	}
+	if c.Concurrency < 1 {
+		return errors.New("loadgen: --concurrency must be at least 1")
+	}
+	if (c.Mode == Login || c.Mode == Idle) && (c.User == "" || c.Password == "") {
+		return errors.New("loadgen: login and idle modes need --user and --password")
+	}
+	if c.Mode == Idle && c.Sessions < 1 {
+		return errors.New("loadgen: idle mode needs --sessions")
+	}
+	if c.Mode != Idle && c.Duration <= 0 {
+		return errors.New("loadgen: --duration must be positive")
+	}
+	return nil
+}

@@ -1,0 +1,270 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Result is what a run reports (JSON on stdout of cmd/imapgate-load).
+type Result struct {
+	Label       string         `json:"label,omitempty"`
+	Addr        string         `json:"addr"`
+	Mode        Mode           `json:"mode"`
+	Curve       string         `json:"curve"`
+	Concurrency int            `json:"concurrency"`
+	DurationS   float64        `json:"duration_s"`
+	Ops         int            `json:"ops"`
+	OpsPerS     float64        `json:"ops_per_s"` // connections (full, resumed) or logins (login) per second
+	Errors      int            `json:"errors"`
+	PerSecond   []int          `json:"per_second,omitempty"` // operations finished in each second of the measured window
+	ErrorKinds  map[string]int `json:"error_kinds,omitempty"`
+	Resumed     int            `json:"resumed"` // handshakes that resumed a session
+	Greeting    Latency        `json:"greeting_ms"`
+	Login       *Latency       `json:"login_ms,omitempty"` // login mode: connect to tagged OK of LOGIN
+	Idle        *IdleResult    `json:"idle,omitempty"`
+	// ServerCPUMsPerOp is the CPU time (user + system) the server processes (--pid,
+	// with --children their child processes) used in the measured window, per
+	// operation: unlike the rate, it does not depend on how much of a shared machine
+	// the server got.
+	ServerCPUMsPerOp float64 `json:"server_cpu_ms_per_op,omitempty"`
+	ServerCPUS       float64 `json:"server_cpu_s,omitempty"`
+}
+
+// Latency are percentiles in milliseconds from the start of the TCP connect.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// Run performs one run as c says.
+func Run(ctx context.Context, c Config) (*Result, error) {
+	if err := c.check(); err != nil {
+		return nil, err
+	}
+	cfg, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Label: c.Label, Addr: c.Addr, Mode: c.Mode, Curve: c.Curve, Concurrency: c.Concurrency}
+	if res.Curve == "" {
+		res.Curve = "default"
+	}
+	if c.Mode == Idle {
+		return res, runIdle(ctx, c, cfg, res)
+	}
+
+	var (
+		mu        sync.Mutex
+		greetings []time.Duration
+		logins    []time.Duration
+		perSecond = make([]int, int(c.Duration/time.Second)+1)
+		kinds     = map[string]int{}
+	)
+	start := time.Now()
+	measureFrom, end := start.Add(c.Warmup), start.Add(c.Warmup+c.Duration)
+	cpu := make(chan float64, 1) // server CPU seconds in [measureFrom, end]
+	if len(c.PIDs) > 0 {
+		go func() {
+			time.Sleep(time.Until(measureFrom))
+			pids, _ := c.pids()
+			c0 := cpuSeconds(pids)
+			time.Sleep(time.Until(end))
+			if c.Children { // Dovecot may have started processes meanwhile
+				pids, _ = c.pids()
+			}
+			cpu <- cpuSeconds(pids) - c0
+		}()
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < c.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			wcfg := cfg
+			if c.Mode == Resumed {
+				wcfg = cfg.Clone()
+				wcfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+			}
+			var g, l []time.Duration
+			ps := make([]int, len(perSecond))
+			var ops, resumed, errs int
+			wk := map[string]int{}
+			for ctx.Err() == nil && time.Now().Before(end) {
+				t0 := time.Now()
+				o, err := c.op(ctx, wcfg)
+				t1 := time.Now()
+				if t0.Before(measureFrom) || t1.After(end) {
+					continue // warm-up, or ran past the end
+				}
+				if err != nil {
+					errs++
+					wk[errKind(err)]++
+					time.Sleep(5 * time.Millisecond) // do not spin on a refusing server
+					continue
+				}
+				ops++
+				ps[int(t1.Sub(measureFrom)/time.Second)]++
+				g = append(g, o.greeting)
+				if c.Mode == Login {
+					l = append(l, o.login)
+				}
+				if o.resumed {
+					resumed++
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			greetings = append(greetings, g...)
+			logins = append(logins, l...)
+			res.Ops += ops
+			for i, n := range ps {
+				perSecond[i] += n
+			}
+			res.Resumed += resumed
+			res.Errors += errs
+			for k, n := range wk {
+				kinds[k] += n
+			}
+		}()
+	}
+	wg.Wait()
+	res.DurationS = c.Duration.Seconds()
+	res.OpsPerS = float64(res.Ops) / c.Duration.Seconds()
+	if len(c.PIDs) > 0 {
+		res.ServerCPUS = <-cpu
+		if res.Ops > 0 {
+			res.ServerCPUMsPerOp = 1000 * res.ServerCPUS / float64(res.Ops)
+		}
+	}
+	res.Greeting = percentiles(greetings)
+	if whole := int(c.Duration / time.Second); whole >= 2 {
+		res.PerSecond = perSecond[:whole] // a last partial second would read as a dip
+	}
+	if c.Mode == Login {
+		lat := percentiles(logins)
+		res.Login = &lat
+	}
+	if len(kinds) > 0 {
+		res.ErrorKinds = kinds
+	}
+	return res, ctx.Err()
+}
+
+// outcome is one operation's timings.
+type outcome struct {
+	greeting, login time.Duration
+	resumed         bool
+}
+
+// op is one connection of mode full, resumed or login.
+func (c *Config) op(ctx context.Context, cfg *tls.Config) (outcome, error) {
+	var o outcome
+	t0 := time.Now()
+	tc, br, err := c.connect(ctx, cfg)
+	if err != nil {
+		return o, err
+	}
+	defer tc.Close()
+	o.greeting = time.Since(t0)
+	o.resumed = tc.ConnectionState().DidResume
+	if c.Mode != Login {
+		return o, nil
+	}
+	if _, err := fmt.Fprintf(tc, "a LOGIN %s %s\r\n", quote(c.User), quote(c.Password)); err != nil {
+		return o, fmt.Errorf("write LOGIN: %w", err)
+	}
+	if err := tagged(br, "a "); err != nil {
+		return o, fmt.Errorf("LOGIN: %w", err)
+	}
+	o.login = time.Since(t0)
+	io.WriteString(tc, "b LOGOUT\r\n")
+	if err := tagged(br, "b "); err != nil && !errors.Is(err, io.EOF) {
+		return o, fmt.Errorf("LOGOUT: %w", err)
+	}
+	return o, nil
+}
+
+// connect dials, handshakes and reads the greeting.
+func (c *Config) connect(ctx context.Context, cfg *tls.Config) (*tls.Conn, *bufio.Reader, error) {
+	d := net.Dialer{Timeout: 30 * time.Second}
+	raw, err := d.DialContext(ctx, "tcp", c.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial: %w", err)
+	}
+	raw.SetDeadline(time.Now().Add(30 * time.Second))
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, nil, fmt.Errorf("handshake: %w", err)
+	}
+	br := bufio.NewReaderSize(tc, 1024)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "* OK") {
+		tc.Close()
+		return nil, nil, fmt.Errorf("greeting %q: %v", trim(line), err)
+	}
+	return tc, br, nil
+}
+
+// tagged reads lines until the one with tag and fails unless it is OK.
+func tagged(br *bufio.Reader, tag string) error {
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(line, "* BYE") && tag != "b " {
+			return fmt.Errorf("%q", trim(line))
+		}
+		if strings.HasPrefix(line, tag) {
+			if !strings.HasPrefix(line[len(tag):], "OK") {
+				return fmt.Errorf("%q", trim(line))
+			}
+			return nil
+		}
+	}
+}
+
+// quote makes an IMAP quoted string.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+func trim(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) > 120 {
+		s = s[:120] + "…"
+	}
+	return s
+}
+
+var portRE = regexp.MustCompile(`:\d+`)
+
+// errKind groups errors that differ only in port numbers.
+func errKind(err error) string {
+	return trim(portRE.ReplaceAllString(err.Error(), ":N"))
+}
+
+func percentiles(d []time.Duration) Latency {
+	if len(d) == 0 {
+		return Latency{}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	at := func(p float64) float64 {
+		i := int(p * float64(len(d)-1))
+		return float64(d[i].Microseconds()) / 1000
+	}
+	return Latency{P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: at(1)}
+}

@@ -1,0 +1,76 @@
+// Command imapgate-load is imapgate's load generator (package bench/loadgen): full or
+// resumed mTLS handshakes, LOGIN+LOGOUT, or sessions in IDLE against any IMAPS server
+// on loopback, with a JSON result on stdout. See docs/performance.md.
+//
+//	imapgate-load --addr 127.0.0.1:9930 --mode full --concurrency 32 --duration 5s \
+//	  --cert alice.crt --key alice.key --ca root.pem --curve X25519
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/imapgate/imapgate/bench/loadgen"
+)
+
+func main() {
+	var c loadgen.Config
+	var mode, pids, out string
+	flag.StringVar(&c.Addr, "addr", "", "host:port of the IMAPS server (loopback only)")
+	flag.StringVar(&c.ServerName, "server-name", "localhost", "name to verify in the server certificate")
+	flag.StringVar(&mode, "mode", "full", "full | resumed | login | idle")
+	flag.IntVar(&c.Concurrency, "concurrency", 4, "connections at once (idle: sessions opened at once)")
+	flag.DurationVar(&c.Duration, "duration", 5*time.Second, "measured time")
+	flag.DurationVar(&c.Warmup, "warmup", 500*time.Millisecond, "load before measuring, not counted")
+	flag.StringVar(&c.CertFile, "cert", "", "client certificate chain (PEM; EC or RSA)")
+	flag.StringVar(&c.KeyFile, "key", "", "its private key (PEM)")
+	flag.StringVar(&c.CAFile, "ca", "", "roots of the server certificate (PEM)")
+	flag.StringVar(&c.Curve, "curve", "X25519", "key exchange group: X25519, X25519MLKEM768, P256, or empty for Go's default list")
+	flag.StringVar(&c.MaxVersion, "tls", "1.3", "highest TLS version: 1.3 or 1.2")
+	flag.StringVar(&c.User, "user", "", "login name (login, idle)")
+	flag.StringVar(&c.Password, "password", "", "its password (login, idle)")
+	flag.IntVar(&c.Sessions, "sessions", 2000, "idle: sessions to open")
+	flag.DurationVar(&c.Hold, "hold", 2*time.Second, "idle: wait this long with all sessions open before reading PSS")
+	flag.StringVar(&pids, "pid", "", "comma-separated process ids of the server: their summed PSS (idle) or CPU time per operation (other modes)")
+	flag.BoolVar(&c.Children, "children", false, "add the child processes of --pid (nginx workers, Dovecot services)")
+	flag.StringVar(&c.Label, "label", "", "free text copied to the JSON")
+	flag.StringVar(&out, "out", "", "also write the JSON to this file")
+	flag.Parse()
+	c.Mode = loadgen.Mode(mode)
+	for _, p := range strings.Split(pids, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			fail(fmt.Errorf("--pid %q: want process ids separated by commas", pids))
+		}
+		c.PIDs = append(c.PIDs, n)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := loadgen.Run(ctx, c)
+	if err != nil {
+		fail(err)
+	}
+	b, _ := json.MarshalIndent(res, "", "  ")
+	b = append(b, '\n')
+	os.Stdout.Write(b)
+	if out != "" {
+		if err := os.WriteFile(out, b, 0o644); err != nil {
+			fail(err)
+		}
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "imapgate-load:", err)
+	os.Exit(1)
+}
