@@ -42,6 +42,9 @@ func Parse(data []byte, issuer *x509.Certificate, now time.Time) (*Snapshot, err
 		}
 		der = block.Bytes
 	}
+	if len(der) > MaxCRLSize {
+		return nil, fmt.Errorf("crl: parse: CRL of %d bytes, over the limit of %d (a million entries)", len(der), MaxCRLSize)
+	}
 	c, err := split(der)
 	if err != nil {
 		return nil, fmt.Errorf("crl: parse: %w", err)
