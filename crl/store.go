@@ -73,7 +73,7 @@ type Store struct {
 	mu        sync.Mutex // serialises Refresh and guards subs and staleSubs
 	subs      []func(*Snapshot)
 	staleSubs []func(error)
-	stale     bool // Run's view: Fresh failed at its last check
+	stale     bool     // Run's view: Fresh failed at its last check
 	floor     *big.Int // highest CRL number in StateFile (guarded by mu)
 	unsaved   bool     // the current CRL's number is not in StateFile yet (guarded by mu)
 }
