@@ -142,7 +142,7 @@ func TestFetchETagHostile(t *testing.T) {
 			defer mu.Unlock()
 			for _, v := range sent {
 				if strings.ContainsAny(v, "\r\n\x01") || len(v) > 256 || strings.Contains(v, "aaaa") || strings.Contains(v, "abc") {
-					t.Fatalf("If-None-Match echoed a hostile ETag: %q", v)
+					t.Fatalf("If-None-Match echoed a hostile ETag: %.80q", v)
 				}
 			}
 			if len(sent) != 3 {
