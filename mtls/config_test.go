@@ -60,7 +60,7 @@ func TestRunFromConfig(t *testing.T) {
 	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
 	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
 	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
-	testenv.WriteFile(t, filepath.Join(dir, "tickets.key"), []byte(mtls.NewTicketKeyLine()))
+	testenv.WriteFile(t, filepath.Join(dir, "tickets.key"), []byte(ticketKeyLine()))
 	var listen, starttls, metrics, conf, path string
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -309,7 +309,7 @@ func TestSecretFilesOwnerOnly(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := pki.Server(t).WriteFiles(t, dir, "server")
 	tickets := filepath.Join(dir, "tickets.key")
-	testenv.WriteFile(t, tickets, []byte(mtls.NewTicketKeyLine()))
+	testenv.WriteFile(t, tickets, []byte(ticketKeyLine()))
 	for _, tc := range []struct {
 		name, loose, yaml, want string
 	}{

@@ -92,11 +92,6 @@ func (p *IdentityPolicy) Bind(cert *x509.Certificate, authzid, user string) stri
 	return fmt.Sprintf("login %q does not match certificate %s %s", user, what, strings.Join(cert.EmailAddresses, ", "))
 }
 
-// bindIdentity is Bind in the default (email) mode.
-func bindIdentity(cert *x509.Certificate, authzid, user string) string {
-	return (*IdentityPolicy)(nil).Bind(cert, authzid, user)
-}
-
 func sameMailbox(a, b string) bool {
 	ai := strings.LastIndexByte(a, '@')
 	bi := strings.LastIndexByte(b, '@')

@@ -13,7 +13,9 @@ func TestIdentityModes(t *testing.T) {
 	alice := &x509.Certificate{Subject: pkix.Name{CommonName: "Alice Smith"}, EmailAddresses: []string{"alice@Example.org"}}
 	noMail := &x509.Certificate{Subject: pkix.Name{CommonName: "carol"}}
 	mapFile := filepath.Join(t.TempDir(), "ids.map")
-	os.WriteFile(mapFile, []byte("alice@example.org alice a.smith\ncarol carol.c\n"), 0o600)
+	if err := os.WriteFile(mapFile, []byte("alice@example.org alice a.smith\ncarol carol.c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	pol := func(m IdentityMode) *IdentityPolicy {
 		file := ""
 		if m == IdentityMap {
@@ -79,22 +81,34 @@ func TestNewIdentityPolicyErrors(t *testing.T) {
 
 // Fixtures: good_*.map parse, fail_*.map are refused. Adding a case is adding a file.
 func TestIdentityMapFixtures(t *testing.T) {
-	files, _ := filepath.Glob("testdata/identitymap/*.map")
-	if len(files) == 0 {
-		t.Fatal("no fixtures")
+	files, err := filepath.Glob("testdata/identitymap/*.map")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
 	}
 	for _, f := range files {
-		b, _ := os.ReadFile(f)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
 		m, err := ParseIdentityMap(strings.NewReader(string(b)))
 		name := filepath.Base(f)
 		switch {
-		case strings.HasPrefix(name, "good_") && err != nil:
-			t.Errorf("%s: %v", name, err)
-		case strings.HasPrefix(name, "fail_") && err == nil:
-			t.Errorf("%s: accepted: %v", name, m)
+		case strings.HasPrefix(name, "good_"):
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		case strings.HasPrefix(name, "fail_"):
+			if err == nil {
+				t.Errorf("%s: accepted: %v", name, m)
+			}
+		default:
+			t.Errorf("%s: a fixture's name starts with good_ or fail_", name)
 		}
 	}
-	m, _ := ParseIdentityMap(strings.NewReader("alice@Example.ORG alice a.smith\n"))
+	m, err := ParseIdentityMap(strings.NewReader("alice@Example.ORG alice a.smith\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if got := m["alice@example.org"]; len(got) != 2 || got[1] != "a.smith" {
 		t.Errorf("domain not lower-cased or logins lost: %v", m)
 	}
@@ -112,9 +126,15 @@ func TestIdentityMapLimits(t *testing.T) {
 }
 
 func FuzzParseIdentityMap(f *testing.F) {
-	files, _ := filepath.Glob("testdata/identitymap/*.map")
+	files, err := filepath.Glob("testdata/identitymap/*.map")
+	if err != nil || len(files) == 0 {
+		f.Fatalf("no seed fixtures: %v", err)
+	}
 	for _, file := range files {
-		b, _ := os.ReadFile(file)
+		b, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -133,4 +153,33 @@ func FuzzParseIdentityMap(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestBindIdentity: the default (email) mode, as a nil policy applies it.
+func TestBindIdentity(t *testing.T) {
+	cert := &x509.Certificate{EmailAddresses: []string{"alice@Example.org"}}
+	for _, tc := range []struct {
+		name, authz, user string
+		ok                bool
+	}{
+		{"exact", "", "alice@Example.org", true},
+		{"domain_case", "", "alice@EXAMPLE.ORG", true},
+		{"authz_same", "alice@example.org", "alice@example.org", true},
+		{"local_case", "", "Alice@example.org", false},
+		{"other_user", "", "bob@example.org", false},
+		{"no_domain", "", "alice", false},
+		{"authz_other", "bob@example.org", "alice@example.org", false},
+		{"suffix_trick", "", "alice@example.org.evil", false},
+		{"empty", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			why := (*IdentityPolicy)(nil).Bind(cert, tc.authz, tc.user)
+			if (why == "") != tc.ok {
+				t.Fatalf("Bind(%q, %q) = %q", tc.authz, tc.user, why)
+			}
+		})
+	}
+	if why := (*IdentityPolicy)(nil).Bind(&x509.Certificate{}, "", "alice@example.org"); why == "" {
+		t.Fatal("a certificate without e-mail bound a login")
+	}
 }

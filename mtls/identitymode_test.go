@@ -1,7 +1,6 @@
 package mtls_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +17,7 @@ func TestIdentityModesEndToEnd(t *testing.T) {
 		{Name: "alice", Password: "alice-secret"}, {Name: "a.smith", Password: "smith-secret"}, {Name: "bob", Password: "bob-secret"},
 	}})
 	mapFile := filepath.Join(t.TempDir(), "ids.map")
-	os.WriteFile(mapFile, []byte("alice@example.org  alice a.smith\n"), 0o600)
+	testenv.WriteFile(t, mapFile, []byte("alice@example.org  alice a.smith\n"))
 	for _, tt := range []struct {
 		mode     mtls.IdentityMode
 		user     string

@@ -46,37 +46,6 @@ func (p *peer) subject() string {
 	return p.leaf.Subject.String()
 }
 
-// newTLSConfig is the TLS policy: TLS 1.2 or later, modern AEAD suites only for 1.2, and
-// a client certificate requested but verified by verifyPeer after the handshake, so that
-// a rejected user gets a readable "* BYE [ALERT] …" instead of a bare TLS alert.
-func newTLSConfig(o *Options) *tls.Config {
-	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: o.Certificates,
-		ClientAuth:   tls.RequestClientCert,
-		CipherSuites: []uint16{
-			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-		},
-		NextProtos: []string{"imap"},
-		// Not used to verify (verifyPeer does that): with RequestClientCert the pool only
-		// names the acceptable CAs in the CertificateRequest, which lets mail programs
-		// offer the smartcard certificate instead of every certificate they know.
-		ClientCAs: o.ClientRoots,
-	}
-	if len(o.SessionTicketKeys) > 0 {
-		cfg.SetSessionTicketKeys(o.SessionTicketKeys)
-	}
-	if o.DisableSessionTickets {
-		cfg.SessionTicketsDisabled = true
-	}
-	return cfg
-}
-
 // certReject is a refused certificate: the user sees Text in the BYE; the log gets
 // Reason and the metric label Result.
 type certReject struct {
@@ -84,43 +53,46 @@ type certReject struct {
 	reply  *Reply
 }
 
-func reject(result, code, text, reason string) *certReject {
-	return &certReject{result: result, reply: &Reply{Status: "BYE", Code: code, Text: text, Reason: reason}}
+func reject(result string, bye *Reply, reason string) *certReject {
+	return &certReject{result: result, reply: bye.withReason(reason)}
 }
 
 // verifyPeer checks the client certificate of a finished handshake: chain to the
-// configured roots, clientAuth, validity at now, and the serial against a fresh CRL of
-// its issuer. It runs on every handshake, resumed ones included, so a revoked
-// certificate cannot come back through a session ticket.
+// configured roots, clientAuth, validity at now, and revocation (checkRevocation). It
+// runs on every handshake, resumed ones included, so a revoked certificate cannot come
+// back through a session ticket.
 func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *certReject) {
 	if len(cs.PeerCertificates) == 0 {
-		return nil, reject("no_cert", "ALERT",
-			"No client certificate was presented. Insert your smartcard, then choose its certificate in your mail program.",
-			"no client certificate")
+		return nil, reject("no_cert", byeNoCert, "no client certificate")
 	}
 	leaf := cs.PeerCertificates[0]
 	issuer, rej := st.verifyChain(cs.PeerCertificates, now)
 	if rej != nil {
 		return nil, rej
 	}
+	if rej := st.checkRevocation(leaf, issuer, now); rej != nil {
+		return nil, rej
+	}
+	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, resumed: cs.DidResume}, nil
+}
+
+// checkRevocation refuses leaf unless its issuer has a CRL source in st whose CRL is
+// fresh at now and does not list leaf: revocation status unknown means no. The
+// handshake calls it twice, in verifyPeer and again once the session is registered.
+func (st *state) checkRevocation(leaf, issuer *x509.Certificate, now time.Time) *certReject {
 	store := st.crlFor(issuer)
 	if store == nil {
-		return nil, reject("crl_unavailable", "UNAVAILABLE",
-			"Certificate status cannot be checked right now. Try again later or call the help desk.",
+		return reject("crl_unavailable", byeCRLUnavailable,
 			fmt.Sprintf("no CRL configured for issuer %q", issuerName(issuer, leaf)))
 	}
 	snap, err := store.Fresh(now)
 	if err != nil {
-		return nil, reject("crl_unavailable", "UNAVAILABLE",
-			"Certificate status cannot be checked right now. Try again later or call the help desk.",
-			err.Error())
+		return reject("crl_unavailable", byeCRLUnavailable, err.Error())
 	}
 	if snap.Revoked(leaf.SerialNumber) {
-		return nil, reject("revoked", "ALERT",
-			"Your certificate has been revoked. Call the help desk for a new smartcard certificate.",
-			"certificate revoked (CRL "+snap.NumberString()+")")
+		return reject("revoked", byeRevoked, "certificate revoked (CRL "+snap.NumberString()+")")
 	}
-	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, resumed: cs.DidResume}, nil
+	return nil
 }
 
 // verifyChain verifies the peer's chain at now and returns the leaf's issuer. Results
@@ -213,29 +185,21 @@ func classifyVerifyError(leaf *x509.Certificate, err error) *certReject {
 	switch {
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
 		if time.Now().Before(leaf.NotBefore) {
-			return reject("not_yet_valid", "ALERT",
-				"Your certificate is not valid yet. Check the date and time of your computer.",
-				err.Error())
+			return reject("not_yet_valid", byeNotYetValid, err.Error())
 		}
 		if time.Now().After(leaf.NotAfter) {
-			return reject("expired", "ALERT",
-				fmt.Sprintf("Your certificate expired on %s. Call the help desk to renew it.", leaf.NotAfter.UTC().Format("2006-01-02")),
-				err.Error())
+			return reject("expired", byeCertExpired(leaf.NotAfter.UTC().Format("2006-01-02")), err.Error())
 		}
-		return reject("expired", "ALERT", "A certificate in your chain has expired. Call the help desk.", err.Error())
+		return reject("expired", byeChainExpired, err.Error())
 	case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
-		return reject("wrong_usage", "ALERT",
-			"This certificate is not for e-mail login (it lacks client authentication). Choose your smartcard certificate.",
-			err.Error())
+		return reject("wrong_usage", byeNoClientAuth, err.Error())
 	case errors.As(err, &unk):
-		return reject("untrusted", "ALERT",
-			"This certificate was not issued by your organisation's mail CA. Choose your smartcard certificate.",
-			err.Error())
+		return reject("untrusted", byeUntrusted, err.Error())
 	default:
 		msg := err.Error()
 		if strings.Contains(msg, "key usage") {
-			return reject("wrong_usage", "ALERT", "This certificate is not for e-mail login. Choose your smartcard certificate.", msg)
+			return reject("wrong_usage", byeWrongUsage, msg)
 		}
-		return reject("invalid", "ALERT", "Your certificate was not accepted. Call the help desk.", msg)
+		return reject("invalid", byeInvalidCert, msg)
 	}
 }

@@ -1,0 +1,131 @@
+package mtls
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+)
+
+// secret holds a password; it never prints.
+type secret string
+
+func (secret) String() string                 { return "[redacted]" }
+func (secret) GoString() string               { return "[redacted]" }
+func (secret) LogValue() slog.Value           { return slog.StringValue("[redacted]") }
+func (s secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// login binds the identity, logs in to the backend and, on OK, relays the backend's OK
+// and splices. It returns done=true once the session has been proxied (and ended).
+func (s *session) login(ctx context.Context, tag, authzid, user string, pass secret, method string) (bool, error) {
+	st := s.st
+	p := s.peer.Load()
+	s.user = user
+	log := s.log.With("user", user, "method", method)
+	if s.client != "" {
+		log = log.With("client", s.client)
+	}
+	a, err := s.reserveLogin(ctx, log)
+	if a == nil {
+		if s.killed.Load() {
+			return true, nil
+		}
+		return false, err
+	}
+	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
+	if why := st.opts.Identity.Bind(p.leaf, authzid, user); why != "" {
+		return false, s.loginFailed(ctx, log, a, "identity_mismatch", why)
+	}
+	b, bbr, caps, err := s.backendLogin(ctx, user, pass)
+	if err != nil {
+		var r *Reply
+		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
+			return false, s.loginFailed(ctx, log, a, "bad_password", r.Reason)
+		}
+		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
+		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
+		if s.killed.Load() {
+			return true, nil
+		}
+		return false, errUnavailable(textBackendDown, err.Error())
+	}
+	a.succeeded(time.Now())
+	s.srv.metrics.logins.WithLabelValues("ok").Inc()
+	log.Info("login ok", "event", "login", "result", "ok")
+	if err := s.write(tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"); err != nil {
+		b.Close()
+		return true, nil
+	}
+	// The splice runs from run(), once the pre-auth frames (loop, dispatch, login) have
+	// returned: an idle session then sits on a shallow stack that the runtime shrinks,
+	// which is a good part of its memory.
+	s.proxied = &proxied{backend: b, br: bbr, log: log}
+	s.phase = phaseLoggedIn
+	return true, nil
+}
+
+// reserveLogin takes this login's place in the throttle before the password is checked
+// anywhere. While other logins of the same certificate or address hold what is left
+// of the lockout budget it waits for them to be decided (a mail program opening several
+// connections at once just waits a moment); a lockout, or a wait that lasts the
+// pre-auth timeout, refuses the login. A nil attempt comes with the reply to give.
+func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt, error) {
+	cfg := &s.st.opts.Throttle
+	serial, ip := s.peer.Load().serialHex(), s.remote.Addr().Unmap()
+	var timeout <-chan time.Time
+	for {
+		a, wake, wait, why := s.srv.throttle.reserve(serial, ip, cfg, time.Now())
+		switch {
+		case a != nil:
+			return a, nil
+		case why != "":
+			s.srv.metrics.logins.WithLabelValues("locked").Inc()
+			log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
+			return nil, errUnavailable(textLockedOut(roundUp(wait)), why)
+		}
+		if timeout == nil {
+			t := time.NewTimer(s.st.opts.PreAuthTimeout)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case <-wake:
+		case <-timeout:
+			why := "other logins of this certificate or address were still being checked"
+			s.srv.metrics.logins.WithLabelValues("busy").Inc()
+			log.Warn("login refused", "event", "login", "result", "busy", "reason", why)
+			return nil, errUnavailable(textLoginBusy, why)
+		case <-ctx.Done():
+			return nil, errUnavailable(textShuttingDown, "server shutting down")
+		case <-s.ended:
+			return nil, nil
+		}
+	}
+}
+
+// loginFailed throttles (a growing delay), counts and logs a failed login. The client
+// sees the same NO whatever the reason.
+func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt, result, why string) error {
+	delay := a.failed(&s.st.opts.Throttle, time.Now())
+	s.srv.metrics.logins.WithLabelValues(result).Inc()
+	log.Warn("login failed", "event", "login", "result", result, "reason", why, "delay", delay.String())
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		case <-s.ended:
+			t.Stop()
+		}
+	}
+	return errAuthFailed(why)
+}
+
+func roundUp(d time.Duration) string {
+	if d < time.Minute {
+		return strconv.Itoa(int(d/time.Second)+1) + " seconds"
+	}
+	return strconv.Itoa(int(d/time.Minute)+1) + " minutes"
+}
