@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,6 +131,9 @@ func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Ce
 	if err != nil {
 		return nil, classifyVerifyError(leaf, err)
 	}
+	if rej := leafPolicy(leaf); rej != nil {
+		return nil, rej // not cached: a refused chain is looked at again next time
+	}
 	cv := &chainResult{notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	for _, c := range chains[0][1:] {
 		if c.NotBefore.After(cv.notBefore) {
@@ -202,4 +206,16 @@ func classifyVerifyError(leaf *x509.Certificate, err error) *certReject {
 		}
 		return reject("invalid", byeInvalidCert, msg)
 	}
+}
+
+// leafPolicy is what the front demands of a user certificate beyond a valid chain. It
+// runs once per chain (verified chains are cached).
+//
+//   - The extended key usage clientAuth, written in the leaf: Go's verifier takes a
+//     leaf without any EKU as good for every purpose.
+func leafPolicy(leaf *x509.Certificate) *certReject {
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return reject("wrong_usage", byeNoClientAuth, "the certificate does not list the extended key usage clientAuth")
+	}
+	return nil
 }

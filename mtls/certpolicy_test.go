@@ -1,0 +1,46 @@
+package mtls_test
+
+import (
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/imapgate/imapgate/testenv"
+)
+
+// TestHostileCertificates: certificates from the front's own CA, with a valid chain and
+// dates, that the front must still refuse (each with its ALERT and log result), next to
+// the good ones it must let through to the greeting. Adding a case is adding a row.
+func TestHostileCertificates(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"}) // no login in this test
+	alice := []string{testenv.Alice.Name}
+	for _, tc := range []struct {
+		name   string
+		leaf   testenv.LeafOptions
+		result string // empty: accepted, greeted with * OK
+		bye    string
+	}{
+		{"good_client_auth", testenv.LeafOptions{Emails: alice}, "", ""},
+		{"good_client_and_server_auth", testenv.LeafOptions{Emails: alice, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, "", ""},
+		// Go's verifier takes a leaf without EKU as good for anything.
+		{"fail_no_eku", testenv.LeafOptions{Emails: alice, EKU: []x509.ExtKeyUsage{}}, "wrong_usage", "* BYE [ALERT] This certificate is not for e-mail login"},
+		{"fail_any_eku", testenv.LeafOptions{Emails: alice, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}, "wrong_usage", "* BYE [ALERT] This certificate is not for e-mail login"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leaf := e.pki.Issue(t, tc.leaf)
+			c := e.dial(t, leaf)
+			if tc.result == "" {
+				if got := c.line(); !strings.HasPrefix(got, "* OK [CAPABILITY") {
+					t.Fatalf("greeting: %q", got)
+				}
+				return
+			}
+			lines := c.closed()
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], tc.bye) {
+				t.Fatalf("got %q, want one line starting %q", lines, tc.bye)
+			}
+			waitForLine(t, e.logs, `"msg":"certificate refused"`, `"result":"`+tc.result+`"`, `"serial":"`+fmt.Sprintf("%02X", leaf.Cert.SerialNumber)+`"`)
+		})
+	}
+}
