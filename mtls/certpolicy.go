@@ -2,6 +2,10 @@ package mtls
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -213,9 +217,37 @@ func classifyVerifyError(leaf *x509.Certificate, err error) *certReject {
 //
 //   - The extended key usage clientAuth, written in the leaf: Go's verifier takes a
 //     leaf without any EKU as good for every purpose.
+//   - A key as strong as the CA issues: RSA of 2048 bits or more, EC on P-256 or
+//     P-384. Not Ed25519: imapgate's CA does not issue it (nor do smartcards make it).
 func leafPolicy(leaf *x509.Certificate) *certReject {
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return reject("wrong_usage", byeNoClientAuth, "the certificate does not list the extended key usage clientAuth")
 	}
+	if why := weakKey(leaf.PublicKey); why != "" {
+		return reject("weak_key", byeWeakKey, why)
+	}
 	return nil
+}
+
+// minRSABits is the smallest RSA key the front accepts.
+const minRSABits = 2048
+
+// weakKey says why a client certificate's key is refused, or "".
+func weakKey(pub any) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < minRSABits {
+			return fmt.Sprintf("RSA key of %d bits; at least %d are required", n, minRSABits)
+		}
+		return ""
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
+			return ""
+		}
+		return fmt.Sprintf("EC key on curve %s; P-256 or P-384 are required", k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return "Ed25519 key; the CA issues RSA (2048 bits or more) and EC P-256/P-384 only"
+	default:
+		return fmt.Sprintf("%T key; RSA (2048 bits or more) or EC P-256/P-384 are required", pub)
+	}
 }

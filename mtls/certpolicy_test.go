@@ -26,6 +26,11 @@ func TestHostileCertificates(t *testing.T) {
 		// Go's verifier takes a leaf without EKU as good for anything.
 		{"fail_no_eku", testenv.LeafOptions{Emails: alice, EKU: []x509.ExtKeyUsage{}}, "wrong_usage", "* BYE [ALERT] This certificate is not for e-mail login"},
 		{"fail_any_eku", testenv.LeafOptions{Emails: alice, EKU: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}, "wrong_usage", "* BYE [ALERT] This certificate is not for e-mail login"},
+		{"good_rsa_2048", testenv.LeafOptions{Emails: alice, Key: testenv.KeyRSA2048}, "", ""},
+		{"good_ec_p384", testenv.LeafOptions{Emails: alice, Key: testenv.KeyEC384}, "", ""},
+		{"fail_rsa_1024", testenv.LeafOptions{Emails: alice, Key: testenv.KeyRSA1024}, "weak_key", "* BYE [ALERT] The key of this certificate is too weak"},
+		{"fail_ec_p521", testenv.LeafOptions{Emails: alice, Key: testenv.KeyEC521}, "weak_key", "* BYE [ALERT] The key of this certificate is too weak"},
+		{"fail_ed25519", testenv.LeafOptions{Emails: alice, Key: testenv.KeyEd25519}, "weak_key", "* BYE [ALERT] The key of this certificate is too weak"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leaf := e.pki.Issue(t, tc.leaf)

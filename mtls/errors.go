@@ -68,6 +68,8 @@ var (
 		Text: "This certificate is not for e-mail login (it lacks client authentication). Choose your smartcard certificate."}
 	byeWrongUsage = &Reply{Status: "BYE", Code: "ALERT",
 		Text: "This certificate is not for e-mail login. Choose your smartcard certificate."}
+	byeWeakKey = &Reply{Status: "BYE", Code: "ALERT",
+		Text: "The key of this certificate is too weak for e-mail login. Call the help desk for a new smartcard certificate."}
 	byeUntrusted = &Reply{Status: "BYE", Code: "ALERT",
 		Text: "This certificate was not issued by your organisation's mail CA. Choose your smartcard certificate."}
 	byeInvalidCert = &Reply{Status: "BYE", Code: "ALERT",
