@@ -219,7 +219,13 @@ func classifyVerifyError(leaf *x509.Certificate, err error) *certReject {
 //     leaf without any EKU as good for every purpose.
 //   - A key as strong as the CA issues: RSA of 2048 bits or more, EC on P-256 or
 //     P-384. Not Ed25519: imapgate's CA does not issue it (nor do smartcards make it).
+//   - No role: a certificate with a SAN URI urn:imapgate:role:… is a help-desk or
+//     admin credential for the CA's API, never a mail login (in cn mode an agent
+//     named "bob" would otherwise log in as bob).
 func leafPolicy(leaf *x509.Certificate) *certReject {
+	if role := roleURI(leaf); role != "" {
+		return reject("role_certificate", byeRoleCertificate, "the certificate carries the role URI "+role)
+	}
 	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
 		return reject("wrong_usage", byeNoClientAuth, "the certificate does not list the extended key usage clientAuth")
 	}
@@ -250,4 +256,19 @@ func weakKey(pub any) string {
 	default:
 		return fmt.Sprintf("%T key; RSA (2048 bits or more) or EC P-256/P-384 are required", pub)
 	}
+}
+
+// rolePrefix starts the SAN URI of the CA's role certificates (the ca package's
+// RoleURIPrefix; mtls does not import ca).
+const rolePrefix = "urn:imapgate:role:"
+
+// roleURI is the leaf's first role URI, or "". A URN's scheme and namespace are
+// case-insensitive, so is the comparison.
+func roleURI(leaf *x509.Certificate) string {
+	for _, u := range leaf.URIs {
+		if s := u.String(); len(s) >= len(rolePrefix) && strings.EqualFold(s[:len(rolePrefix)], rolePrefix) {
+			return s
+		}
+	}
+	return ""
 }

@@ -3,6 +3,7 @@ package mtls_test
 import (
 	"crypto/x509"
 	"fmt"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -31,6 +32,11 @@ func TestHostileCertificates(t *testing.T) {
 		{"fail_rsa_1024", testenv.LeafOptions{Emails: alice, Key: testenv.KeyRSA1024}, "weak_key", "* BYE [ALERT] The key of this certificate is too weak"},
 		{"fail_ec_p521", testenv.LeafOptions{Emails: alice, Key: testenv.KeyEC521}, "weak_key", "* BYE [ALERT] The key of this certificate is too weak"},
 		{"fail_ed25519", testenv.LeafOptions{Emails: alice, Key: testenv.KeyEd25519}, "weak_key", "* BYE [ALERT] The key of this certificate is too weak"},
+		// The CA's API credentials: the role URI makes them so, whatever else they hold.
+		{"fail_role_admin", testenv.LeafOptions{Emails: alice, URIs: []*url.URL{mustURL(t, "urn:imapgate:role:admin")}}, "role_certificate", "* BYE [ALERT] This is a help-desk or administrator certificate"},
+		{"fail_role_enroll_cn", testenv.LeafOptions{CommonName: "bob", URIs: []*url.URL{mustURL(t, "urn:imapgate:role:enroll")}}, "role_certificate", "* BYE [ALERT] This is a help-desk or administrator certificate"},
+		{"fail_role_upper_case", testenv.LeafOptions{Emails: alice, URIs: []*url.URL{mustURL(t, "URN:IMAPGATE:ROLE:admin")}}, "role_certificate", "* BYE [ALERT] This is a help-desk or administrator certificate"},
+		{"good_other_uri", testenv.LeafOptions{Emails: alice, URIs: []*url.URL{mustURL(t, "https://example.org/alice")}}, "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			leaf := e.pki.Issue(t, tc.leaf)
@@ -48,4 +54,13 @@ func TestHostileCertificates(t *testing.T) {
 			waitForLine(t, e.logs, `"msg":"certificate refused"`, `"result":"`+tc.result+`"`, `"serial":"`+fmt.Sprintf("%02X", leaf.Cert.SerialNumber)+`"`)
 		})
 	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
 }

@@ -70,6 +70,8 @@ var (
 		Text: "This certificate is not for e-mail login. Choose your smartcard certificate."}
 	byeWeakKey = &Reply{Status: "BYE", Code: "ALERT",
 		Text: "The key of this certificate is too weak for e-mail login. Call the help desk for a new smartcard certificate."}
+	byeRoleCertificate = &Reply{Status: "BYE", Code: "ALERT",
+		Text: "This is a help-desk or administrator certificate, not one for e-mail. Choose your own smartcard certificate."}
 	byeUntrusted = &Reply{Status: "BYE", Code: "ALERT",
 		Text: "This certificate was not issued by your organisation's mail CA. Choose your smartcard certificate."}
 	byeInvalidCert = &Reply{Status: "BYE", Code: "ALERT",

@@ -32,7 +32,7 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapgate_front_handshakes_total",
-			Help: "TLS handshakes and certificate checks by result (ok, no_cert, untrusted, expired, not_yet_valid, wrong_usage, weak_key, revoked, crl_unavailable, invalid, tls_error, timeout, limited).",
+			Help: "TLS handshakes and certificate checks by result (ok, no_cert, untrusted, expired, not_yet_valid, wrong_usage, weak_key, role_certificate, revoked, crl_unavailable, invalid, tls_error, timeout, limited).",
 		}, []string{"result"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapgate_front_logins_total",
