@@ -52,8 +52,9 @@ type Config struct {
 	} `yaml:"backend"`
 
 	Identity struct {
-		Mode    string `yaml:"mode"`
-		MapFile string `yaml:"map_file"`
+		Mode    string   `yaml:"mode"`
+		MapFile string   `yaml:"map_file"`
+		Domains []string `yaml:"domains"`
 	} `yaml:"identity"`
 
 	Timeouts struct {
@@ -198,7 +199,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		}
 		o.CRLs = append(o.CRLs, store)
 	}
-	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile); err != nil {
+	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile, c.Identity.Domains); err != nil {
 		add(fmt.Errorf("front config: %w", err))
 	} else {
 		o.Identity = id

@@ -34,10 +34,14 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		return false, err
 	}
 	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
-	if why := st.opts.Identity.Bind(p.leaf, authzid, user); why != "" {
+	login, why := st.opts.Identity.Bind(p.leaf, authzid, user)
+	if why != "" {
 		return false, s.loginFailed(ctx, log, a, "identity_mismatch", why)
 	}
-	b, bbr, caps, err := s.backendLogin(ctx, user, pass)
+	if login != user {
+		log = log.With("backend_user", login)
+	}
+	b, bbr, caps, err := s.backendLogin(ctx, login, pass)
 	if err != nil {
 		var r *Reply
 		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
