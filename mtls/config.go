@@ -76,6 +76,8 @@ type Config struct {
 		LockoutAfter int           `yaml:"lockout_after"`
 		LockoutFor   time.Duration `yaml:"lockout_for"`
 		Window       time.Duration `yaml:"window"`
+		// AddressLockoutCertificates: see Throttle.
+		AddressLockoutCertificates int `yaml:"address_lockout_certificates"`
 	} `yaml:"throttle"`
 
 	ProxyProtocol struct {
@@ -149,6 +151,8 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			LockoutAfter: c.Throttle.LockoutAfter,
 			LockoutFor:   c.Throttle.LockoutFor,
 			Window:       c.Throttle.Window,
+
+			AddressLockoutCertificates: c.Throttle.AddressLockoutCertificates,
 		},
 		Logger: log,
 	}

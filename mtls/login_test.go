@@ -6,7 +6,9 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/imapgate/imapgate/mtls"
 	"github.com/imapgate/imapgate/testenv"
 )
 
@@ -53,4 +55,40 @@ func TestBackendGetsCertificateAddress(t *testing.T) {
 			t.Errorf("client typed %s; the backend got %s, want the certificate's alice@Example.org", typed, got)
 		}
 	}
+}
+
+// TestLockoutPerCertificate: one card holder failing again and again locks out that
+// card only; another person behind the same address (a NAT, an office) with the right
+// card and password still logs in. The address itself is locked out only once many
+// different certificates have failed from it (address_lockout_certificates).
+func TestLockoutPerCertificate(t *testing.T) {
+	e := newEnv(t, envOptions{mod: func(o *mtls.Options) {
+		o.Throttle = mtls.Throttle{BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, LockoutAfter: 3, LockoutFor: time.Hour, AddressLockoutCertificates: 3}
+	}})
+	tryLogin := func(leaf *testenv.Leaf, user, password string) string {
+		c := e.dial(t, leaf)
+		c.line()
+		c.send("a LOGIN " + user + " " + password + "\r\n")
+		return c.line()
+	}
+	for i := 0; i < 5; i++ {
+		tryLogin(e.bob, testenv.Bob.Name, "wrong")
+	}
+	if got := tryLogin(e.bob, testenv.Bob.Name, testenv.Bob.Password); !strings.HasPrefix(got, "a NO [UNAVAILABLE] Too many failed logins") {
+		t.Fatalf("bob's card after 5 failures: %q, want locked out", got)
+	}
+	if got := tryLogin(e.alice, testenv.Alice.Name, testenv.Alice.Password); !loginOK.MatchString(got) {
+		t.Fatalf("alice from the same address after bob's lockout: %q, want logged in", got)
+	}
+	// Two more cards fail: three different certificates lock the address.
+	for _, name := range []string{"carol@example.org", "dave@example.org"} {
+		leaf := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{name}})
+		if got := tryLogin(leaf, name, "wrong"); got != "a NO [AUTHENTICATIONFAILED] Authentication failed." {
+			t.Fatalf("%s: %q", name, got)
+		}
+	}
+	if got := tryLogin(e.alice, testenv.Alice.Name, testenv.Alice.Password); !strings.HasPrefix(got, "a NO [UNAVAILABLE] Too many failed logins") {
+		t.Fatalf("alice after three certificates failed from her address: %q, want the address locked out", got)
+	}
+	waitForLine(t, e.logs, `"result":"locked"`, "different certificates")
 }
