@@ -12,7 +12,7 @@ import (
 // Throttle slows down and then locks out repeated login failures. With mTLS a
 // password can only be tried by the holder of a valid certificate, and only for that
 // certificate's own mailbox, so the lockout is per certificate; per client address
-// failures only add delay, and the address is locked out only when
+// (an IPv6 /64) failures only add delay, and the address is locked out only when
 // many different certificates fail from it. One card holder's failures never lock
 // out another person behind the same NAT address.
 type Throttle struct {
@@ -87,7 +87,7 @@ func newThrottle() *throttle {
 }
 
 func certKey(serial string) string { return "c:" + serial }
-func ipKey(ip netip.Addr) string   { return "i:" + ip.String() }
+func ipKey(ip netip.Addr) string   { return "i:" + groupAddr(ip).String() }
 
 // attempt is one reserved login. Exactly one of failed, succeeded or release decides
 // it; later calls do nothing.
@@ -109,7 +109,7 @@ type attempt struct {
 //   - or, when the certificate or the address is locked out, how long still and why.
 func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time.Time) (a *attempt, wake <-chan struct{}, wait time.Duration, why string) {
 	if until, n := t.addrLocked(ip, cfg, now); !until.IsZero() {
-		return nil, nil, until.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", ip, n)
+		return nil, nil, until.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", groupString(ip), n)
 	}
 	k := certKey(serial)
 	sh := &t.shards[shardOf(k)]

@@ -180,3 +180,22 @@ func TestThrottleAddressLockout(t *testing.T) {
 		t.Fatal("address lockout did not end")
 	}
 }
+
+// TestThrottleIPv6: failures from many addresses of one /64 add up as one address's,
+// for the delay and the address lockout.
+func TestThrottleIPv6(t *testing.T) {
+	cfg := Throttle{AddressLockoutCertificates: 3, LockoutAfter: 100}
+	cfg.setDefaults()
+	th := newThrottle()
+	now := time.Now()
+	for i, serial := range []string{"aa", "bb", "cc"} {
+		fail(t, th, serial, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)}), &cfg, now)
+	}
+	d, why := locked(th, "zz", netip.MustParseAddr("2001:db8::ffff"), &cfg, now)
+	if d == 0 || !strings.Contains(why, "2001:db8::/64") {
+		t.Fatalf("three certificates failed from one /64: %v %q", d, why)
+	}
+	if d, why := locked(th, "zz", netip.MustParseAddr("2001:db8:0:1::1"), &cfg, now); d != 0 {
+		t.Fatalf("another /64 locked: %q", why)
+	}
+}
