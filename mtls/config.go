@@ -68,6 +68,7 @@ type Config struct {
 		MaxConnectionsPerIP      int `yaml:"max_connections_per_ip"`
 		HandshakesPerIPPerMinute int `yaml:"handshakes_per_ip_per_minute"`
 		MaxBadCommands           int `yaml:"max_bad_commands"`
+		MaxLoginsPerConnection   int `yaml:"max_logins_per_connection"`
 	} `yaml:"limits"`
 
 	Throttle struct {
@@ -140,6 +141,8 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		PreAuthTimeout:   c.Timeouts.PreAuth,
 		DrainTimeout:     c.Timeouts.Drain,
 		MaxBadCommands:   c.Limits.MaxBadCommands,
+
+		MaxLoginsPerConnection: c.Limits.MaxLoginsPerConnection,
 		Limits: Limits{
 			MaxConnections:           c.Limits.MaxConnections,
 			MaxConnectionsPerIP:      c.Limits.MaxConnectionsPerIP,

@@ -81,6 +81,7 @@ var (
 	byeAutologout     = &Reply{Status: "BYE", Text: "Autologout: no command for too long."}
 	byeTooManyBad     = &Reply{Status: "BYE", Text: "Too many invalid commands."}
 	byeLogout         = &Reply{Status: "BYE", Text: "Logging out."}
+	byeTooManyLogins  = &Reply{Status: "BYE", Text: "Too many login attempts on this connection. Check your password and reconnect."}
 	byeStartTLSInject = &Reply{Status: "BYE", Text: "Data after STARTTLS before the TLS handshake; closing."}
 )
 
@@ -94,6 +95,8 @@ func byeCertExpired(notAfter string) *Reply {
 var (
 	noPrivacyRequired = &Reply{Status: "NO", Code: "PRIVACYREQUIRED", Text: "Use STARTTLS with your smartcard certificate first."}
 	noOnlyPlain       = &Reply{Status: "NO", Code: "CANNOT", Text: "Only AUTHENTICATE PLAIN is supported."}
+	// badPasswordTooLong answers a password over maxPassword bytes.
+	badPasswordTooLong = &Reply{Status: "BAD", Text: "Password too long (at most 1024 bytes)."}
 )
 
 func replyBad(text string) *Reply { return &Reply{Status: "BAD", Text: text} }

@@ -1180,35 +1180,3 @@ func TestCertificateExpiresDuringSession(t *testing.T) {
 		t.Fatalf("got %q", lines)
 	}
 }
-
-// TestBackendTemporaryFailure: a backend that answers LOGIN with NO [UNAVAILABLE] gives
-// the user NO [UNAVAILABLE] and counts no failed login (no lockout for an outage). A
-// stub speaks for Dovecot here: a test cannot easily make a real one fail its password
-// lookups temporarily (a missing or unreadable passwd-file reads as a wrong password).
-func TestBackendTemporaryFailure(t *testing.T) {
-	ln := serveStub(t, localListen(t), func(c net.Conn) {
-		br := bufio.NewReader(c)
-		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] fake ready\r\n")
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			tag, _, _ := strings.Cut(l, " ")
-			if strings.Contains(l, " LOGIN ") {
-				io.WriteString(c, tag+" NO [UNAVAILABLE] Temporary authentication failure.\r\n")
-			} else {
-				io.WriteString(c, tag+" OK done\r\n")
-			}
-		}
-	})
-	e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
-	c := e.dial(t, e.alice)
-	c.line()
-	for i := 0; i < 3; i++ {
-		c.send("a LOGIN alice@example.org alice-secret\r\n")
-		if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] The mail server is not available") {
-			t.Fatalf("attempt %d: %q", i, got)
-		}
-	}
-}

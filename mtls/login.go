@@ -3,10 +3,15 @@ package mtls
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 )
+
+// maxPassword is the longest password the front takes (bytes); a longer one is BAD and
+// counts as a failed login.
+const maxPassword = 1024
 
 // secret holds a password; it never prints.
 type secret string
@@ -26,6 +31,12 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	if s.client != "" {
 		log = log.With("client", s.client)
 	}
+	if s.logins >= st.opts.MaxLoginsPerConnection {
+		s.srv.metrics.logins.WithLabelValues("too_many").Inc()
+		log.Warn("connection closed: too many logins", "event", "login", "result", "too_many", "reason", fmt.Sprintf("%d login attempts on this connection (limits.max_logins_per_connection)", s.logins))
+		return false, byeTooManyLogins
+	}
+	s.logins++
 	a, err := s.reserveLogin(ctx, log)
 	if a == nil {
 		if s.killed.Load() {
@@ -34,9 +45,14 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		return false, err
 	}
 	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
+	if len(pass) > maxPassword {
+		// Dovecot answers BYE to these ("Input buffer full"): it must not be a way to
+		// ask the backend for free.
+		return false, s.failLogin(ctx, log, a, "password_too_long", fmt.Sprintf("password of %d bytes", len(pass)), badPasswordTooLong)
+	}
 	login, why := st.opts.Identity.Bind(p.leaf, authzid, user)
 	if why != "" {
-		return false, s.loginFailed(ctx, log, a, "identity_mismatch", why)
+		return false, s.failLogin(ctx, log, a, "identity_mismatch", why, errAuthFailed(why))
 	}
 	if login != user {
 		log = log.With("backend_user", login)
@@ -44,8 +60,14 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	b, bbr, caps, err := s.backendLogin(ctx, login, pass)
 	if err != nil {
 		var r *Reply
-		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
-			return false, s.loginFailed(ctx, log, a, "bad_password", r.Reason)
+		var refused *errLoginRefused
+		switch {
+		case errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED":
+			return false, s.failLogin(ctx, log, a, "bad_password", r.Reason, r)
+		case errors.As(err, &refused):
+			// Any other answer to a LOGIN that was sent is counted and delayed too:
+			// which input makes a backend answer what must not matter.
+			return false, s.failLogin(ctx, log, a, "backend_refused", err.Error(), errUnavailable(textBackendDown, err.Error()))
 		}
 		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
 		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
@@ -108,9 +130,10 @@ func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt,
 	}
 }
 
-// loginFailed throttles (a growing delay), counts and logs a failed login. The client
-// sees the same NO whatever the reason.
-func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt, result, why string) error {
+// failLogin throttles (a growing delay), counts and logs a failed login, then returns
+// reply: for a wrong password, a login name the certificate does not allow or an
+// authzid, the same NO whatever the reason.
+func (s *session) failLogin(ctx context.Context, log *slog.Logger, a *attempt, result, why string, reply *Reply) error {
 	delay := a.failed(&s.st.opts.Throttle, time.Now())
 	s.srv.metrics.logins.WithLabelValues(result).Inc()
 	log.Warn("login failed", "event", "login", "result", result, "reason", why, "delay", delay.String())
@@ -124,7 +147,7 @@ func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt,
 			t.Stop()
 		}
 	}
-	return errAuthFailed(why)
+	return reply
 }
 
 func roundUp(d time.Duration) string {

@@ -2,6 +2,7 @@ package mtls_test
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -12,11 +13,12 @@ import (
 	"github.com/imapgate/imapgate/testenv"
 )
 
-// recordingBackend is a stub IMAP server that answers every command OK and sends
-// each LOGIN line it gets on logins. A stub because Dovecot folds the login name
-// itself (auth_username_format %Lu), so it cannot show the name the front sent.
-func recordingBackend(t *testing.T, answer string) (addr string, logins <-chan string) {
-	ch := make(chan string, 16)
+// recordingBackend is a stub IMAP server that answers every command OK, except LOGIN,
+// which gets answer(tag), and sends each LOGIN line it gets on logins. A stub because
+// Dovecot cannot be made to give these answers, and folds the login name itself
+// (auth_username_format %Lu), so it cannot show the name the front sent.
+func recordingBackend(t *testing.T, answer func(tag string) string) (addr string, logins <-chan string) {
+	ch := make(chan string, 64)
 	ln := serveStub(t, localListen(t), func(c net.Conn) {
 		br := bufio.NewReader(c)
 		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] stub ready\r\n")
@@ -27,8 +29,11 @@ func recordingBackend(t *testing.T, answer string) (addr string, logins <-chan s
 			}
 			tag, rest, _ := strings.Cut(strings.TrimRight(l, "\r\n"), " ")
 			if strings.HasPrefix(rest, "LOGIN ") {
-				ch <- rest
-				io.WriteString(c, tag+" "+answer+"\r\n")
+				select {
+				case ch <- rest:
+				default:
+				}
+				io.WriteString(c, answer(tag)+"\r\n")
 				continue
 			}
 			io.WriteString(c, tag+" OK done\r\n")
@@ -41,7 +46,7 @@ func recordingBackend(t *testing.T, answer string) (addr string, logins <-chan s
 // own spelling of the address, whatever case the client typed the domain in, so the
 // backend sees one canonical name per mailbox.
 func TestBackendGetsCertificateAddress(t *testing.T) {
-	addr, logins := recordingBackend(t, "OK [CAPABILITY IMAP4rev1 IDLE] Logged in")
+	addr, logins := recordingBackend(t, func(tag string) string { return tag + " OK [CAPABILITY IMAP4rev1 IDLE] Logged in" })
 	e := newEnv(t, envOptions{backendAddr: addr})
 	leaf := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@Example.org"}})
 	for _, typed := range []string{"alice@EXAMPLE.ORG", "alice@example.org"} {
@@ -91,4 +96,88 @@ func TestLockoutPerCertificate(t *testing.T) {
 		t.Fatalf("alice after three certificates failed from her address: %q, want the address locked out", got)
 	}
 	waitForLine(t, e.logs, `"result":"locked"`, "different certificates")
+}
+
+// TestBackendRefusalCounted: any answer of the backend other than OK to a LOGIN the
+// front sent — a NO with a code such as UNAVAILABLE, a BAD, a BYE (Dovecot's "Input
+// buffer full"), a refused literal — is delayed and counted like a wrong password: what
+// makes a backend answer so must not be a way to ask it without limit.
+func TestBackendRefusalCounted(t *testing.T) {
+	for _, tc := range []struct {
+		name, password string
+		answer         func(tag string) string
+	}{
+		{"no_unavailable", "secret", func(tag string) string { return tag + " NO [UNAVAILABLE] Temporary authentication failure." }},
+		{"bad", "secret", func(tag string) string { return tag + " BAD Error in IMAP command." }},
+		{"bye", "secret", func(string) string { return "* BYE Input buffer full" }},
+		{"literal_refused", "pässwort", func(string) string { return "g2 NO no literals here" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, _ := recordingBackend(t, tc.answer)
+			e := newEnv(t, envOptions{backendAddr: addr, mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
+			for i := 0; i < 2; i++ {
+				c := e.dial(t, e.alice)
+				c.line()
+				c.send(fmt.Sprintf("a LOGIN alice@example.org {%d+}\r\n%s\r\n", len(tc.password), tc.password))
+				if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] The mail server is not available") {
+					t.Fatalf("attempt %d: %q", i+1, got)
+				}
+			}
+			waitForLine(t, e.logs, `"result":"backend_refused"`, `"delay":"20ms"`) // the second, delayed
+			c := e.dial(t, e.alice)
+			c.line()
+			c.send("a LOGIN alice@example.org secret\r\n")
+			if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] Too many failed logins") {
+				t.Fatalf("after two refused logins: %q, want the certificate locked out", got)
+			}
+		})
+	}
+}
+
+// TestPasswordTooLong: a password over 1 KiB is BAD without asking the backend, and
+// counts as a failed login.
+func TestPasswordTooLong(t *testing.T) {
+	relay, tried := countingRelay(t, testenv.StartDovecot(t, testenv.DovecotOptions{}).Addr)
+	e := newEnv(t, envOptions{backendAddr: relay, mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
+	for i, n := range []int{1025, 1100} {
+		c := e.dial(t, e.alice)
+		c.line()
+		long := strings.Repeat("x", n)
+		c.send(fmt.Sprintf("a LOGIN alice@example.org {%d+}\r\n%s\r\n", len(long), long))
+		if got := c.line(); got != "a BAD Password too long (at most 1024 bytes)." {
+			t.Fatalf("attempt %d: %q", i+1, got)
+		}
+	}
+	c := e.dial(t, e.alice)
+	c.line()
+	c.send("a LOGIN alice@example.org " + testenv.Alice.Password + "\r\n")
+	if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] Too many failed logins") {
+		t.Fatalf("right password after two over-long ones: %q, want locked out", got)
+	}
+	if n := tried.Load(); n != 0 {
+		t.Errorf("%d over-long passwords reached the backend", n)
+	}
+	waitForLine(t, e.logs, `"result":"password_too_long"`, `"reason":"password of 1100 bytes"`)
+}
+
+// TestLoginsPerConnection: one connection gets limits.max_logins_per_connection
+// attempts; the next one is answered BYE and the connection closes.
+func TestLoginsPerConnection(t *testing.T) {
+	e := newEnv(t, envOptions{mod: func(o *mtls.Options) {
+		o.MaxLoginsPerConnection = 3
+		o.Throttle.LockoutAfter = 1000
+	}})
+	c := e.dial(t, e.alice)
+	c.line()
+	for i := 0; i < 3; i++ {
+		c.send(fmt.Sprintf("a%d LOGIN alice@example.org wrong%d\r\n", i, i))
+		if got := c.line(); got != fmt.Sprintf("a%d NO [AUTHENTICATIONFAILED] Authentication failed.", i) {
+			t.Fatalf("attempt %d: %q", i+1, got)
+		}
+	}
+	c.send("b LOGIN alice@example.org " + testenv.Alice.Password + "\r\n")
+	lines := c.closed()
+	if len(lines) != 1 || lines[0] != "* BYE Too many login attempts on this connection. Check your password and reconnect." {
+		t.Fatalf("fourth login on one connection: %q", lines)
+	}
 }
