@@ -2,6 +2,10 @@ package mtls
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,6 +41,15 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		return false, byeTooManyLogins
 	}
 	s.logins++
+	// One mistake, one failure: Thunderbird retries a failed AUTHENTICATE PLAIN at once
+	// with LOGIN and the same password. The same failed credentials on this connection
+	// are answered at once as before, and count once.
+	fp := loginFingerprint(authzid, user, pass)
+	if r := s.repeatedFailure(fp); r != nil {
+		s.srv.metrics.logins.WithLabelValues("repeated").Inc()
+		log.Info("login failed: the same credentials already failed on this connection", "event", "login", "result", "repeated", "reason", r.Reason)
+		return false, r
+	}
 	a, err := s.reserveLogin(ctx, log)
 	if a == nil {
 		if s.killed.Load() {
@@ -48,11 +61,11 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	if len(pass) > maxPassword {
 		// Dovecot answers BYE to these ("Input buffer full"): it must not be a way to
 		// ask the backend for free.
-		return false, s.failLogin(ctx, log, a, "password_too_long", fmt.Sprintf("password of %d bytes", len(pass)), badPasswordTooLong)
+		return false, s.remember(fp, s.failLogin(ctx, log, a, "password_too_long", fmt.Sprintf("password of %d bytes", len(pass)), badPasswordTooLong.withReason("password too long")))
 	}
 	login, why := st.opts.Identity.Bind(p.leaf, authzid, user)
 	if why != "" {
-		return false, s.failLogin(ctx, log, a, "identity_mismatch", why, errAuthFailed(why))
+		return false, s.remember(fp, s.failLogin(ctx, log, a, "identity_mismatch", why, errAuthFailed(why)))
 	}
 	if login != user {
 		log = log.With("backend_user", login)
@@ -63,7 +76,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		var refused *errLoginRefused
 		switch {
 		case errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED":
-			return false, s.failLogin(ctx, log, a, "bad_password", r.Reason, r)
+			return false, s.remember(fp, s.failLogin(ctx, log, a, "bad_password", r.Reason, r))
 		case errors.As(err, &refused):
 			// Any other answer to a LOGIN that was sent is counted and delayed too:
 			// which input makes a backend answer what must not matter.
@@ -148,6 +161,58 @@ func (s *session) failLogin(ctx context.Context, log *slog.Logger, a *attempt, r
 		}
 	}
 	return reply
+}
+
+// loginMACKey keys the fingerprints of failed logins: random for each process, it
+// makes a fingerprint useless outside it. Passwords themselves are never kept.
+var loginMACKey = func() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
+}()
+
+// loginFingerprint is a keyed hash (HMAC-SHA256) of what a login tried. An authzid
+// equal to the login is the same as none (Bind treats them alike).
+func loginFingerprint(authzid, user string, pass secret) [32]byte {
+	if authzid == user {
+		authzid = ""
+	}
+	m := hmac.New(sha256.New, loginMACKey)
+	for _, part := range []string{authzid, user, string(pass)} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		m.Write(n[:])
+		m.Write([]byte(part))
+	}
+	var out [32]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// failedLogin is a failure of this connection: its fingerprint and its answer.
+type failedLogin struct {
+	mac   [32]byte
+	reply *Reply
+}
+
+// remember keeps the fingerprint of a failed login with its answer, and returns it.
+func (s *session) remember(fp [32]byte, reply error) error {
+	if r, ok := reply.(*Reply); ok {
+		s.failed = append(s.failed, failedLogin{mac: fp, reply: r})
+	}
+	return reply
+}
+
+// repeatedFailure is the answer of an earlier failure with fingerprint fp, or nil.
+// Every remembered fingerprint is compared in constant time.
+func (s *session) repeatedFailure(fp [32]byte) *Reply {
+	var found *Reply
+	for _, f := range s.failed {
+		if hmac.Equal(f.mac[:], fp[:]) && found == nil {
+			found = f.reply
+		}
+	}
+	return found
 }
 
 func roundUp(d time.Duration) string {

@@ -181,3 +181,45 @@ func TestLoginsPerConnection(t *testing.T) {
 		t.Fatalf("fourth login on one connection: %q", lines)
 	}
 }
+
+// TestOneMistakeOneFailure: Thunderbird retries a failed AUTHENTICATE PLAIN at once
+// with LOGIN and the same password. On one connection the same failed credentials are
+// answered as before without asking the backend, and count once: two tries of one
+// wrong password leave room for the right one under lockout_after 2. Another wrong
+// password still counts.
+func TestOneMistakeOneFailure(t *testing.T) {
+	relay, tried := countingRelay(t, testenv.StartDovecot(t, testenv.DovecotOptions{}).Addr)
+	e := newEnv(t, envOptions{backendAddr: relay, mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
+	c := e.dial(t, e.alice)
+	c.line()
+	c.send("a AUTHENTICATE PLAIN " + plain("", testenv.Alice.Name, "wrong") + "\r\n")
+	if got := c.line(); got != "a NO [AUTHENTICATIONFAILED] Authentication failed." {
+		t.Fatalf("AUTHENTICATE: %q", got)
+	}
+	c.send("b LOGIN " + testenv.Alice.Name + " wrong\r\n")
+	if got := c.line(); got != "b NO [AUTHENTICATIONFAILED] Authentication failed." {
+		t.Fatalf("LOGIN with the same password: %q", got)
+	}
+	if n := tried.Load(); n != 1 {
+		t.Fatalf("the same wrong password reached the backend %d times, want once", n)
+	}
+	waitForLine(t, e.logs, `"result":"repeated"`, `"method":"LOGIN"`)
+	c.send("c LOGIN " + testenv.Alice.Name + " " + testenv.Alice.Password + "\r\n")
+	if got := c.line(); !loginOK.MatchString(got) {
+		t.Fatalf("the right password after one mistake tried twice: %q", got)
+	}
+
+	// The repeat is per connection, and a different wrong password counts.
+	d := e.dial(t, e.bob)
+	d.line()
+	for i, pw := range []string{"wrong1", "wrong1", "wrong2"} {
+		d.send(fmt.Sprintf("d%d LOGIN %s %s\r\n", i, testenv.Bob.Name, pw))
+		if got := d.line(); got != fmt.Sprintf("d%d NO [AUTHENTICATIONFAILED] Authentication failed.", i) {
+			t.Fatalf("bob %d: %q", i, got)
+		}
+	}
+	d.send("d9 LOGIN " + testenv.Bob.Name + " " + testenv.Bob.Password + "\r\n")
+	if got := d.line(); !strings.HasPrefix(got, "d9 NO [UNAVAILABLE] Too many failed logins") {
+		t.Fatalf("bob after two different wrong passwords: %q, want locked out", got)
+	}
+}

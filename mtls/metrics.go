@@ -36,7 +36,7 @@ func NewMetrics() *Metrics {
 		}, []string{"result"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapgate_front_logins_total",
-			Help: "Login decisions by result (ok, bad_password, identity_mismatch, password_too_long, backend_refused, locked, busy, too_many, backend_error).",
+			Help: "Login decisions by result (ok, bad_password, identity_mismatch, password_too_long, repeated, backend_refused, locked, busy, too_many, backend_error).",
 		}, []string{"result"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "imapgate_front_sessions_active",

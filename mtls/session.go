@@ -40,8 +40,9 @@ type session struct {
 	killed atomic.Bool
 	ended  chan struct{} // closed by kill: waits in the pre-auth path give up
 	bad    int
-	logins int         // LOGIN and AUTHENTICATE attempts so far
-	expiry *time.Timer // ends the session when the certificate expires
+	logins int           // LOGIN and AUTHENTICATE attempts so far
+	failed []failedLogin // fingerprints of this connection's failed logins (login.go)
+	expiry *time.Timer   // ends the session when the certificate expires
 
 	proxied *proxied // set by a successful login; run then splices
 }
