@@ -7,145 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 )
 
 // maxBackendLine bounds one line from the backend before login (a CAPABILITY list).
 const maxBackendLine = 64 << 10
-
-// login binds the identity, logs in to the backend and, on OK, relays the backend's OK
-// and splices. It returns done=true once the session has been proxied (and ended).
-func (s *session) login(ctx context.Context, tag, authzid, user string, pass secret, method string) (bool, error) {
-	st := s.st
-	p := s.peer.Load()
-	s.user = user
-	log := s.log.With("user", user, "method", method)
-	if s.client != "" {
-		log = log.With("client", s.client)
-	}
-	a, err := s.reserveLogin(ctx, log)
-	if a == nil {
-		if s.killed.Load() {
-			return true, nil
-		}
-		return false, err
-	}
-	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
-	if why := st.opts.Identity.Bind(p.leaf, authzid, user); why != "" {
-		return false, s.loginFailed(ctx, log, a, "identity_mismatch", why)
-	}
-	b, bbr, caps, err := s.backendLogin(ctx, user, pass)
-	if err != nil {
-		var r *Reply
-		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
-			return false, s.loginFailed(ctx, log, a, "bad_password", r.Reason)
-		}
-		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
-		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
-		if s.killed.Load() {
-			return true, nil
-		}
-		return false, errUnavailable("The mail server is not available right now. Try again in a few minutes.", err.Error())
-	}
-	a.succeeded(time.Now())
-	s.srv.metrics.logins.WithLabelValues("ok").Inc()
-	log.Info("login ok", "event", "login", "result", "ok")
-	if err := s.write(tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"); err != nil {
-		b.Close()
-		return true, nil
-	}
-	// The splice runs from run(), once the pre-auth frames (loop, dispatch, login) have
-	// returned: an idle session then sits on a shallow stack that the runtime shrinks,
-	// which is a good part of its memory.
-	s.proxied = &proxied{backend: b, br: bbr, log: log}
-	return true, nil
-}
-
-// proxied is a logged-in session waiting to be spliced.
-type proxied struct {
-	backend net.Conn
-	br      *bufio.Reader
-	log     *slog.Logger
-}
-
-// relay splices a logged-in session until either side ends.
-func (s *session) relay(p *proxied) {
-	// Take the fields apart: p must not keep the backend reader's 4 KiB buffer alive
-	// for the whole session (splice drains it first and then drops it).
-	b, br, log := p.backend, p.br, p.log
-	start := time.Now()
-	in, out := s.splice(b, br)
-	log.Info("session ended", "event", "logout", "result", "ok", "duration", time.Since(start).Round(time.Millisecond).String(), "bytes_in", in, "bytes_out", out)
-}
-
-// reserveLogin takes this login's place in the throttle before the password is checked
-// anywhere. While other logins of the same certificate or address hold what is left
-// of the lockout budget it waits for them to be decided (a mail program opening several
-// connections at once just waits a moment); a lockout, or a wait that lasts the
-// pre-auth timeout, refuses the login. A nil attempt comes with the reply to give.
-func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt, error) {
-	cfg := &s.st.opts.Throttle
-	serial, ip := s.peer.Load().serialHex(), s.remote.Addr().Unmap()
-	var timeout <-chan time.Time
-	for {
-		a, wake, wait, why := s.srv.throttle.reserve(serial, ip, cfg, time.Now())
-		switch {
-		case a != nil:
-			return a, nil
-		case why != "":
-			s.srv.metrics.logins.WithLabelValues("locked").Inc()
-			log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
-			return nil, errUnavailable(fmt.Sprintf("Too many failed logins. Wait %s and try again.", roundUp(wait)), why)
-		}
-		if timeout == nil {
-			t := time.NewTimer(s.st.opts.PreAuthTimeout)
-			defer t.Stop()
-			timeout = t.C
-		}
-		select {
-		case <-wake:
-		case <-timeout:
-			why := "other logins of this certificate or address were still being checked"
-			s.srv.metrics.logins.WithLabelValues("busy").Inc()
-			log.Warn("login refused", "event", "login", "result", "busy", "reason", why)
-			return nil, errUnavailable("Too many logins at once. Try again in a moment.", why)
-		case <-ctx.Done():
-			return nil, errUnavailable("This server is shutting down. Try again in a moment.", "server shutting down")
-		case <-s.ended:
-			return nil, nil
-		}
-	}
-}
-
-// loginFailed throttles (a growing delay), counts and logs a failed login. The client
-// sees the same NO whatever the reason.
-func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt, result, why string) error {
-	delay := a.failed(&s.st.opts.Throttle, time.Now())
-	s.srv.metrics.logins.WithLabelValues(result).Inc()
-	log.Warn("login failed", "event", "login", "result", result, "reason", why, "delay", delay.String())
-	if delay > 0 {
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-		case <-s.ended:
-			t.Stop()
-		}
-	}
-	return errAuthFailed(why)
-}
-
-func roundUp(d time.Duration) string {
-	if d < time.Minute {
-		return strconv.Itoa(int(d/time.Second)+1) + " seconds"
-	}
-	return strconv.Itoa(int(d/time.Minute)+1) + " minutes"
-}
 
 // backendLogin dials the IMAP server, sends ID with the client's address and the session
 // id (Dovecot honours these from login_trusted_networks), then LOGIN. It returns the
@@ -198,13 +66,16 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 		s.log.Warn("backend refused ID; client address not forwarded", "backend_reply", r.text)
 	}
 
+	// From here LOGIN is on its way: whatever the backend answers other than OK is a
+	// refusal of this login (errLoginRefused, counted by the throttle); only a lost
+	// connection or a timeout is the backend's trouble.
 	w.WriteString("g2 LOGIN ")
 	if err := sendAstring(w, br, user); err != nil {
-		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+		return fail(loginAnswer("LOGIN", err))
 	}
 	w.WriteString(" ")
 	if err := sendAstring(w, br, string(pass)); err != nil {
-		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+		return fail(loginAnswer("LOGIN", err))
 	}
 	w.WriteString("\r\n")
 	if err := w.Flush(); err != nil {
@@ -212,21 +83,19 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	}
 	r, err := readTagged(br, "g2")
 	if err != nil {
-		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+		return fail(loginAnswer("LOGIN", err))
 	}
 	switch r.status {
 	case "OK":
 	case "NO":
-		// Only a refusal of these credentials counts as a failed login; a backend in
-		// trouble ([UNAVAILABLE], [LIMIT], [SERVERBUG], …) must not lock users out.
 		switch code := respCode(r.text); code {
 		case "", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED":
 			return fail(errAuthFailed("backend refused the login: " + r.text))
 		default:
-			return fail(fmt.Errorf("backend: LOGIN answered NO %s", r.text))
+			return fail(&errLoginRefused{answer: "NO " + r.text})
 		}
 	default:
-		return fail(fmt.Errorf("backend: LOGIN answered %s %s", r.status, r.text))
+		return fail(&errLoginRefused{answer: r.status + " " + r.text})
 	}
 	caps := r.caps
 	if caps == "" {
@@ -316,10 +185,33 @@ func sendAstring(w *bufio.Writer, br *bufio.Reader, s string) error {
 		return err
 	}
 	if !strings.HasPrefix(line, "+") {
-		return fmt.Errorf("server refused literal: %.100q", line)
+		return &errBackendAnswer{answer: fmt.Sprintf("%.100s (instead of the literal's continuation)", line)}
 	}
 	_, err = w.WriteString(s)
 	return err
+}
+
+// errBackendAnswer is an unwanted answer of the backend: a BYE, or a line other than
+// the continuation of a literal.
+type errBackendAnswer struct{ answer string }
+
+func (e *errBackendAnswer) Error() string { return "server said " + e.answer }
+
+// errLoginRefused is an answer of the backend to a LOGIN other than OK and other than
+// a refusal of the credentials: a BYE, a NO with another code, a BAD.
+type errLoginRefused struct{ answer string }
+
+func (e *errLoginRefused) Error() string { return "backend: answered " + e.answer + " to LOGIN" }
+
+// loginAnswer wraps an error met while sending LOGIN or reading its answer: an answer
+// of the backend becomes an errLoginRefused, anything else (I/O) is the backend's
+// trouble.
+func loginAnswer(cmd string, err error) error {
+	var a *errBackendAnswer
+	if errors.As(err, &a) {
+		return &errLoginRefused{answer: a.answer}
+	}
+	return fmt.Errorf("backend: %s: %w", cmd, err)
 }
 
 type tagged struct {
@@ -338,10 +230,10 @@ func readTagged(br *bufio.Reader, tag string) (tagged, error) {
 		}
 		if rest, ok := strings.CutPrefix(line, "* "); ok {
 			if c, ok := cutFold(rest, "CAPABILITY "); ok {
-				r.caps = c
+				r.caps = printable(c)
 			}
 			if strings.HasPrefix(strings.ToUpper(rest), "BYE") {
-				return r, fmt.Errorf("server said %.200q", line)
+				return r, &errBackendAnswer{answer: fmt.Sprintf("%.200s", line)}
 			}
 			continue
 		}
@@ -354,11 +246,23 @@ func readTagged(br *bufio.Reader, tag string) (tagged, error) {
 		r.text = text
 		if c, ok := cutFold(text, "[CAPABILITY "); ok {
 			if end := strings.IndexByte(c, ']'); end >= 0 {
-				r.caps = c[:end]
+				r.caps = printable(c[:end])
 			}
 		}
 		return r, nil
 	}
+}
+
+// printable is s when it holds printable ASCII only, else "": the capabilities are
+// relayed to the client, and a backend must not slip a control character (a bare CR)
+// into the client's stream.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return ""
+		}
+	}
+	return s
 }
 
 // respCode is the response code of a status text ("[UNAVAILABLE] …" → "UNAVAILABLE").
@@ -378,74 +282,4 @@ func cutFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return "", false
-}
-
-// spliceBuf is the copy buffer per direction. Small on purpose: an idle session holds two
-// of them, and IMAP lines are short; large FETCHes just take more reads.
-const spliceBuf = 4096
-
-// splice copies bytes both ways until either side ends, then closes both. Bytes already
-// buffered on either side (pipelined commands, backend lines after the OK) go first.
-func (s *session) splice(b net.Conn, bbr *bufio.Reader) (in, out int64) {
-	cpending, _ := s.br.Peek(s.br.Buffered())
-	cpending = append([]byte(nil), cpending...)
-	bpending, _ := bbr.Peek(bbr.Buffered())
-	bpending = append([]byte(nil), bpending...)
-	s.br, s.wr = nil, nil // the pre-auth reader is not used again
-
-	downDone := make(chan int64, 1)
-	go func() {
-		var n int64
-		defer func() { s.closeAll(); downDone <- n }()
-		if len(bpending) > 0 {
-			if s.writeBytes(bpending) != nil {
-				return
-			}
-			n += int64(len(bpending))
-		}
-		buf := make([]byte, spliceBuf)
-		for {
-			k, err := b.Read(buf)
-			if k > 0 {
-				if s.writeBytes(buf[:k]) != nil {
-					return
-				}
-				n += int64(k)
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	if len(cpending) > 0 {
-		if _, err := b.Write(cpending); err == nil {
-			in += int64(len(cpending))
-		}
-	}
-	buf := make([]byte, spliceBuf)
-	for {
-		k, err := s.conn.Read(buf)
-		if k > 0 {
-			if _, werr := b.Write(buf[:k]); werr != nil {
-				break
-			}
-			in += int64(k)
-		}
-		if err != nil {
-			break
-		}
-	}
-	s.closeAll()
-	out = <-downDone
-	return in, out
-}
-
-func (s *session) writeBytes(p []byte) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.killed.Load() {
-		return net.ErrClosed
-	}
-	_, err := s.conn.Write(p)
-	return err
 }

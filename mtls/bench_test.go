@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -307,8 +308,14 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperIdleClients$", "-test.v")
 		cmd.Env = append(os.Environ(), "IMAPGATE_IDLE_HELPER=1", "HELPER_ADDR="+e.addr, "HELPER_CERT="+cert,
 			"HELPER_KEY="+key, "HELPER_ROOT="+root, "HELPER_N="+strconv.Itoa(n))
-		stdin, _ := cmd.StdinPipe()
-		stdout, _ := cmd.StdoutPipe()
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)
@@ -355,15 +362,29 @@ func TestHelperIdleClients(t *testing.T) {
 	if os.Getenv("IMAPGATE_IDLE_HELPER") == "" {
 		t.Skip("child process of BenchmarkIdleSessionMemory")
 	}
-	n, _ := strconv.Atoi(os.Getenv("HELPER_N"))
+	// The parent reads "HELPER FAIL" from stdout; the test fails as well, so that
+	// the child never passes on an error.
+	fatal := func(err error) {
+		fmt.Println("HELPER FAIL", err)
+		t.Fatal(err)
+	}
+	n, err := strconv.Atoi(os.Getenv("HELPER_N"))
+	if err != nil {
+		fatal(fmt.Errorf("HELPER_N: %w", err))
+	}
 	cert, err := tls.LoadX509KeyPair(os.Getenv("HELPER_CERT"), os.Getenv("HELPER_KEY"))
 	if err != nil {
-		fmt.Println("HELPER FAIL", err)
-		return
+		fatal(err)
 	}
-	rootPEM, _ := os.ReadFile(os.Getenv("HELPER_ROOT"))
+	rootPEM, err := os.ReadFile(os.Getenv("HELPER_ROOT"))
+	if err != nil {
+		fatal(err)
+	}
 	cfg := &tls.Config{ServerName: "localhost", Certificates: []tls.Certificate{cert}}
-	cfg.RootCAs = x509Pool(rootPEM)
+	cfg.RootCAs = x509.NewCertPool()
+	if !cfg.RootCAs.AppendCertsFromPEM(rootPEM) {
+		fatal(errors.New("HELPER_ROOT holds no certificate"))
+	}
 	addr := os.Getenv("HELPER_ADDR")
 	conns := make([]net.Conn, n)
 	var wg sync.WaitGroup
@@ -389,8 +410,7 @@ func TestHelperIdleClients(t *testing.T) {
 	}
 	wg.Wait()
 	if failed != nil {
-		fmt.Println("HELPER FAIL", failed)
-		return
+		fatal(failed)
 	}
 	fmt.Println("HELPER READY")
 	io.Copy(io.Discard, os.Stdin)
@@ -419,10 +439,4 @@ func idleLogin(c net.Conn) error {
 			return fmt.Errorf("idle login: %q", l)
 		}
 	}
-}
-
-func x509Pool(pemData []byte) *x509.CertPool {
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pemData)
-	return pool
 }

@@ -2,7 +2,6 @@ package mtls
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -53,8 +52,9 @@ type Config struct {
 	} `yaml:"backend"`
 
 	Identity struct {
-		Mode    string `yaml:"mode"`
-		MapFile string `yaml:"map_file"`
+		Mode    string   `yaml:"mode"`
+		MapFile string   `yaml:"map_file"`
+		Domains []string `yaml:"domains"`
 	} `yaml:"identity"`
 
 	Timeouts struct {
@@ -68,6 +68,7 @@ type Config struct {
 		MaxConnectionsPerIP      int `yaml:"max_connections_per_ip"`
 		HandshakesPerIPPerMinute int `yaml:"handshakes_per_ip_per_minute"`
 		MaxBadCommands           int `yaml:"max_bad_commands"`
+		MaxLoginsPerConnection   int `yaml:"max_logins_per_connection"`
 	} `yaml:"limits"`
 
 	Throttle struct {
@@ -76,6 +77,8 @@ type Config struct {
 		LockoutAfter int           `yaml:"lockout_after"`
 		LockoutFor   time.Duration `yaml:"lockout_for"`
 		Window       time.Duration `yaml:"window"`
+		// AddressLockoutCertificates: see Throttle.
+		AddressLockoutCertificates int `yaml:"address_lockout_certificates"`
 	} `yaml:"throttle"`
 
 	ProxyProtocol struct {
@@ -138,6 +141,8 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		PreAuthTimeout:   c.Timeouts.PreAuth,
 		DrainTimeout:     c.Timeouts.Drain,
 		MaxBadCommands:   c.Limits.MaxBadCommands,
+
+		MaxLoginsPerConnection: c.Limits.MaxLoginsPerConnection,
 		Limits: Limits{
 			MaxConnections:           c.Limits.MaxConnections,
 			MaxConnectionsPerIP:      c.Limits.MaxConnectionsPerIP,
@@ -149,17 +154,12 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			LockoutAfter: c.Throttle.LockoutAfter,
 			LockoutFor:   c.Throttle.LockoutFor,
 			Window:       c.Throttle.Window,
+
+			AddressLockoutCertificates: c.Throttle.AddressLockoutCertificates,
 		},
 		Logger: log,
 	}
-	if c.Backend.Address == "" {
-		add(errors.New("front config: backend.address is required (the IMAP server, e.g. 127.0.0.1:143)"))
-	}
 	add(c.backendTLS(&o.Backend))
-	if b := o.Backend; c.Backend.Address != "" {
-		_, err := backendTLSConfig(&b) // checked again by buildState; here to report it with the rest
-		add(err)
-	}
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		add(errors.New("front config: tls.cert_file and tls.key_file are required (the front's own server certificate)"))
 	} else if cert, err := loadKeyPair(c.TLS.CertFile, c.TLS.KeyFile, "front config: tls.key_file"); err != nil {
@@ -206,7 +206,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		}
 		o.CRLs = append(o.CRLs, store)
 	}
-	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile); err != nil {
+	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile, c.Identity.Domains); err != nil {
 		add(fmt.Errorf("front config: %w", err))
 	} else {
 		o.Identity = id
@@ -231,11 +231,12 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			add(fmt.Errorf("front config: %s %q: want host:port or :port", l.key, l.addr))
 		}
 	}
+	// The settings are checked once, by the same code as New's, and reported
+	// with the files that failed to load; what must be loaded was checked above,
+	// key by key.
+	add(o.checkSettings())
 	if len(errs) > 0 {
 		return Options{}, errors.Join(errs...)
-	}
-	if _, err := buildState(o); err != nil {
-		return Options{}, err
 	}
 	return o, nil
 }
@@ -347,7 +348,7 @@ func loadKeyPair(certFile, keyFile, what string) (tls.Certificate, error) {
 // ReadTicketKeys reads TLS session ticket keys shared by all fronts: one key a line, 64
 // hex digits (32 bytes), the first is used to issue tickets and all to accept them, so
 // that rotating means putting a new line first and dropping the last later. Create one
-// with NewTicketKeyLine.
+// with `openssl rand -hex 32`.
 func ReadTicketKeys(path string) ([][32]byte, error) {
 	// Whoever reads the ticket keys can mint tickets that claim any user's
 	// certificate, smartcard or not.
@@ -372,11 +373,4 @@ func ReadTicketKeys(path string) ([][32]byte, error) {
 		return nil, fmt.Errorf("front config: tls.session_ticket_key_file %s: no keys (create one with: openssl rand -hex 32)", path)
 	}
 	return keys, nil
-}
-
-// NewTicketKeyLine returns a fresh random ticket key as a line for the key file.
-func NewTicketKeyLine() string {
-	var b [32]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:]) + "\n"
 }

@@ -60,7 +60,7 @@ func TestRunFromConfig(t *testing.T) {
 	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
 	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
 	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
-	testenv.WriteFile(t, filepath.Join(dir, "tickets.key"), []byte(mtls.NewTicketKeyLine()))
+	testenv.WriteFile(t, filepath.Join(dir, "tickets.key"), []byte(ticketKeyLine()))
 	var listen, starttls, metrics, conf, path string
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -259,6 +259,23 @@ func waitFor(t *testing.T, logs *syncBuffer, s string) {
 	t.Fatalf("log never said %q", s)
 }
 
+// waitForLine waits for one log line that holds every one of parts.
+func waitForLine(t *testing.T, logs *syncBuffer, parts ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(l, p)
+			}
+			if all {
+				return
+			}
+		}
+	}
+	t.Fatalf("no log line said all of %q", parts)
+}
+
 // TestDocsInStep: the YAML example in docs/front.md parses, and every config key is in
 // its table of keys.
 func TestDocsInStep(t *testing.T) {
@@ -309,7 +326,7 @@ func TestSecretFilesOwnerOnly(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := pki.Server(t).WriteFiles(t, dir, "server")
 	tickets := filepath.Join(dir, "tickets.key")
-	testenv.WriteFile(t, tickets, []byte(mtls.NewTicketKeyLine()))
+	testenv.WriteFile(t, tickets, []byte(ticketKeyLine()))
 	for _, tc := range []struct {
 		name, loose, yaml, want string
 	}{

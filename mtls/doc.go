@@ -4,17 +4,25 @@
 // address, logs in to the real IMAP server (Dovecot) with the user's password and only
 // then splices the two connections together.
 //
-// A connection goes: accept (optional PROXY v2 header, per-IP limits) → TLS handshake
-// with a deadline → certificate checks (chain, clientAuth, validity, CRL; a failure is
-// told to the user as "* BYE [ALERT] …") → greeting and pre-auth loop (preauth.go, parsed
-// by wire.go) → identity binding (identity.go) → backend login and splice (backend.go;
-// plain TCP, implicit TLS or STARTTLS to the backend, its certificate always verified).
-// Live sessions sit in a registry (revocation.go) so that a CRL that newly lists a
-// serial ends its sessions, and a CRL that goes stale ends those of its CA.
+// A connection goes: accept (optional PROXY v2 header, proxy.go; per-address limits,
+// limits.go) → session lifecycle (session.go) → TLS handshake with a deadline
+// (handshake.go) → certificate policy (certpolicy.go: chain, clientAuth, validity, and
+// one checkRevocation against the CRL; a failure is told to the user as
+// "* BYE [ALERT] …") → greeting and the pre-auth loop with its explicit phase
+// (preauth.go, parsed by wire.go) → login (login.go: the throttle of throttle.go, the
+// identity binding of identity.go, the backend login of backend.go; plain TCP,
+// implicit TLS or STARTTLS to the backend, its certificate always verified) → splice
+// (splice.go). Every text a user reads is a named reply in errors.go.
+//
+// Live sessions sit in a registry (registry.go), touched only by the Server
+// (server.go), so that a CRL that newly lists a serial ends its sessions, and a CRL
+// that goes stale ends those of its CA.
 //
 // Hot state — the TLS configuration and everything built from the config — is an
 // immutable snapshot behind an atomic pointer; Reload builds a new one and swaps it. The
-// lifecycle is New (build + validate) → Run/Serve (until the context ends) → Close.
+// lifecycle is New (validate once, options.go, then build) → Run/Serve (until the
+// context ends) → Close. `imapgate front` runs from a YAML file (config.go, run.go);
+// a reload is one runner.apply (reload.go).
 //
 // It does not issue or store certificates and imports neither package ca nor pkcs11: it
 // learns revocation from the CRL (package crl), like any relying party.

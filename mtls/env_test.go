@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -237,3 +239,10 @@ func plain(authz, user, pass string) string {
 }
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// ticketKeyLine is a fresh random session ticket key, as a line of the key file.
+func ticketKeyLine() string {
+	var b [32]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:]) + "\n"
+}

@@ -388,15 +388,6 @@ func TestStaleCRLEndsSessions(t *testing.T) {
 		o.ClientRoots = o.ClientRoots.Clone()
 		o.ClientRoots.AddCert(other.Root)
 	}})
-	// The CA's last CRL: it is not renewed. DER keeps whole seconds, and both logins
-	// below must fit before it expires, on a loaded machine too.
-	next := time.Now().Add(8 * time.Second).Truncate(time.Second)
-	testenv.WriteFile(t, e.crlFile, e.pki.CRL(t, testenv.CRLOptions{NextUpdate: next}))
-	for deadline := time.Now().Add(5 * time.Second); !e.store.Load().NextUpdate.Equal(next); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the poller did not load the last CRL")
-		}
-	}
 	c := e.dial(t, e.alice)
 	c.line()
 	c.send("a LOGIN alice@example.org alice-secret\r\n")
@@ -411,16 +402,15 @@ func TestStaleCRLEndsSessions(t *testing.T) {
 	if got := b.until("a "); !loginOK.MatchString(got) {
 		t.Fatalf("bob's login: %q", got)
 	}
-	if time.Now().After(next) {
-		t.Skip("the machine is too slow: the CRL expired before both sessions were open")
-	}
+	// Both sessions are open: now the CA's CRL goes stale. The poller loads a newer,
+	// validly signed CRL whose nextUpdate has already passed (a stalled mirror), so the
+	// test does not race the clock however slow the machine is.
+	past := time.Now().Add(-time.Hour).Truncate(time.Second)
+	testenv.WriteFile(t, e.crlFile, e.pki.CRL(t, testenv.CRLOptions{ThisUpdate: past.Add(-time.Hour), NextUpdate: past}))
 
 	lines := c.closed()
 	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [UNAVAILABLE] Certificate status cannot be checked") {
 		t.Fatalf("alice's session ended with %q", lines)
-	}
-	if time.Now().Before(next) {
-		t.Fatal("the session ended before the CRL expired")
 	}
 	b.send("n NOOP\r\n")
 	if got := b.until("n "); !strings.HasPrefix(got, "n OK") {
@@ -632,7 +622,8 @@ func TestThrottle(t *testing.T) {
 	c := e.dial(t, e.alice)
 	c.line()
 	for i := 0; i < 3; i++ {
-		c.send("a LOGIN alice@example.org wrong\r\n")
+		// Three different wrong passwords: one repeated would count once.
+		c.send(fmt.Sprintf("a LOGIN alice@example.org wrong%d\r\n", i))
 		if got := c.line(); got != "a NO [AUTHENTICATIONFAILED] Authentication failed." {
 			t.Fatalf("attempt %d: %q", i, got)
 		}
@@ -646,9 +637,10 @@ func TestThrottle(t *testing.T) {
 	}
 }
 
-// TestThrottleParallel: wrong passwords sent at once on many connections reach the
-// backend no more often than the lockout allows — per certificate and per address —
-// while as many right ones at once all log in (they wait for each other, not fail).
+// TestThrottleParallel: wrong passwords of one certificate sent at once on many
+// connections reach the backend no more often than its lockout allows, while as many
+// right ones at once all log in (they wait for each other, not fail). Different
+// certificates from one address each get their own tries (none waits for another).
 // A relay in front of Dovecot counts the backend logins (one connection each).
 func TestThrottleParallel(t *testing.T) {
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{})
@@ -662,7 +654,7 @@ func TestThrottleParallel(t *testing.T) {
 		wantLogin bool
 	}{
 		{"one_certificate", 1, n, "wrong", lockout, false},
-		{"one_address", n, n, "wrong", lockout, false},
+		{"one_address", n, n, "wrong", n, false},
 		{"right_passwords", 1, 8, testenv.Alice.Password, 8, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -1030,7 +1022,7 @@ func TestCloseEndsLateSessions(t *testing.T) {
 // sessions.
 func TestSharedTicketKeys(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tickets.key")
-	testenv.WriteFile(t, path, []byte("# rotated daily\n"+mtls.NewTicketKeyLine()+mtls.NewTicketKeyLine()))
+	testenv.WriteFile(t, path, []byte("# rotated daily\n"+ticketKeyLine()+ticketKeyLine()))
 	keys, err := mtls.ReadTicketKeys(path)
 	if err != nil || len(keys) != 2 {
 		t.Fatalf("keys %d: %v", len(keys), err)
@@ -1187,37 +1179,5 @@ func TestCertificateExpiresDuringSession(t *testing.T) {
 	lines := c.closed()
 	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [ALERT] Your certificate has expired") {
 		t.Fatalf("got %q", lines)
-	}
-}
-
-// TestBackendTemporaryFailure: a backend that answers LOGIN with NO [UNAVAILABLE] gives
-// the user NO [UNAVAILABLE] and counts no failed login (no lockout for an outage). A
-// stub speaks for Dovecot here: a test cannot easily make a real one fail its password
-// lookups temporarily (a missing or unreadable passwd-file reads as a wrong password).
-func TestBackendTemporaryFailure(t *testing.T) {
-	ln := serveStub(t, localListen(t), func(c net.Conn) {
-		br := bufio.NewReader(c)
-		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1] fake ready\r\n")
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return
-			}
-			tag, _, _ := strings.Cut(l, " ")
-			if strings.Contains(l, " LOGIN ") {
-				io.WriteString(c, tag+" NO [UNAVAILABLE] Temporary authentication failure.\r\n")
-			} else {
-				io.WriteString(c, tag+" OK done\r\n")
-			}
-		}
-	})
-	e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
-	c := e.dial(t, e.alice)
-	c.line()
-	for i := 0; i < 3; i++ {
-		c.send("a LOGIN alice@example.org alice-secret\r\n")
-		if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] The mail server is not available") {
-			t.Fatalf("attempt %d: %q", i, got)
-		}
 	}
 }

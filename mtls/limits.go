@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// Limits bound what one address (and everyone together) may hold or start.
+// Limits bound what one address (and everyone together) may hold or start. An IPv6
+// client's address is its /64 (groupAddr).
 type Limits struct {
 	// MaxConnections open at once, all addresses; default 10000.
 	MaxConnections int
@@ -37,40 +38,6 @@ func (l *Limits) setDefaults() {
 	}
 	if l.HandshakesPerIPPerMinute == 0 {
 		l.HandshakesPerIPPerMinute = 120
-	}
-}
-
-// Throttle slows down and then locks out repeated login failures, per certificate and
-// per client address.
-type Throttle struct {
-	// BaseDelay before the answer to the first failure; it doubles with every further
-	// one. Default 1s.
-	BaseDelay time.Duration
-	// MaxDelay caps the growing delay; default 16s.
-	MaxDelay time.Duration
-	// LockoutAfter this many failures within Window, further logins are refused for
-	// LockoutFor without trying the password. Default 10.
-	LockoutAfter int
-	// LockoutFor is the temporary lockout; default 15m.
-	LockoutFor time.Duration
-	// Window after which old failures are forgotten; default 15m.
-	Window time.Duration
-}
-
-func (t *Throttle) validate() error {
-	if t.BaseDelay < 0 || t.MaxDelay < 0 || t.LockoutAfter < 0 || t.LockoutFor < 0 || t.Window < 0 {
-		return errors.New("mtls: throttle settings must not be negative")
-	}
-	return nil
-}
-
-func (t *Throttle) setDefaults() {
-	setDefault(&t.BaseDelay, time.Second)
-	setDefault(&t.MaxDelay, 16*time.Second)
-	setDefault(&t.LockoutFor, 15*time.Minute)
-	setDefault(&t.Window, 15*time.Minute)
-	if t.LockoutAfter == 0 {
-		t.LockoutAfter = 10
 	}
 }
 
@@ -109,7 +76,7 @@ func newConnLimiter() *connLimiter {
 // acquire admits a new connection from ip, or says why not. release must be called
 // when the connection ends.
 func (l *connLimiter) acquire(ip netip.Addr, lim *Limits, now time.Time) (release func(), why string) {
-	ip = ip.Unmap()
+	ip = groupAddr(ip) // an IPv6 /64 counts as one address
 	if n := l.total.Add(1); n > int64(lim.MaxConnections) {
 		l.total.Add(-1)
 		return nil, fmt.Sprintf("server is at max_connections (%d)", lim.MaxConnections)
@@ -160,7 +127,7 @@ func (l *connLimiter) sweep(sh *struct {
 // handshakeAllowed takes one token from ip's handshake bucket. The entry exists while
 // the connection is open (acquire made it).
 func (l *connLimiter) handshakeAllowed(ip netip.Addr, lim *Limits, now time.Time) bool {
-	ip = ip.Unmap()
+	ip = groupAddr(ip) // an IPv6 /64 counts as one address
 	sh := &l.shards[shardOf(string(ip.AsSlice()))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -176,199 +143,4 @@ func (l *connLimiter) handshakeAllowed(ip netip.Addr, lim *Limits, now time.Time
 	}
 	st.tokens--
 	return true
-}
-
-// throttle remembers recent login failures per certificate serial and per address, and
-// the logins in flight for each: a login reserves its attempt before the password is
-// checked, so that parallel logins cannot get more guesses to the backend than the
-// lockout allows.
-type throttle struct {
-	shards [shards]throttleShard
-	sweeps atomic.Int64
-}
-
-type throttleShard struct {
-	mu sync.Mutex
-	m  map[string]*failures
-}
-
-type failures struct {
-	count       int
-	last        time.Time
-	lockedUntil time.Time
-	inFlight    int           // reserved attempts not yet decided
-	wake        chan struct{} // made by a waiting login; closed when inFlight drops
-}
-
-func newThrottle() *throttle {
-	t := &throttle{}
-	for i := range t.shards {
-		t.shards[i].m = map[string]*failures{}
-	}
-	return t
-}
-
-func certKey(serial string) string { return "c:" + serial }
-func ipKey(ip netip.Addr) string   { return "i:" + ip.String() }
-
-// attempt is one reserved login. Exactly one of failed, succeeded or release decides
-// it; later calls do nothing.
-type attempt struct {
-	t       *throttle
-	serial  string
-	ip      netip.Addr
-	decided bool
-}
-
-// reserve admits one login for the certificate serial from ip. Per certificate and per
-// address, failures within the window plus logins in flight stay below LockoutAfter —
-// except that one login at a time is always let through when none is in flight, so that
-// after a lockout ends the next failure locks again at once, as before. It returns:
-//
-//   - an attempt, to be decided once the password has been checked;
-//   - or wake, when the budget is held by logins in flight: wait for it to close (one of
-//     them was decided) and ask again;
-//   - or, when locked out, how long still and why.
-func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time.Time) (a *attempt, wake <-chan struct{}, wait time.Duration, why string) {
-	keys := [2]string{certKey(serial), ipKey(ip)}
-	for i, k := range keys {
-		sh := &t.shards[shardOf(k)]
-		sh.mu.Lock()
-		f := sh.m[k]
-		if f == nil {
-			f = &failures{}
-			sh.m[k] = f
-		}
-		f.forget(cfg, now)
-		switch {
-		case now.Before(f.lockedUntil):
-			until := f.lockedUntil
-			sh.mu.Unlock()
-			t.unreserve(keys[:i], now)
-			what := "certificate " + serial
-			if i == 1 {
-				what = "address " + ip.String()
-			}
-			return nil, nil, until.Sub(now), fmt.Sprintf("%s locked out after %d failed logins", what, cfg.LockoutAfter)
-		case f.inFlight > 0 && f.count+f.inFlight >= cfg.LockoutAfter:
-			if f.wake == nil {
-				f.wake = make(chan struct{})
-			}
-			w := f.wake
-			sh.mu.Unlock()
-			t.unreserve(keys[:i], now)
-			return nil, w, 0, ""
-		}
-		f.inFlight++
-		sh.mu.Unlock()
-	}
-	return &attempt{t: t, serial: serial, ip: ip}, nil, 0, ""
-}
-
-// forget drops failures older than the window; a lockout runs its own course.
-func (f *failures) forget(cfg *Throttle, now time.Time) {
-	if f.count > 0 && now.Sub(f.last) > cfg.Window {
-		f.count = 0
-	}
-}
-
-// settle wakes the logins waiting on this entry and removes it once it holds nothing.
-// The caller holds sh.mu.
-func (sh *throttleShard) settle(k string, f *failures, now time.Time) {
-	if f.wake != nil {
-		close(f.wake)
-		f.wake = nil
-	}
-	if f.inFlight == 0 && f.count == 0 && !now.Before(f.lockedUntil) {
-		delete(sh.m, k)
-	}
-}
-
-// unreserve gives back the reservations already taken for keys.
-func (t *throttle) unreserve(keys []string, now time.Time) {
-	for _, k := range keys {
-		t.update(k, now, func(f *failures) {})
-	}
-}
-
-// update ends one in-flight attempt on key k, applies fn, wakes waiters and tidies up.
-func (t *throttle) update(k string, now time.Time, fn func(f *failures)) {
-	sh := &t.shards[shardOf(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	f := sh.m[k]
-	if f == nil { // cannot happen: an entry with logins in flight stays
-		return
-	}
-	f.inFlight--
-	fn(f)
-	sh.settle(k, f, now)
-}
-
-// failed records a failure for the certificate and the address, ends the attempt and
-// returns how long to wait before answering.
-func (a *attempt) failed(cfg *Throttle, now time.Time) time.Duration {
-	if a.decided {
-		return 0
-	}
-	a.decided = true
-	var worst int
-	for _, k := range []string{certKey(a.serial), ipKey(a.ip)} {
-		a.t.update(k, now, func(f *failures) {
-			f.forget(cfg, now)
-			f.count++
-			f.last = now
-			if f.count >= cfg.LockoutAfter {
-				f.lockedUntil = now.Add(cfg.LockoutFor)
-			}
-			worst = max(worst, f.count)
-		})
-	}
-	if a.t.sweeps.Add(1)%1024 == 0 {
-		a.t.sweep(cfg, now)
-	}
-	d := cfg.BaseDelay
-	for i := 1; i < worst && d < cfg.MaxDelay; i++ {
-		d *= 2
-	}
-	return min(d, cfg.MaxDelay)
-}
-
-// succeeded forgets the certificate's failures and ends the attempt. The address keeps
-// its own: many users may share one NAT address, and one user's success says nothing
-// about another's guessing.
-func (a *attempt) succeeded(now time.Time) {
-	if a.decided {
-		return
-	}
-	a.decided = true
-	a.t.update(certKey(a.serial), now, func(f *failures) {
-		f.count = 0
-		f.lockedUntil = time.Time{}
-	})
-	a.t.update(ipKey(a.ip), now, func(*failures) {})
-}
-
-// release ends the attempt without a verdict (the backend was unavailable).
-func (a *attempt) release(now time.Time) {
-	if a.decided {
-		return
-	}
-	a.decided = true
-	a.t.unreserve([]string{certKey(a.serial), ipKey(a.ip)}, now)
-}
-
-// sweep drops entries that are neither recent, locked nor in use, so memory stays
-// bounded.
-func (t *throttle) sweep(cfg *Throttle, now time.Time) {
-	for i := range t.shards {
-		sh := &t.shards[i]
-		sh.mu.Lock()
-		for k, f := range sh.m {
-			if f.inFlight == 0 && f.wake == nil && now.Sub(f.last) > cfg.Window && now.After(f.lockedUntil) {
-				delete(sh.m, k)
-			}
-		}
-		sh.mu.Unlock()
-	}
 }

@@ -1,20 +1,11 @@
 package mtls
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
-	"net/netip"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -25,246 +16,18 @@ const (
 	capsPlain = "IMAP4rev1 STARTTLS LOGINDISABLED ID LITERAL+"
 )
 
-// secret holds a password; it never prints.
-type secret string
+// phase is where a session's pre-auth loop stands. It only moves forward.
+type phase int
 
-func (secret) String() string                 { return "[redacted]" }
-func (secret) GoString() string               { return "[redacted]" }
-func (secret) LogValue() slog.Value           { return slog.StringValue("[redacted]") }
-func (s secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
-
-// session is one client connection.
-type session struct {
-	srv *Server
-	st  *state
-	log *slog.Logger
-
-	id     string
-	raw    net.Conn // the accepted TCP connection
-	conn   net.Conn // raw, or the TLS connection on top of it
-	br     *bufio.Reader
-	wr     *wireReader
-	remote netip.AddrPort
-	local  netip.AddrPort
-
-	peer    atomic.Pointer[peer]
-	backend atomic.Pointer[net.Conn]
-	user    string
-	client  string // the client's ID name/version, for the log
-
-	wmu    sync.Mutex // serialises writes to the client (loop, splice, kill)
-	killed atomic.Bool
-	ended  chan struct{} // closed by kill: waits in the pre-auth path give up
-	bad    int
-	expiry *time.Timer // ends the session when the certificate expires
-
-	proxied *proxied // set by a successful login; run then splices
-}
-
-func newSession(srv *Server, st *state, c net.Conn) *session {
-	var idb [9]byte
-	rand.Read(idb[:])
-	s := &session{
-		srv:    srv,
-		st:     st,
-		id:     base64.RawURLEncoding.EncodeToString(idb[:]),
-		raw:    c,
-		conn:   c,
-		remote: addrPort(c.RemoteAddr()),
-		local:  addrPort(c.LocalAddr()),
-		ended:  make(chan struct{}),
-	}
-	s.log = st.opts.Logger.With("session", s.id, "remote_ip", s.remote.Addr().Unmap().String(), "remote_port", s.remote.Port())
-	s.br = bufio.NewReaderSize(c, 1024)
-	s.wr = &wireReader{br: s.br, lim: defaultWireLimits, cont: s.sendContinuation}
-	return s
-}
-
-func (s *session) sendContinuation() error { return s.write("+ Ready for literal data\r\n") }
-
-// write sends one or more lines to the client under the write lock, with a deadline so
-// a client that does not read cannot hold the session forever.
-func (s *session) write(line string) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	s.raw.SetWriteDeadline(time.Now().Add(30 * time.Second))
-	_, err := io.WriteString(s.conn, line)
-	s.raw.SetWriteDeadline(time.Time{})
-	return err
-}
-
-// kill ends the session from outside (revocation, shutdown): BYE, then close both sides.
-// It never blocks its caller, and reports whether this call ended the session.
-func (s *session) kill(r *Reply) bool { return s.killNoted(r, nil) }
-
-// killNoted is kill with note run once, only by the call that ends the
-// session, before the reply is written: the log line and the metric of why
-// it ended come before the client can see the BYE, and never twice.
-func (s *session) killNoted(r *Reply, note func()) bool {
-	if !s.killed.CompareAndSwap(false, true) {
-		return false
-	}
-	if note != nil {
-		note()
-	}
-	close(s.ended)
-	if s.peer.Load() == nil {
-		// Before (or during) the handshake there is nobody to tell: just close.
-		s.closeAll()
-		return true
-	}
-	go func() {
-		// A writer stuck on a client that does not read gives up after this deadline;
-		// then our BYE gets the same bound.
-		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
-		s.wmu.Lock()
-		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
-		io.WriteString(s.conn, r.line("*"))
-		s.wmu.Unlock()
-		s.closeAll()
-	}()
-	return true
-}
-
-// lingerClose ends a connection the front is closing: it says it will send no more
-// (TLS close_notify, then TCP FIN) and reads and discards what the client still sends
-// for a moment, so that the kernel does not answer unread data with a reset that would
-// destroy our last line (a BYE) before the client reads it.
-func (s *session) lingerClose() {
-	if b := s.backend.Load(); b != nil {
-		(*b).Close()
-	}
-	if s.killed.Load() {
-		s.raw.Close()
-		return
-	}
-	type closeWriter interface{ CloseWrite() error }
-	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
-	if cw, ok := s.conn.(closeWriter); ok {
-		cw.CloseWrite()
-	}
-	if tc, ok := s.raw.(closeWriter); ok && s.conn != s.raw {
-		tc.CloseWrite()
-	}
-	s.raw.SetReadDeadline(time.Now().Add(time.Second))
-	io.CopyN(io.Discard, s.raw, 256<<10)
-	s.raw.Close()
-}
-
-func (s *session) closeAll() {
-	s.raw.Close()
-	if b := s.backend.Load(); b != nil {
-		(*b).Close()
-	}
-}
-
-// run drives the connection: TLS (at once or after STARTTLS), greeting, pre-auth loop.
-func (s *session) run(ctx context.Context, mode Mode) {
-	if !s.srv.registry.add(s) {
-		s.log.Debug("connection closed: the server is shutting down", "event", "accept", "result", "shutdown")
-		s.raw.Close()
-		return
-	}
-	defer func() {
-		if s.expiry != nil {
-			s.expiry.Stop()
-		}
-		s.srv.registry.remove(s)
-		s.lingerClose()
-	}()
-	if mode == ImplicitTLS {
-		if !s.handshake(ctx) {
-			return
-		}
-		if s.write("* OK [CAPABILITY "+capsTLS+"] imapgate ready.\r\n") != nil {
-			return
-		}
-	} else if s.write("* OK [CAPABILITY "+capsPlain+"] imapgate ready; STARTTLS with your smartcard certificate first.\r\n") != nil {
-		return
-	}
-	s.loop(ctx)
-	if p := s.proxied; p != nil {
-		s.proxied = nil
-		s.relay(p)
-	}
-}
-
-// handshake runs TLS with a deadline and checks the client certificate. On a refused
-// certificate the user gets "* BYE [ALERT] why" over the finished TLS connection.
-func (s *session) handshake(ctx context.Context) bool {
-	// A STARTTLS client may start its handshake long after it connected, with reloads
-	// in between (and the CRL sources of then stopped): it gets the configuration of now.
-	st := s.srv.st.Load()
-	s.st = st
-	if !s.srv.conns.handshakeAllowed(s.remote.Addr(), &st.opts.Limits, time.Now()) {
-		s.srv.metrics.handshakes.WithLabelValues("limited").Inc()
-		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
-		return false
-	}
-	tc := tls.Server(s.raw, st.tls)
-	hctx, cancel := context.WithTimeout(ctx, st.opts.HandshakeTimeout)
-	err := tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		result := "tls_error"
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-			result = "timeout"
-		}
-		s.srv.metrics.handshakes.WithLabelValues(result).Inc()
-		s.log.Warn("handshake failed", "event", "handshake", "result", result, "reason", err.Error())
-		return false
-	}
-	s.conn = tc
-	s.br.Reset(tc)
-	p, rej := st.verifyPeer(tc.ConnectionState(), time.Now())
-	if rej != nil {
-		s.srv.metrics.handshakes.WithLabelValues(rej.result).Inc()
-		attrs := []any{"event", "handshake", "result", rej.result, "reason", rej.reply.Reason}
-		if cs := tc.ConnectionState(); len(cs.PeerCertificates) > 0 {
-			attrs = append(attrs, "serial", leafSerial(cs), "subject", cs.PeerCertificates[0].Subject.String())
-		}
-		s.log.Warn("certificate refused", attrs...)
-		s.write(rej.reply.line("*"))
-		return false
-	}
-	s.log = s.log.With("serial", p.serialHex(), "subject", p.subject())
-	s.peer.Store(p) // publishes s.log to the registry too
-	// A certificate that expires during a long session (IDLE for days) ends it then.
-	s.expiry = time.AfterFunc(time.Until(p.leaf.NotAfter), func() {
-		s.log.Info("session ended: certificate expired", "event", "expired", "result", "expired", "reason", "certificate expired during the session")
-		s.kill(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has expired. Call the help desk to renew it."})
-	})
-	// Look again, in the configuration of now: between the check and the registration
-	// above a CRL may have landed or gone stale, or a reload may have replaced the CRL
-	// sources; the registry walks that these make see the session from here on.
-	store := s.srv.st.Load().crlFor(p.issuer)
-	if store == nil {
-		s.srv.metrics.handshakes.WithLabelValues("crl_unavailable").Inc()
-		s.log.Warn("certificate refused", "event", "handshake", "result", "crl_unavailable", "reason", "a reload removed the CRL source of the certificate's issuer")
-		s.write("* BYE [UNAVAILABLE] Certificate status cannot be checked right now. Try again later or call the help desk.\r\n")
-		return false
-	}
-	snap, err := store.Fresh(time.Now())
-	if err != nil {
-		s.srv.metrics.handshakes.WithLabelValues("crl_unavailable").Inc()
-		s.log.Warn("certificate refused", "event", "handshake", "result", "crl_unavailable", "reason", err.Error())
-		s.write("* BYE [UNAVAILABLE] Certificate status cannot be checked right now. Try again later or call the help desk.\r\n")
-		return false
-	}
-	if snap.Revoked(p.serial) {
-		s.srv.metrics.handshakes.WithLabelValues("revoked").Inc()
-		s.log.Warn("certificate refused", "event", "handshake", "result", "revoked", "reason", "certificate revoked", "serial", p.serialHex(), "subject", p.subject())
-		s.write("* BYE [ALERT] Your certificate has been revoked. Call the help desk for a new smartcard certificate.\r\n")
-		return false
-	}
-	s.srv.metrics.handshakes.WithLabelValues("ok").Inc()
-	s.log.Debug("handshake ok", "event", "handshake", "result", "ok", "resumed", p.resumed, "tls_version", tls.VersionName(tc.ConnectionState().Version))
-	return true
-}
-
-func leafSerial(cs tls.ConnectionState) string {
-	return serialHex(cs.PeerCertificates[0].SerialNumber)
-}
+const (
+	// phasePlain: connected on the STARTTLS port, no TLS yet. Only CAPABILITY, NOOP,
+	// ID, LOGOUT and STARTTLS are served; a login is refused (PRIVACYREQUIRED).
+	phasePlain phase = iota
+	// phaseTLS: TLS is up and the client certificate accepted; waiting for a login.
+	phaseTLS
+	// phaseLoggedIn: the backend accepted the login; the loop ends and run splices.
+	phaseLoggedIn
+)
 
 // loop reads and answers pre-auth commands until LOGOUT, a splice, an error or BYE.
 func (s *session) loop(ctx context.Context) {
@@ -334,7 +97,7 @@ func (s *session) readError(err error) {
 		s.log.Info("connection closed", "event", "preauth", "result", "protocol_error", "reason", fe.text)
 		s.write((&Reply{Status: "BYE", Code: fe.code, Text: fe.text}).line("*"))
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.write("* BYE Autologout: no command for too long.\r\n")
+		s.write(byeAutologout.line("*"))
 	}
 }
 
@@ -353,14 +116,14 @@ func (s *session) tooManyBad() bool {
 		return false
 	}
 	s.log.Info("connection closed", "event", "preauth", "result", "too_many_bad_commands", "reason", "too many invalid commands before login")
-	s.write("* BYE Too many invalid commands.\r\n")
+	s.write(byeTooManyBad.line("*"))
 	return true
 }
 
 // dispatch runs one parsed command: first the arguments are checked, then whether the
 // command is allowed now, then it is done.
 func (s *session) dispatch(ctx context.Context, cmd *command) (done bool, err error) {
-	tlsOn := s.peer.Load() != nil
+	tlsOn := s.phase >= phaseTLS
 	switch cmd.name {
 	case "CAPABILITY":
 		if len(cmd.args) != 0 {
@@ -380,7 +143,7 @@ func (s *session) dispatch(ctx context.Context, cmd *command) (done bool, err er
 		if len(cmd.args) != 0 {
 			return false, replyBad("LOGOUT takes no arguments.")
 		}
-		s.write("* BYE Logging out.\r\n" + cmd.tag + " OK LOGOUT completed.\r\n")
+		s.write(byeLogout.line("*") + cmd.tag + " OK LOGOUT completed.\r\n")
 		return true, nil
 	case "ID":
 		return false, s.cmdID(cmd)
@@ -388,12 +151,12 @@ func (s *session) dispatch(ctx context.Context, cmd *command) (done bool, err er
 		if len(cmd.args) != 0 {
 			return false, replyBad("STARTTLS takes no arguments.")
 		}
-		if tlsOn || s.conn != s.raw {
+		if s.phase != phasePlain {
 			return false, replyBad("TLS is already active.")
 		}
 		if s.br.Buffered() > 0 {
 			// Commands pipelined after STARTTLS would be injected into the TLS session.
-			return false, &Reply{Status: "BYE", Text: "Data after STARTTLS before the TLS handshake; closing."}
+			return false, byeStartTLSInject
 		}
 		if err := s.write(cmd.tag + " OK Begin TLS negotiation now.\r\n"); err != nil {
 			return true, nil
@@ -410,7 +173,7 @@ func (s *session) dispatch(ctx context.Context, cmd *command) (done bool, err er
 			return false, replyBad("Usage: LOGIN user password")
 		}
 		if !tlsOn {
-			return false, &Reply{Status: "NO", Code: "PRIVACYREQUIRED", Text: "Use STARTTLS with your smartcard certificate first."}
+			return false, noPrivacyRequired
 		}
 		return s.login(ctx, cmd.tag, "", cmd.args[0].s, secret(cmd.args[1].s), "LOGIN")
 	case "AUTHENTICATE":
@@ -462,10 +225,10 @@ func (s *session) cmdAuthenticate(ctx context.Context, cmd *command, tlsOn bool)
 		return false, replyBad("Usage: AUTHENTICATE PLAIN [initial-response]")
 	}
 	if !strings.EqualFold(cmd.args[0].s, "PLAIN") {
-		return false, &Reply{Status: "NO", Code: "CANNOT", Text: "Only AUTHENTICATE PLAIN is supported."}
+		return false, noOnlyPlain
 	}
 	if !tlsOn {
-		return false, &Reply{Status: "NO", Code: "PRIVACYREQUIRED", Text: "Use STARTTLS with your smartcard certificate first."}
+		return false, noPrivacyRequired
 	}
 	var b64 string
 	if len(cmd.args) == 2 {

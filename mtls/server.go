@@ -9,121 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/imapgate/imapgate/crl"
 )
-
-// Options is everything a front needs, already loaded (certificates parsed, CRL stores
-// built). Config.Options builds one from the YAML file; tests build one directly.
-type Options struct {
-	// Certificates are the front's own server certificates.
-	Certificates []tls.Certificate
-	// ClientRoots are the CA roots client certificates must chain to.
-	ClientRoots *x509.CertPool
-	// ClientIntermediates help build chains for clients that send only their leaf.
-	ClientIntermediates *x509.CertPool
-	// CRLs hold one store per issuing CA. A client certificate whose issuer has no
-	// store here is refused: revocation status unknown means no.
-	CRLs []*crl.Store
-
-	// Backend is the IMAP server behind the front.
-	Backend BackendOptions
-
-	// Identity binds the login name to the certificate; nil is IdentityEmail.
-	Identity *IdentityPolicy
-
-	// HandshakeTimeout bounds the TLS handshake; default 10s.
-	HandshakeTimeout time.Duration
-	// PreAuthTimeout bounds the wait for each pre-auth command; default 60s.
-	PreAuthTimeout time.Duration
-	// MaxBadCommands before the front says BYE; default 5.
-	MaxBadCommands int
-	// DrainTimeout is how long Shutdown lets sessions run on; default 30s.
-	DrainTimeout time.Duration
-
-	Limits   Limits
-	Throttle Throttle
-
-	// SessionTicketKeys, when set, are shared by all fronts so tickets resume on any.
-	SessionTicketKeys [][32]byte
-	// DisableSessionTickets turns resumption off.
-	DisableSessionTickets bool
-
-	// TrustedProxies may send a PROXY protocol v2 header; others may not.
-	TrustedProxies []netip.Prefix
-
-	// Logger gets one JSON line per decision; default slog.Default().
-	Logger *slog.Logger
-}
-
-// BackendOptions say where and how to log in to the IMAP server.
-type BackendOptions struct {
-	// Address is host:port of the IMAP server.
-	Address string
-	// TLS is how the connection to it is protected: BackendPlain (the default; plain
-	// TCP on a trusted network), BackendImplicitTLS or BackendStartTLS.
-	TLS BackendTLS
-	// TLSConfig verifies the backend when TLS is on: RootCAs (nil: the system roots),
-	// ServerName (empty: the host of Address) and, optionally, the front's own client
-	// Certificates. MinVersion is raised to TLS 1.2. Verification cannot be turned off.
-	TLSConfig *tls.Config
-	// DialTimeout bounds the TCP connect, the TLS handshake and the greeting; default 5s.
-	DialTimeout time.Duration
-	// LoginTimeout bounds ID and LOGIN; default 15s.
-	LoginTimeout time.Duration
-}
-
-// BackendTLS is how the front protects its connection to the backend.
-type BackendTLS string
-
-// Backend TLS modes, spelled as in the config file (backend.tls).
-const (
-	BackendPlain       BackendTLS = "none"     // plain TCP
-	BackendImplicitTLS BackendTLS = "implicit" // TLS from the first byte (imaps, port 993)
-	BackendStartTLS    BackendTLS = "starttls" // plain IMAP, then STARTTLS before anything else
-)
-
-// backendTLSConfig completes the backend's client TLS config: TLS 1.2 or later, the
-// server name from the address, a session cache so that logins resume TLS sessions.
-func backendTLSConfig(b *BackendOptions) (*tls.Config, error) {
-	switch b.TLS {
-	case "", BackendPlain:
-		if b.TLSConfig != nil {
-			return nil, errors.New("mtls: backend TLS settings are set but backend.tls is none: set backend.tls to implicit or starttls, or drop them")
-		}
-		b.TLS = BackendPlain
-		return nil, nil
-	case BackendImplicitTLS, BackendStartTLS:
-	default:
-		return nil, fmt.Errorf("mtls: backend.tls %q: want none, implicit or starttls", b.TLS)
-	}
-	var cfg *tls.Config
-	if b.TLSConfig != nil {
-		if b.TLSConfig.InsecureSkipVerify {
-			return nil, errors.New("mtls: backend TLS without certificate verification is not supported: give the backend's CA in backend.ca_file")
-		}
-		cfg = b.TLSConfig.Clone()
-	} else {
-		cfg = &tls.Config{}
-	}
-	if cfg.MinVersion < tls.VersionTLS12 {
-		cfg.MinVersion = tls.VersionTLS12
-	}
-	if cfg.ServerName == "" {
-		host, _, err := net.SplitHostPort(b.Address)
-		if err != nil {
-			return nil, fmt.Errorf("mtls: backend.address %q: %w", b.Address, err)
-		}
-		cfg.ServerName = host
-	}
-	if cfg.ClientSessionCache == nil {
-		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(64)
-	}
-	return cfg, nil
-}
 
 // state is the immutable snapshot built from Options.
 type state struct {
@@ -135,49 +27,18 @@ type state struct {
 	chainCount atomic.Int64
 }
 
+// buildState validates o (every problem at once), fills in the defaults and builds
+// the snapshot a Server runs on.
 func buildState(o Options) (*state, error) {
-	var errs []error
-	if len(o.Certificates) == 0 {
-		errs = append(errs, errors.New("mtls: no server certificate: set tls.cert_file and tls.key_file"))
-	}
-	if o.ClientRoots == nil {
-		errs = append(errs, errors.New("mtls: no client CA: set tls.client_ca_file to the CA root(s) that issue user certificates"))
-	}
-	if len(o.CRLs) == 0 {
-		errs = append(errs, errors.New("mtls: no CRL source: set crl (url or file, and issuer_file); the front refuses to run without revocation checks"))
-	}
-	if o.Backend.Address == "" {
-		errs = append(errs, errors.New("mtls: no backend: set backend.address to the IMAP server's host:port"))
-	} else if _, _, err := net.SplitHostPort(o.Backend.Address); err != nil {
-		errs = append(errs, fmt.Errorf("mtls: backend.address %q: %w", o.Backend.Address, err))
+	if err := o.validate(); err != nil {
+		return nil, err
 	}
 	backendTLS, err := backendTLSConfig(&o.Backend)
 	if err != nil {
-		errs = append(errs, err)
+		return nil, err // validate ran the same check: cannot happen
 	}
 	o.Backend.TLSConfig = backendTLS
-	if err := o.Limits.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := o.Throttle.validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	setDefault(&o.HandshakeTimeout, 10*time.Second)
-	setDefault(&o.PreAuthTimeout, 60*time.Second)
-	setDefault(&o.DrainTimeout, 30*time.Second)
-	setDefault(&o.Backend.DialTimeout, 5*time.Second)
-	setDefault(&o.Backend.LoginTimeout, 15*time.Second)
-	if o.MaxBadCommands <= 0 {
-		o.MaxBadCommands = 5
-	}
-	o.Limits.setDefaults()
-	o.Throttle.setDefaults()
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
+	o.setDefaults()
 	inter := x509.NewCertPool()
 	if o.ClientIntermediates != nil {
 		inter = o.ClientIntermediates.Clone()
@@ -189,12 +50,6 @@ func buildState(o Options) (*state, error) {
 		inter.AddCert(s.Issuer())
 	}
 	return &state{opts: o, tls: newTLSConfig(&o), intermediates: inter}, nil
-}
-
-func setDefault(d *time.Duration, v time.Duration) {
-	if *d <= 0 {
-		*d = v
-	}
 }
 
 // Server is a running front.
@@ -236,6 +91,13 @@ func New(o Options, m *Metrics) (*Server, error) {
 	return s, nil
 }
 
+// track registers a new session in the live-session registry; false once shutdown
+// has begun. Only the Server touches the registry.
+func (s *Server) track(sess *session) bool { return s.registry.add(sess) }
+
+// untrack removes an ended session from the registry.
+func (s *Server) untrack(sess *session) { s.registry.remove(sess) }
+
 // subscribe hooks the live-session registry to every CRL store of st.
 func (s *Server) subscribe(st *state) {
 	s.mu.Lock()
@@ -260,16 +122,33 @@ func (s *Server) crlStale(store *crl.Store, err error) {
 	s.registry.stale(store.Issuer(), err)
 }
 
-// Reload validates o and swaps it in for new connections; live sessions keep theirs.
+// Reload validates o and swaps it in for new connections; live sessions keep theirs,
+// except that when o brings other CRL stores, the sessions whose CA has none there any
+// more end, and the new stores' CRLs are applied to the live sessions.
 func (s *Server) Reload(o Options) error {
 	st, err := buildState(o)
 	if err != nil {
 		return err
 	}
-	s.st.Store(st)
+	prev := s.st.Swap(st)
 	s.subscribe(st)
+	if !sameStores(prev.opts.CRLs, st.opts.CRLs) {
+		// End the sessions whose CA lost its CRL source (fail closed), and apply the
+		// new sources, loaded before anyone subscribed, to the live sessions.
+		s.registry.orphans(st.opts.CRLs)
+		for _, store := range st.opts.CRLs {
+			if snap := store.Load(); snap != nil {
+				s.registry.revoke(store, snap, s.log)
+			}
+		}
+	}
 	s.log.Info("front reloaded")
 	return nil
+}
+
+// sameStores: a and b hold the same CRL stores in the same order.
+func sameStores(a, b []*crl.Store) bool {
+	return slices.Equal(a, b)
 }
 
 // Metrics returns the server's metrics.
@@ -347,14 +226,14 @@ func (s *Server) Shutdown(ctx context.Context) {
 	case <-t.C:
 	case <-ctx.Done():
 	}
-	s.registry.shutdown(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "This server is shutting down; your mail program will reconnect."})
+	s.registry.shutdown(byeShutdown)
 	<-done
 }
 
 // Close stops accepting and ends every session at once.
 func (s *Server) Close() error {
 	s.closeListeners()
-	s.registry.shutdown(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "This server is shutting down; your mail program will reconnect."})
+	s.registry.shutdown(byeShutdown)
 	s.sessions.Wait()
 	return nil
 }

@@ -2,12 +2,17 @@ package mtls
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"time"
 
@@ -46,37 +51,6 @@ func (p *peer) subject() string {
 	return p.leaf.Subject.String()
 }
 
-// newTLSConfig is the TLS policy: TLS 1.2 or later, modern AEAD suites only for 1.2, and
-// a client certificate requested but verified by verifyPeer after the handshake, so that
-// a rejected user gets a readable "* BYE [ALERT] …" instead of a bare TLS alert.
-func newTLSConfig(o *Options) *tls.Config {
-	cfg := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: o.Certificates,
-		ClientAuth:   tls.RequestClientCert,
-		CipherSuites: []uint16{
-			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-		},
-		NextProtos: []string{"imap"},
-		// Not used to verify (verifyPeer does that): with RequestClientCert the pool only
-		// names the acceptable CAs in the CertificateRequest, which lets mail programs
-		// offer the smartcard certificate instead of every certificate they know.
-		ClientCAs: o.ClientRoots,
-	}
-	if len(o.SessionTicketKeys) > 0 {
-		cfg.SetSessionTicketKeys(o.SessionTicketKeys)
-	}
-	if o.DisableSessionTickets {
-		cfg.SessionTicketsDisabled = true
-	}
-	return cfg
-}
-
 // certReject is a refused certificate: the user sees Text in the BYE; the log gets
 // Reason and the metric label Result.
 type certReject struct {
@@ -84,43 +58,46 @@ type certReject struct {
 	reply  *Reply
 }
 
-func reject(result, code, text, reason string) *certReject {
-	return &certReject{result: result, reply: &Reply{Status: "BYE", Code: code, Text: text, Reason: reason}}
+func reject(result string, bye *Reply, reason string) *certReject {
+	return &certReject{result: result, reply: bye.withReason(reason)}
 }
 
 // verifyPeer checks the client certificate of a finished handshake: chain to the
-// configured roots, clientAuth, validity at now, and the serial against a fresh CRL of
-// its issuer. It runs on every handshake, resumed ones included, so a revoked
-// certificate cannot come back through a session ticket.
+// configured roots, clientAuth, validity at now, and revocation (checkRevocation). It
+// runs on every handshake, resumed ones included, so a revoked certificate cannot come
+// back through a session ticket.
 func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *certReject) {
 	if len(cs.PeerCertificates) == 0 {
-		return nil, reject("no_cert", "ALERT",
-			"No client certificate was presented. Insert your smartcard, then choose its certificate in your mail program.",
-			"no client certificate")
+		return nil, reject("no_cert", byeNoCert, "no client certificate")
 	}
 	leaf := cs.PeerCertificates[0]
 	issuer, rej := st.verifyChain(cs.PeerCertificates, now)
 	if rej != nil {
 		return nil, rej
 	}
+	if rej := st.checkRevocation(leaf, issuer, now); rej != nil {
+		return nil, rej
+	}
+	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, resumed: cs.DidResume}, nil
+}
+
+// checkRevocation refuses leaf unless its issuer has a CRL source in st whose CRL is
+// fresh at now and does not list leaf: revocation status unknown means no. The
+// handshake calls it twice, in verifyPeer and again once the session is registered.
+func (st *state) checkRevocation(leaf, issuer *x509.Certificate, now time.Time) *certReject {
 	store := st.crlFor(issuer)
 	if store == nil {
-		return nil, reject("crl_unavailable", "UNAVAILABLE",
-			"Certificate status cannot be checked right now. Try again later or call the help desk.",
+		return reject("crl_unavailable", byeCRLUnavailable,
 			fmt.Sprintf("no CRL configured for issuer %q", issuerName(issuer, leaf)))
 	}
 	snap, err := store.Fresh(now)
 	if err != nil {
-		return nil, reject("crl_unavailable", "UNAVAILABLE",
-			"Certificate status cannot be checked right now. Try again later or call the help desk.",
-			err.Error())
+		return reject("crl_unavailable", byeCRLUnavailable, err.Error())
 	}
 	if snap.Revoked(leaf.SerialNumber) {
-		return nil, reject("revoked", "ALERT",
-			"Your certificate has been revoked. Call the help desk for a new smartcard certificate.",
-			"certificate revoked (CRL "+snap.NumberString()+")")
+		return reject("revoked", byeRevoked, "certificate revoked (CRL "+snap.NumberString()+")")
 	}
-	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, resumed: cs.DidResume}, nil
+	return nil
 }
 
 // verifyChain verifies the peer's chain at now and returns the leaf's issuer. Results
@@ -157,6 +134,9 @@ func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Ce
 	})
 	if err != nil {
 		return nil, classifyVerifyError(leaf, err)
+	}
+	if rej := leafPolicy(leaf); rej != nil {
+		return nil, rej // not cached: a refused chain is looked at again next time
 	}
 	cv := &chainResult{notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	for _, c := range chains[0][1:] {
@@ -213,29 +193,82 @@ func classifyVerifyError(leaf *x509.Certificate, err error) *certReject {
 	switch {
 	case errors.As(err, &inv) && inv.Reason == x509.Expired:
 		if time.Now().Before(leaf.NotBefore) {
-			return reject("not_yet_valid", "ALERT",
-				"Your certificate is not valid yet. Check the date and time of your computer.",
-				err.Error())
+			return reject("not_yet_valid", byeNotYetValid, err.Error())
 		}
 		if time.Now().After(leaf.NotAfter) {
-			return reject("expired", "ALERT",
-				fmt.Sprintf("Your certificate expired on %s. Call the help desk to renew it.", leaf.NotAfter.UTC().Format("2006-01-02")),
-				err.Error())
+			return reject("expired", byeCertExpired(leaf.NotAfter.UTC().Format("2006-01-02")), err.Error())
 		}
-		return reject("expired", "ALERT", "A certificate in your chain has expired. Call the help desk.", err.Error())
+		return reject("expired", byeChainExpired, err.Error())
 	case errors.As(err, &inv) && inv.Reason == x509.IncompatibleUsage:
-		return reject("wrong_usage", "ALERT",
-			"This certificate is not for e-mail login (it lacks client authentication). Choose your smartcard certificate.",
-			err.Error())
+		return reject("wrong_usage", byeNoClientAuth, err.Error())
 	case errors.As(err, &unk):
-		return reject("untrusted", "ALERT",
-			"This certificate was not issued by your organisation's mail CA. Choose your smartcard certificate.",
-			err.Error())
+		return reject("untrusted", byeUntrusted, err.Error())
 	default:
 		msg := err.Error()
 		if strings.Contains(msg, "key usage") {
-			return reject("wrong_usage", "ALERT", "This certificate is not for e-mail login. Choose your smartcard certificate.", msg)
+			return reject("wrong_usage", byeWrongUsage, msg)
 		}
-		return reject("invalid", "ALERT", "Your certificate was not accepted. Call the help desk.", msg)
+		return reject("invalid", byeInvalidCert, msg)
 	}
+}
+
+// leafPolicy is what the front demands of a user certificate beyond a valid chain. It
+// runs once per chain (verified chains are cached).
+//
+//   - The extended key usage clientAuth, written in the leaf: Go's verifier takes a
+//     leaf without any EKU as good for every purpose.
+//   - A key as strong as the CA issues: RSA of 2048 bits or more, EC on P-256 or
+//     P-384. Not Ed25519: imapgate's CA does not issue it (nor do smartcards make it).
+//   - No role: a certificate with a SAN URI urn:imapgate:role:… is a help-desk or
+//     admin credential for the CA's API, never a mail login (in cn mode an agent
+//     named "bob" would otherwise log in as bob).
+func leafPolicy(leaf *x509.Certificate) *certReject {
+	if role := roleURI(leaf); role != "" {
+		return reject("role_certificate", byeRoleCertificate, "the certificate carries the role URI "+role)
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return reject("wrong_usage", byeNoClientAuth, "the certificate does not list the extended key usage clientAuth")
+	}
+	if why := weakKey(leaf.PublicKey); why != "" {
+		return reject("weak_key", byeWeakKey, why)
+	}
+	return nil
+}
+
+// minRSABits is the smallest RSA key the front accepts.
+const minRSABits = 2048
+
+// weakKey says why a client certificate's key is refused, or "".
+func weakKey(pub any) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < minRSABits {
+			return fmt.Sprintf("RSA key of %d bits; at least %d are required", n, minRSABits)
+		}
+		return ""
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
+			return ""
+		}
+		return fmt.Sprintf("EC key on curve %s; P-256 or P-384 are required", k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return "Ed25519 key; the CA issues RSA (2048 bits or more) and EC P-256/P-384 only"
+	default:
+		return fmt.Sprintf("%T key; RSA (2048 bits or more) or EC P-256/P-384 are required", pub)
+	}
+}
+
+// rolePrefix starts the SAN URI of the CA's role certificates (the ca package's
+// RoleURIPrefix; mtls does not import ca).
+const rolePrefix = "urn:imapgate:role:"
+
+// roleURI is the leaf's first role URI, or "". A URN's scheme and namespace are
+// case-insensitive, so is the comparison.
+func roleURI(leaf *x509.Certificate) string {
+	for _, u := range leaf.URIs {
+		if s := u.String(); len(s) >= len(rolePrefix) && strings.EqualFold(s[:len(rolePrefix)], rolePrefix) {
+			return s
+		}
+	}
+	return ""
 }

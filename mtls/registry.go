@@ -82,7 +82,7 @@ func (r *registry) revoke(store *crl.Store, snap *crl.Snapshot, log *slog.Logger
 		if p == nil || !sameCert(p.issuer, issuer) || !snap.Revoked(p.serial) {
 			return
 		}
-		s.killNoted(&Reply{Status: "BYE", Code: "ALERT", Text: "Your certificate has been revoked. Call the help desk for a new smartcard certificate."}, func() {
+		s.killNoted(byeRevoked, func() {
 			s.srv.metrics.revokedSessions.Inc()
 			s.log.Warn("session ended: certificate revoked", "event", "revoked", "result", "revoked", "reason", "CRL "+snap.NumberString()+" lists the certificate")
 		})
@@ -102,7 +102,7 @@ func (r *registry) orphans(stores []*crl.Store) {
 				return
 			}
 		}
-		s.killNoted(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Reconnect or call the help desk."}, func() {
+		s.killNoted(byeCRLSourceRemoved, func() {
 			s.srv.metrics.crlUnavailableSessions.Inc()
 			s.log.Warn("session ended: its CA has no CRL source any more", "event", "revoked", "result", "crl_unavailable", "reason", "reload removed the CRL source of the certificate's issuer")
 		})
@@ -116,7 +116,7 @@ func (r *registry) stale(issuer *x509.Certificate, why error) {
 		if p == nil || !sameCert(p.issuer, issuer) {
 			return
 		}
-		s.killNoted(&Reply{Status: "BYE", Code: "UNAVAILABLE", Text: "Certificate status cannot be checked right now. Try again later or call the help desk."}, func() {
+		s.killNoted(byeCRLUnavailable, func() {
 			s.srv.metrics.crlUnavailableSessions.Inc()
 			s.log.Warn("session ended: the CRL of its CA is stale", "event", "revoked", "result", "crl_unavailable", "reason", why.Error())
 		})

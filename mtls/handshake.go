@@ -1,0 +1,111 @@
+package mtls
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"os"
+	"time"
+)
+
+// newTLSConfig is the TLS policy: TLS 1.2 or later, modern AEAD suites only for 1.2, and
+// a client certificate requested but verified by verifyPeer after the handshake, so that
+// a rejected user gets a readable "* BYE [ALERT] …" instead of a bare TLS alert.
+func newTLSConfig(o *Options) *tls.Config {
+	cfg := &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: o.Certificates,
+		ClientAuth:   tls.RequestClientCert,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		NextProtos: []string{"imap"},
+		// Not used to verify (verifyPeer does that): with RequestClientCert the pool only
+		// names the acceptable CAs in the CertificateRequest, which lets mail programs
+		// offer the smartcard certificate instead of every certificate they know.
+		ClientCAs: o.ClientRoots,
+	}
+	if len(o.SessionTicketKeys) > 0 {
+		cfg.SetSessionTicketKeys(o.SessionTicketKeys)
+	}
+	if o.DisableSessionTickets {
+		cfg.SessionTicketsDisabled = true
+	}
+	return cfg
+}
+
+// handshake runs TLS with a deadline and checks the client certificate (certpolicy.go),
+// then registers the session with its certificate and checks revocation once more. On a
+// refused certificate the user gets "* BYE [ALERT] why" over the finished TLS
+// connection.
+func (s *session) handshake(ctx context.Context) bool {
+	// A STARTTLS client may start its handshake long after it connected, with reloads
+	// in between (and the CRL sources of then stopped): it gets the configuration of now.
+	st := s.srv.st.Load()
+	s.st = st
+	if !s.srv.conns.handshakeAllowed(s.remote.Addr(), &st.opts.Limits, time.Now()) {
+		s.srv.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
+		return false
+	}
+	tc := tls.Server(s.raw, st.tls)
+	hctx, cancel := context.WithTimeout(ctx, st.opts.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		result := "tls_error"
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
+			result = "timeout"
+		}
+		s.srv.metrics.handshakes.WithLabelValues(result).Inc()
+		s.log.Warn("handshake failed", "event", "handshake", "result", result, "reason", err.Error())
+		return false
+	}
+	s.conn = tc
+	s.br.Reset(tc)
+	cs := tc.ConnectionState()
+	p, rej := st.verifyPeer(cs, time.Now())
+	if rej != nil {
+		log := s.log
+		if len(cs.PeerCertificates) > 0 {
+			log = log.With("serial", leafSerial(cs), "subject", cs.PeerCertificates[0].Subject.String())
+		}
+		s.refuse(log, rej)
+		return false
+	}
+	s.log = s.log.With("serial", p.serialHex(), "subject", p.subject())
+	s.peer.Store(p) // publishes s.log to the registry too
+	// A certificate that expires during a long session (IDLE for days) ends it then.
+	s.expiry = time.AfterFunc(time.Until(p.leaf.NotAfter), func() {
+		s.log.Info("session ended: certificate expired", "event", "expired", "result", "expired", "reason", "certificate expired during the session")
+		s.kill(byeCertExpiredNow)
+	})
+	// Look again, in the configuration of now: between the check and the registration
+	// above a CRL may have landed or gone stale, or a reload may have replaced the CRL
+	// sources; the registry walks that these make see the session from here on.
+	if rej := s.srv.st.Load().checkRevocation(p.leaf, p.issuer, time.Now()); rej != nil {
+		s.refuse(s.log, rej)
+		return false
+	}
+	s.phase = phaseTLS
+	s.srv.metrics.handshakes.WithLabelValues("ok").Inc()
+	s.log.Debug("handshake ok", "event", "handshake", "result", "ok", "resumed", p.resumed, "tls_version", tls.VersionName(cs.Version))
+	return true
+}
+
+// refuse counts, logs and tells the user a refused certificate.
+func (s *session) refuse(log *slog.Logger, rej *certReject) {
+	s.srv.metrics.handshakes.WithLabelValues(rej.result).Inc()
+	log.Warn("certificate refused", "event", "handshake", "result", rej.result, "reason", rej.reply.Reason)
+	s.write(rej.reply.line("*"))
+}
+
+func leafSerial(cs tls.ConnectionState) string {
+	return serialHex(cs.PeerCertificates[0].SerialNumber)
+}

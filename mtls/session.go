@@ -1,0 +1,177 @@
+package mtls
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// session is one client connection, from accept to close: TLS (at once or after
+// STARTTLS, handshake.go), the pre-auth loop (preauth.go), the login (login.go) and the
+// splice (splice.go). kill ends it from outside (revocation, shutdown).
+type session struct {
+	srv *Server
+	st  *state
+	log *slog.Logger
+
+	id     string
+	raw    net.Conn // the accepted TCP connection
+	conn   net.Conn // raw, or the TLS connection on top of it
+	br     *bufio.Reader
+	wr     *wireReader
+	remote netip.AddrPort
+	local  netip.AddrPort
+	phase  phase // where the pre-auth loop is; only the session's goroutine uses it
+
+	peer    atomic.Pointer[peer]
+	backend atomic.Pointer[net.Conn]
+	user    string
+	client  string // the client's ID name/version, for the log
+
+	wmu    sync.Mutex // serialises writes to the client (loop, splice, kill)
+	killed atomic.Bool
+	ended  chan struct{} // closed by kill: waits in the pre-auth path give up
+	bad    int
+	logins int           // LOGIN and AUTHENTICATE attempts so far
+	failed []failedLogin // fingerprints of this connection's failed logins (login.go)
+	expiry *time.Timer   // ends the session when the certificate expires
+
+	proxied *proxied // set by a successful login; run then splices
+}
+
+func newSession(srv *Server, st *state, c net.Conn) *session {
+	var idb [9]byte
+	rand.Read(idb[:])
+	s := &session{
+		srv:    srv,
+		st:     st,
+		id:     base64.RawURLEncoding.EncodeToString(idb[:]),
+		raw:    c,
+		conn:   c,
+		remote: addrPort(c.RemoteAddr()),
+		local:  addrPort(c.LocalAddr()),
+		ended:  make(chan struct{}),
+	}
+	s.log = st.opts.Logger.With("session", s.id, "remote_ip", s.remote.Addr().Unmap().String(), "remote_port", s.remote.Port())
+	s.br = bufio.NewReaderSize(c, 1024)
+	s.wr = &wireReader{br: s.br, lim: defaultWireLimits, cont: s.sendContinuation}
+	return s
+}
+
+// run drives the connection: TLS (at once or after STARTTLS), greeting, pre-auth loop,
+// then the splice of a logged-in session.
+func (s *session) run(ctx context.Context, mode Mode) {
+	if !s.srv.track(s) {
+		s.log.Debug("connection closed: the server is shutting down", "event", "accept", "result", "shutdown")
+		s.raw.Close()
+		return
+	}
+	defer func() {
+		if s.expiry != nil {
+			s.expiry.Stop()
+		}
+		s.srv.untrack(s)
+		s.lingerClose()
+	}()
+	if mode == ImplicitTLS {
+		if !s.handshake(ctx) {
+			return
+		}
+		if s.write("* OK [CAPABILITY "+capsTLS+"] imapgate ready.\r\n") != nil {
+			return
+		}
+	} else if s.write("* OK [CAPABILITY "+capsPlain+"] imapgate ready; STARTTLS with your smartcard certificate first.\r\n") != nil {
+		return
+	}
+	s.loop(ctx)
+	if p := s.proxied; p != nil {
+		s.proxied = nil
+		s.relay(p)
+	}
+}
+
+func (s *session) sendContinuation() error { return s.write("+ Ready for literal data\r\n") }
+
+// write sends one or more lines to the client under the write lock, with a deadline so
+// a client that does not read cannot hold the session forever.
+func (s *session) write(line string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.raw.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, err := io.WriteString(s.conn, line)
+	s.raw.SetWriteDeadline(time.Time{})
+	return err
+}
+
+// kill ends the session from outside (revocation, shutdown): BYE, then close both sides.
+// It never blocks its caller, and reports whether this call ended the session.
+func (s *session) kill(r *Reply) bool { return s.killNoted(r, nil) }
+
+// killNoted is kill with note run once, only by the call that ends the
+// session, before the reply is written: the log line and the metric of why
+// it ended come before the client can see the BYE, and never twice.
+func (s *session) killNoted(r *Reply, note func()) bool {
+	if !s.killed.CompareAndSwap(false, true) {
+		return false
+	}
+	if note != nil {
+		note()
+	}
+	close(s.ended)
+	if s.peer.Load() == nil {
+		// Before (or during) the handshake there is nobody to tell: just close.
+		s.closeAll()
+		return true
+	}
+	go func() {
+		// A writer stuck on a client that does not read gives up after this deadline;
+		// then our BYE gets the same bound.
+		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		s.wmu.Lock()
+		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		io.WriteString(s.conn, r.line("*"))
+		s.wmu.Unlock()
+		s.closeAll()
+	}()
+	return true
+}
+
+// lingerClose ends a connection the front is closing: it says it will send no more
+// (TLS close_notify, then TCP FIN) and reads and discards what the client still sends
+// for a moment, so that the kernel does not answer unread data with a reset that would
+// destroy our last line (a BYE) before the client reads it.
+func (s *session) lingerClose() {
+	if b := s.backend.Load(); b != nil {
+		(*b).Close()
+	}
+	if s.killed.Load() {
+		s.raw.Close()
+		return
+	}
+	type closeWriter interface{ CloseWrite() error }
+	s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+	if cw, ok := s.conn.(closeWriter); ok {
+		cw.CloseWrite()
+	}
+	if tc, ok := s.raw.(closeWriter); ok && s.conn != s.raw {
+		tc.CloseWrite()
+	}
+	s.raw.SetReadDeadline(time.Now().Add(time.Second))
+	io.CopyN(io.Discard, s.raw, 256<<10)
+	s.raw.Close()
+}
+
+func (s *session) closeAll() {
+	s.raw.Close()
+	if b := s.backend.Load(); b != nil {
+		(*b).Close()
+	}
+}
