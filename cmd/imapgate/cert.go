@@ -186,6 +186,9 @@ func newCertListCmd() *cobra.Command {
 					who = "role:" + c.Role + " " + c.Subject
 				case c.Kind == "server" || c.Kind == "ca-tls":
 					who = c.Kind + ":" + strings.Join(append(append([]string{}, c.DNS...), c.IP...), ",")
+				case c.Kind == "unknown":
+					// Revoked by its bare serial: the CA knows nothing else of it.
+					who = "unknown:" + c.Subject
 				}
 				st := c.Status
 				if c.Status == "revoked" {
