@@ -139,7 +139,8 @@ func TestRevokeAfterRestore(t *testing.T) {
 		if err != nil || len(list) != 1 {
 			t.Fatalf("list %s: %+v, %v", serial, list, err)
 		}
-		if l := list[0]; l.Kind != kind || l.Status != "revoked" || l.User != users[serial] || !strings.Contains(l.IssuedBy.Subject, "not in the CA database") {
+		if l := list[0]; l.Kind != kind || l.Status != "revoked" || l.User != users[serial] || !strings.Contains(l.IssuedBy.Subject, "not in the CA database") ||
+			l.RecordedBy == nil || !strings.Contains(l.RecordedBy.Subject, "first admin") {
 			t.Errorf("list %s = %+v; want kind %s, revoked, user %q, issued by unknown", serial, l, kind, users[serial])
 		}
 	}

@@ -225,6 +225,12 @@ type Cert struct {
 		Subject string `json:"subject"`
 		Serial  string `json:"serial"`
 	} `json:"issued_by"`
+	// RecordedBy is the admin who recorded a certificate the CA database did
+	// not hold (revoked by its file after a restore); nil otherwise.
+	RecordedBy *struct {
+		Subject string `json:"subject"`
+		Serial  string `json:"serial"`
+	} `json:"recorded_by"`
 }
 
 // List returns the issued certificates, newest first, for one user or all.
