@@ -244,13 +244,20 @@ func (c *CA) signCRLOnce(ctx context.Context, need func() string) (*db.Certifica
 	if err != nil && !database.IsErrNotFound(err) {
 		return nil, fmt.Errorf("ca: read stored CRL: %w", err)
 	}
-	number := int64(1)
+	// The number follows the clock (milliseconds since 1970) and is at least
+	// one above the stored CRL's. The stored one alone would not do: a
+	// database restored from a backup holds an old CRL, and numbering on from
+	// it would repeat numbers the fronts have seen, which they refuse as a
+	// rollback. From the clock, the restored CA's first CRL is above every
+	// CRL signed before the restore (unless its clock is behind the old one's,
+	// or the old one signed more than one CRL a millisecond, for a while).
+	number := c.now().UnixMilli()
 	if prevRaw != nil {
 		var prev db.CertificateRevocationListInfo
 		if err := json.Unmarshal(prevRaw, &prev); err != nil {
 			return nil, fmt.Errorf("ca: read stored CRL: %w", err)
 		}
-		number = prev.Number + 1
+		number = max(number, prev.Number+1)
 	}
 	revoked, err := c.db.GetRevokedCertificates()
 	if err != nil {

@@ -88,8 +88,8 @@ func TestCRLGenerationFenced(t *testing.T) {
 				t.Fatal(err)
 			}
 			other := tt.overtake(t, c)
-			if other != base.Number+1 {
-				t.Fatalf("the other writer stored CRL %d, want %d", other, base.Number+1)
+			if other <= base.Number {
+				t.Fatalf("the other writer stored CRL %d after CRL %d", other, base.Number)
 			}
 			close(gated.gate)
 			a := <-doneA
@@ -140,7 +140,7 @@ func TestCRLSlowSigningAlone(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a signing slower than the lock TTL, with no other node: %v", err)
 	}
-	if info.Number != before.Number+1 {
+	if info.Number <= before.Number {
 		t.Errorf("CRL number %d after %d", info.Number, before.Number)
 	}
 }

@@ -2,13 +2,6 @@ package ca
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"math/big"
 	"os"
@@ -110,28 +103,4 @@ func FuzzSignIntake(f *testing.F) {
 			t.Fatalf("intake error is not a bad request: %v", err)
 		}
 	})
-}
-
-// TestWriteIntakeFixtures regenerates testdata/intake when IMAPGATE_REGEN=1.
-func TestWriteIntakeFixtures(t *testing.T) {
-	if os.Getenv("IMAPGATE_REGEN") == "" {
-		t.Skip("set IMAPGATE_REGEN=1 to rewrite testdata/intake")
-	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	mk := func(cn string, emails ...string) string {
-		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}, EmailAddresses: emails}, key)
-		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
-	}
-	write := func(name string, v any) {
-		b, _ := json.MarshalIndent(v, "", "  ")
-		os.MkdirAll("testdata/intake", 0o755)
-		os.WriteFile(filepath.Join("testdata/intake", name), b, 0o644)
-	}
-	write("good_cn_and_email.json", SignRequestJSON{CSR: mk("alice@example.org", "alice@example.org"), User: "alice@example.org"})
-	write("good_no_names.json", SignRequestJSON{CSR: mk(""), User: "bob@example.org", ValidityDays: 90})
-	write("fail_email_mismatch.json", SignRequestJSON{CSR: mk("", "mallory@evil.test"), User: "alice@example.org"})
-	write("fail_cn_mismatch.json", SignRequestJSON{CSR: mk("bob@example.org"), User: "alice@example.org"})
-	write("fail_user_not_email.json", SignRequestJSON{CSR: mk(""), User: "alice"})
-	write("fail_negative_validity.json", SignRequestJSON{CSR: mk(""), User: "alice@example.org", ValidityDays: -1})
-	write("fail_not_pem.json", SignRequestJSON{CSR: "hello", User: "alice@example.org"})
 }

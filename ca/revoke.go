@@ -33,6 +33,15 @@ var reasonCodes = map[string]int{
 	"privilegeWithdrawn":   9,
 }
 
+// reasonNames is reasonCodes the other way round.
+var reasonNames = func() map[int]string {
+	m := make(map[int]string, len(reasonCodes))
+	for n, c := range reasonCodes {
+		m[c] = n
+	}
+	return m
+}()
+
 // ParseReason turns an RFC 5280 reason name (case-insensitive) into its code.
 func ParseReason(s string) (int, error) {
 	if s == "" {
@@ -58,6 +67,17 @@ func ReasonName(code int) string {
 		}
 	}
 	return fmt.Sprintf("reason(%d)", code)
+}
+
+// checkRevocation checks a revocation's reason code and comment.
+func checkRevocation(reasonCode int, comment string) error {
+	if _, ok := reasonNames[reasonCode]; !ok {
+		return badRequest("reason code %d is not accepted", reasonCode)
+	}
+	if len(comment) > 256 {
+		return badRequest("the comment is longer than 256 characters")
+	}
+	return nil
 }
 
 // Revoked describes a revocation that just happened.
@@ -90,16 +110,15 @@ func (c *CA) alreadyRevoked(hexSerial string) error {
 // schedule will publish it. comment is free text for the audit trail.
 func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, comment string, by Requester) (*Revoked, error) {
 	hexSerial := SerialHex(serial)
-	if _, ok := map[int]bool{0: true, 1: true, 3: true, 4: true, 5: true, 9: true}[reasonCode]; !ok {
-		return nil, badRequest("reason code %d is not accepted", reasonCode)
-	}
-	if len(comment) > 256 {
-		return nil, badRequest("the comment is longer than 256 characters")
+	if err := checkRevocation(reasonCode, comment); err != nil {
+		return nil, err
 	}
 	dec := serial.String()
 	cert, err := c.lookup(serial)
 	if errors.Is(err, ErrNotFound) {
-		return nil, fmt.Errorf("ca: revoke %s: %w: no certificate with this serial was issued by this CA (check with 'imapgate cert list')", hexSerial, ErrNotFound)
+		return nil, fmt.Errorf("ca: revoke %s: %w: the CA database holds no certificate with this serial (check with 'imapgate cert list'); "+
+			"if this CA issued it after the backup its database was restored from, revoke it with 'imapgate cert revoke --cert FILE', "+
+			"or without the file with '--force-unknown-serial'", hexSerial, ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
@@ -146,6 +165,12 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	// The revocation stands whatever happens to the entry now: one left
 	// pending is read with the certificate's status (revoked).
 	_ = pending.finish(ctx, "", resultOK, "")
+	return c.publishRevocation(ctx, hexSerial)
+}
+
+// publishRevocation counts a revocation that has just been stored and
+// re-signs the CRL (see Revoke).
+func (c *CA) publishRevocation(ctx context.Context, hexSerial string) (*Revoked, error) {
 	rv := &Revoked{Serial: hexSerial, RevokedAt: time.Now().UTC()}
 	// From here on the revocation is a fact: what follows must not depend on
 	// the client still waiting.

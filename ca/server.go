@@ -54,9 +54,14 @@ type CertResponseJSON struct {
 
 // RevokeRequestJSON is the body of POST /api/v1/revoke.
 type RevokeRequestJSON struct {
-	Serial  string `json:"serial"` // hex
-	Reason  string `json:"reason"` // RFC 5280 name, e.g. keyCompromise
-	Comment string `json:"comment,omitempty"`
+	Serial string `json:"serial,omitempty"` // hex
+	// Certificate (PEM) revokes this certificate, recording it first if the
+	// database does not hold it (after a restore); Serial may then be empty.
+	Certificate string `json:"certificate,omitempty"`
+	// ForceUnknownSerial revokes Serial even if the database does not hold it.
+	ForceUnknownSerial bool   `json:"force_unknown_serial,omitempty"`
+	Reason             string `json:"reason"` // RFC 5280 name, e.g. keyCompromise
+	Comment            string `json:"comment,omitempty"`
 }
 
 // RevokeResponseJSON answers a revocation: 200 when the CRL lists it, 202 with
@@ -358,23 +363,21 @@ func certResponse(iss *Issued) CertResponseJSON {
 }
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Requester) {
-	var req RevokeRequestJSON
-	if err := decode(r.Body, &req); err != nil {
-		s.fail(w, r, err, by)
-		return
-	}
-	about(r).Serial = req.Serial
-	serial, err := ParseSerial(req.Serial)
+	req, err := parseRevokeRequest(r.Body)
+	about(r).Serial = req.serialHex()
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
 	}
-	code, err := ParseReason(req.Reason)
-	if err != nil {
-		s.fail(w, r, err, by)
-		return
+	var rv *Revoked
+	switch {
+	case req.cert != nil:
+		rv, err = s.ca.RevokeCertificate(r.Context(), req.cert, req.code, req.comment, by)
+	case req.force:
+		rv, err = s.ca.RevokeUnknownSerial(r.Context(), req.serial, req.code, req.comment, by)
+	default:
+		rv, err = s.ca.Revoke(r.Context(), req.serial, req.code, req.comment, by)
 	}
-	rv, err := s.ca.Revoke(r.Context(), serial, code, req.Comment, by)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return

@@ -39,6 +39,9 @@ type Record struct {
 	NotAfter    time.Time `json:"not_after"`
 	IssuedAt    time.Time `json:"issued_at"`
 	IssuedBy    Requester `json:"issued_by"`
+	// RecordedBy is the admin who recorded a certificate the database did
+	// not hold (revoked after a restore; see unknown.go); nil otherwise.
+	RecordedBy *Requester `json:"recorded_by,omitempty"`
 }
 
 // CertStatus is a Record with its current state.

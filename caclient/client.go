@@ -163,9 +163,41 @@ type Revoked struct {
 // Revoke revokes the certificate with the hex serial; reason is an RFC 5280
 // name such as keyCompromise.
 func (c *Client) Revoke(ctx context.Context, serial, reason, comment string) (*Revoked, error) {
+	return c.RevokeWith(ctx, RevokeRequest{Serial: serial, Reason: reason, Comment: comment})
+}
+
+// RevokeRequest asks for a revocation (admin only): by Serial, or by
+// CertificatePEM, which the CA records first if its database does not hold
+// it (a certificate issued after the backup it was restored from) once it
+// has checked that its intermediate signed it. ForceUnknownSerial revokes a
+// Serial the database does not hold, for a certificate whose file is gone.
+type RevokeRequest struct {
+	Serial             string
+	CertificatePEM     []byte
+	ForceUnknownSerial bool
+	Reason             string // RFC 5280 name, e.g. keyCompromise
+	Comment            string
+}
+
+// RevokeWith revokes as req says.
+func (c *Client) RevokeWith(ctx context.Context, req RevokeRequest) (*Revoked, error) {
+	body := map[string]any{"reason": req.Reason, "comment": req.Comment}
+	what := req.Serial
+	if req.Serial != "" {
+		body["serial"] = req.Serial
+	}
+	if len(req.CertificatePEM) > 0 {
+		body["certificate"] = string(req.CertificatePEM)
+		if what == "" {
+			what = "by certificate"
+		}
+	}
+	if req.ForceUnknownSerial {
+		body["force_unknown_serial"] = true
+	}
 	var out Revoked
-	if err := c.do(ctx, http.MethodPost, PathRevoke, map[string]any{"serial": serial, "reason": reason, "comment": comment}, &out); err != nil {
-		return nil, fmt.Errorf("caclient: revoke %s: %w", serial, err)
+	if err := c.do(ctx, http.MethodPost, PathRevoke, body, &out); err != nil {
+		return nil, fmt.Errorf("caclient: revoke %s: %w", what, err)
 	}
 	return &out, nil
 }
@@ -193,6 +225,12 @@ type Cert struct {
 		Subject string `json:"subject"`
 		Serial  string `json:"serial"`
 	} `json:"issued_by"`
+	// RecordedBy is the admin who recorded a certificate the CA database did
+	// not hold (revoked by its file after a restore); nil otherwise.
+	RecordedBy *struct {
+		Subject string `json:"subject"`
+		Serial  string `json:"serial"`
+	} `json:"recorded_by"`
 }
 
 // List returns the issued certificates, newest first, for one user or all.

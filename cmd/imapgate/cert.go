@@ -91,22 +91,51 @@ func newCertSignCmd() *cobra.Command {
 
 func newCertRevokeCmd() *cobra.Command {
 	var api apiFlags
-	var reason, comment string
+	var reason, comment, certFile string
+	var force bool
 	cmd := &cobra.Command{
-		Use:   "revoke SERIAL --reason REASON",
-		Short: "revoke a certificate by its hex serial (as openssl prints it)",
+		Use:   "revoke SERIAL | --cert FILE [--reason REASON]",
+		Short: "revoke a certificate by its hex serial (as openssl prints it) or its certificate file",
 		Long: `Revokes a certificate; the CA re-signs its CRL at once and fronts pick it up within
 seconds. If the CA cannot re-sign right now (another CA node holds the CRL lock, say),
 the revocation is still stored and the output says "NOT on the CRL yet" and when it
 will be; every CA node retries every crl.check_interval. REASON is an RFC 5280 name: unspecified, keyCompromise, affiliationChanged,
-superseded, cessationOfOperation, privilegeWithdrawn.`,
-		Args: cobra.ExactArgs(1),
+superseded, cessationOfOperation, privilegeWithdrawn.
+
+After the CA's database was restored from a backup, it does not know the certificates
+issued since; they still pass the fronts. --cert FILE (a PEM certificate, or a chain
+whose first certificate is the one to revoke) revokes such a certificate: the CA checks
+that its intermediate signed it, records it and revokes it. Without the file,
+--force-unknown-serial SERIAL puts a serial the CA does not know on the CRL. Both are
+for admins and audited.`,
+		Args: func(_ *cobra.Command, args []string) error {
+			switch {
+			case certFile != "" && force:
+				return fmt.Errorf("--cert and --force-unknown-serial exclude each other: with --cert the CA checks it signed the certificate")
+			case certFile != "" && len(args) > 0:
+				return fmt.Errorf("give SERIAL or --cert FILE, not both")
+			case certFile == "" && len(args) != 1:
+				return fmt.Errorf("give the hex SERIAL of the certificate to revoke, or --cert FILE")
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			req := caclient.RevokeRequest{Reason: reason, Comment: comment, ForceUnknownSerial: force}
+			if len(args) == 1 {
+				req.Serial = args[0]
+			}
+			if certFile != "" {
+				b, err := os.ReadFile(certFile)
+				if err != nil {
+					return fmt.Errorf("read the certificate: %w", err)
+				}
+				req.CertificatePEM = b
+			}
 			cl, err := api.client()
 			if err != nil {
 				return err
 			}
-			rv, err := cl.Revoke(cmd.Context(), args[0], reason, comment)
+			rv, err := cl.RevokeWith(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -121,6 +150,8 @@ superseded, cessationOfOperation, privilegeWithdrawn.`,
 	api.register(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "unspecified", "RFC 5280 reason")
 	cmd.Flags().StringVar(&comment, "comment", "", "free text for the audit trail (no secrets)")
+	cmd.Flags().StringVar(&certFile, "cert", "", "revoke the certificate in this PEM file, recording it first if the CA database does not hold it")
+	cmd.Flags().BoolVar(&force, "force-unknown-serial", false, "revoke SERIAL even if the CA database does not hold it (its certificate file is gone)")
 	return cmd
 }
 
@@ -155,6 +186,9 @@ func newCertListCmd() *cobra.Command {
 					who = "role:" + c.Role + " " + c.Subject
 				case c.Kind == "server" || c.Kind == "ca-tls":
 					who = c.Kind + ":" + strings.Join(append(append([]string{}, c.DNS...), c.IP...), ",")
+				case c.Kind == "unknown":
+					// Revoked by its bare serial: the CA knows nothing else of it.
+					who = "unknown:" + c.Subject
 				}
 				st := c.Status
 				if c.Status == "revoked" {
