@@ -173,10 +173,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		if certs, err := readCerts(c.TLS.ClientIntermediatesFile); err != nil {
 			add(fmt.Errorf("front config: tls.client_intermediates_file: %w", err))
 		} else {
-			o.ClientIntermediates = x509.NewCertPool()
-			for _, ct := range certs {
-				o.ClientIntermediates.AddCert(ct)
-			}
+			o.ClientIntermediates = certs
 		}
 	}
 	if c.TLS.SessionTickets != nil && !*c.TLS.SessionTickets {

@@ -20,8 +20,10 @@ type Options struct {
 	Certificates []tls.Certificate
 	// ClientRoots are the CA roots client certificates must chain to.
 	ClientRoots *x509.CertPool
-	// ClientIntermediates help build chains for clients that send only their leaf.
-	ClientIntermediates *x509.CertPool
+	// ClientIntermediates help build chains for clients that send only their leaf;
+	// they are named as acceptable CAs in the CertificateRequest, with the roots and
+	// the CRL issuers.
+	ClientIntermediates []*x509.Certificate
 	// CRLs hold one store per issuing CA. A client certificate whose issuer has no
 	// store here is refused: revocation status unknown means no.
 	CRLs []*crl.Store
