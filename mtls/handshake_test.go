@@ -77,13 +77,13 @@ func TestCertificateRequestNamesCA(t *testing.T) {
 	}
 }
 
-// opensslClient runs `openssl s_client` against addr, sends input (then closes its
-// stdin) and returns everything it printed.
-func opensslClient(t *testing.T, addr, input string) string {
+// opensslClient runs `openssl s_client` against addr with args, sends input (lines end
+// in CRLF), waits for the server to close and returns everything it printed.
+func opensslClient(t *testing.T, addr, input string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "openssl", "s_client", "-connect", addr, "-ign_eof")
+	cmd := exec.CommandContext(ctx, "openssl", append([]string{"s_client", "-connect", addr, "-ign_eof", "-crlf"}, args...)...)
 	cmd.Stdin = strings.NewReader(input)
 	out, _ := cmd.CombinedOutput()
 	return string(out)

@@ -3,6 +3,7 @@ package mtls
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"crypto/rand"
 	"encoding/base64"
 	"io"
@@ -136,6 +137,7 @@ func (s *session) killNoted(r *Reply, note func()) bool {
 		s.wmu.Lock()
 		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		io.WriteString(s.conn, r.line("*"))
+		s.closeNotifyLocked()
 		s.wmu.Unlock()
 		s.closeAll()
 	}()
@@ -165,6 +167,26 @@ func (s *session) lingerClose() {
 	s.raw.SetReadDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, s.raw, 256<<10)
 	s.raw.Close()
+}
+
+// endTLS ends a session the front or the backend ends after the handshake (the
+// splice's end): TLS close_notify first, so that the client reads a clean end of
+// stream and not a cut connection, then both sides close. The write deadline first
+// frees a writer stuck on a client that does not read.
+func (s *session) endTLS() {
+	s.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	s.wmu.Lock()
+	s.closeNotifyLocked()
+	s.wmu.Unlock()
+	s.closeAll()
+}
+
+// closeNotifyLocked sends TLS close_notify, once; the caller holds wmu and has set a
+// write deadline. Without TLS (or before its handshake) there is nothing to send.
+func (s *session) closeNotifyLocked() {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		tc.CloseWrite()
+	}
 }
 
 func (s *session) closeAll() {
