@@ -88,4 +88,3 @@ func opensslClient(t *testing.T, addr, input string, args ...string) string {
 	out, _ := cmd.CombinedOutput()
 	return string(out)
 }
-

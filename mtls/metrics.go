@@ -107,6 +107,16 @@ func (m *Metrics) observeServer(s *Server) {
 			return float64(n)
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "imapgate_front_certificate_expiry_timestamp_seconds",
+			Help: "When the front's own server certificate expires (Unix time; the earliest of several). Alert well before: mail programs refuse an expired one.",
+		}, func() float64 {
+			t := frontCertExpiry(s.st.Load().opts.Certificates)
+			if t.IsZero() {
+				return 0
+			}
+			return float64(t.Unix())
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "imapgate_front_crl_entries",
 			Help: "Revoked serials in all CRLs in use.",
 		}, func() float64 {

@@ -64,6 +64,7 @@ func (r *runner) apply(next *Config) error {
 		eps.close()
 		return err
 	}
+	warnFrontCert(&o, "reload")
 	if !sameCRLs {
 		// The new sources are live: start them, stop the old ones.
 		stopOld := r.stopCRLs
