@@ -57,15 +57,18 @@ type Config struct {
 	} `yaml:"identity"`
 
 	Timeouts struct {
-		Handshake time.Duration `yaml:"handshake"`
-		PreAuth   time.Duration `yaml:"preauth"`
-		Drain     time.Duration `yaml:"drain"`
+		Handshake    time.Duration `yaml:"handshake"`
+		PreAuth      time.Duration `yaml:"preauth"`
+		PreAuthTotal time.Duration `yaml:"preauth_total"`
+		Drain        time.Duration `yaml:"drain"`
 	} `yaml:"timeouts"`
 
 	Limits struct {
 		MaxConnections           int `yaml:"max_connections"`
 		MaxConnectionsPerIP      int `yaml:"max_connections_per_ip"`
 		HandshakesPerIPPerMinute int `yaml:"handshakes_per_ip_per_minute"`
+		PreAuthShare             int `yaml:"preauth_share"`
+		MaxPlainCommands         int `yaml:"max_plain_commands"`
 		MaxBadCommands           int `yaml:"max_bad_commands"`
 	} `yaml:"limits"`
 
@@ -135,12 +138,15 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		},
 		HandshakeTimeout: c.Timeouts.Handshake,
 		PreAuthTimeout:   c.Timeouts.PreAuth,
+		PreAuthTotal:     c.Timeouts.PreAuthTotal,
 		DrainTimeout:     c.Timeouts.Drain,
 		MaxBadCommands:   c.Limits.MaxBadCommands,
 		Limits: Limits{
 			MaxConnections:           c.Limits.MaxConnections,
 			MaxConnectionsPerIP:      c.Limits.MaxConnectionsPerIP,
 			HandshakesPerIPPerMinute: c.Limits.HandshakesPerIPPerMinute,
+			PreAuthShare:             c.Limits.PreAuthShare,
+			MaxPlainCommands:         c.Limits.MaxPlainCommands,
 		},
 		Throttle: Throttle{
 			BaseDelay:    c.Throttle.BaseDelay,

@@ -38,6 +38,9 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// PreAuthTimeout bounds the wait for each pre-auth command; default 60s.
 	PreAuthTimeout time.Duration
+	// PreAuthTotal bounds the whole time from accept to login, on both ports and
+	// STARTTLS included; default 2m.
+	PreAuthTotal time.Duration
 	// MaxBadCommands before the front says BYE; default 5.
 	MaxBadCommands int
 	// DrainTimeout is how long Shutdown lets sessions run on; default 30s.
@@ -171,6 +174,7 @@ func (o *Options) checkSettings() error {
 func (o *Options) setDefaults() {
 	setDefault(&o.HandshakeTimeout, 10*time.Second)
 	setDefault(&o.PreAuthTimeout, 60*time.Second)
+	setDefault(&o.PreAuthTotal, 2*time.Minute)
 	setDefault(&o.DrainTimeout, 30*time.Second)
 	setDefault(&o.Backend.DialTimeout, 5*time.Second)
 	setDefault(&o.Backend.LoginTimeout, 15*time.Second)

@@ -259,7 +259,15 @@ func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode) {
 		return
 	}
 	defer release()
+	if why := s.conns.enterPreAuth(&st.opts.Limits); why != "" {
+		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
+		c.Close()
+		return
+	}
 	sess := newSession(s, st, c)
+	sess.preauth = true
+	defer sess.leavePreAuth()
 	s.metrics.active.Inc()
 	defer s.metrics.active.Dec()
 	sess.run(ctx, mode)

@@ -41,7 +41,11 @@ type session struct {
 	killed atomic.Bool
 	ended  chan struct{} // closed by kill: waits in the pre-auth path give up
 	bad    int
+	plain  int         // commands read before STARTTLS (limits.max_plain_commands)
 	expiry *time.Timer // ends the session when the certificate expires
+
+	start   time.Time // accept: timeouts.preauth_total counts from here, STARTTLS or not
+	preauth bool      // holds a place in the pre-auth share (limits.preauth_share)
 
 	proxied *proxied // set by a successful login; run then splices
 }
@@ -58,6 +62,7 @@ func newSession(srv *Server, st *state, c net.Conn) *session {
 		remote: addrPort(c.RemoteAddr()),
 		local:  addrPort(c.LocalAddr()),
 		ended:  make(chan struct{}),
+		start:  time.Now(),
 	}
 	s.log = st.opts.Logger.With("session", s.id, "remote_ip", s.remote.Addr().Unmap().String(), "remote_port", s.remote.Port())
 	s.br = bufio.NewReaderSize(c, 1024)
@@ -93,8 +98,29 @@ func (s *session) run(ctx context.Context, mode Mode) {
 	s.loop(ctx)
 	if p := s.proxied; p != nil {
 		s.proxied = nil
+		s.leavePreAuth()
 		s.relay(p)
 	}
+}
+
+// leavePreAuth gives back the session's place in the pre-auth share, once: at login,
+// or at the end of a session that never logged in.
+func (s *session) leavePreAuth() {
+	if s.preauth {
+		s.preauth = false
+		s.srv.conns.leavePreAuth()
+	}
+}
+
+// preAuthDeadline is when the wait for the next pre-auth read ends: timeouts.preauth
+// from now, but never past timeouts.preauth_total from the accept — a client that
+// sends a NOOP now and then cannot stay unauthenticated for ever.
+func (s *session) preAuthDeadline() time.Time {
+	d, total := time.Now().Add(s.st.opts.PreAuthTimeout), s.start.Add(s.st.opts.PreAuthTotal)
+	if total.Before(d) {
+		return total
+	}
+	return d
 }
 
 func (s *session) sendContinuation() error { return s.write("+ Ready for literal data\r\n") }
