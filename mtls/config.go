@@ -30,12 +30,13 @@ type Config struct {
 	MetricsListen  string `yaml:"metrics_listen"`
 
 	TLS struct {
-		CertFile                string `yaml:"cert_file"`
-		KeyFile                 string `yaml:"key_file"`
-		ClientCAFile            string `yaml:"client_ca_file"`
-		ClientIntermediatesFile string `yaml:"client_intermediates_file"`
-		SessionTicketKeyFile    string `yaml:"session_ticket_key_file"`
-		SessionTickets          *bool  `yaml:"session_tickets"`
+		CertFile                string        `yaml:"cert_file"`
+		KeyFile                 string        `yaml:"key_file"`
+		ClientCAFile            string        `yaml:"client_ca_file"`
+		ClientIntermediatesFile string        `yaml:"client_intermediates_file"`
+		SessionTicketKeyFile    string        `yaml:"session_ticket_key_file"`
+		SessionTickets          *bool         `yaml:"session_tickets"`
+		ResumptionMaxAge        time.Duration `yaml:"resumption_max_age"`
 	} `yaml:"tls"`
 
 	CRL []CRLConfig `yaml:"crl"`
@@ -182,6 +183,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			o.ClientIntermediates = certs
 		}
 	}
+	o.ResumptionMaxAge = c.TLS.ResumptionMaxAge
 	if c.TLS.SessionTickets != nil && !*c.TLS.SessionTickets {
 		o.DisableSessionTickets = true
 	}

@@ -53,6 +53,13 @@ type Options struct {
 	SessionTicketKeys [][32]byte
 	// DisableSessionTickets turns resumption off.
 	DisableSessionTickets bool
+	// ResumptionMaxAge bounds TLS resumption by the age of the full handshake in
+	// which the client proved its key; default 1h (sessionTLS).
+	ResumptionMaxAge time.Duration
+
+	// Time, when set, is the clock of TLS and of the resumption bound (tests); nil is
+	// time.Now.
+	Time func() time.Time
 
 	// TrustedProxies may send a PROXY protocol v2 header; others may not.
 	TrustedProxies []netip.Prefix
@@ -176,6 +183,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.PreAuthTimeout, 60*time.Second)
 	setDefault(&o.PreAuthTotal, 2*time.Minute)
 	setDefault(&o.DrainTimeout, 30*time.Second)
+	setDefault(&o.ResumptionMaxAge, time.Hour)
 	setDefault(&o.Backend.DialTimeout, 5*time.Second)
 	setDefault(&o.Backend.LoginTimeout, 15*time.Second)
 	if o.MaxBadCommands <= 0 {
@@ -192,4 +200,12 @@ func setDefault(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
 	}
+}
+
+// now is the front's clock (Options.Time, or time.Now).
+func (o *Options) now() time.Time {
+	if o.Time != nil {
+		return o.Time()
+	}
+	return time.Now()
 }
