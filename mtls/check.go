@@ -33,6 +33,9 @@ func Check(ctx context.Context, path string, w io.Writer, log *slog.Logger) erro
 	for _, p := range frontCertProblems(o.Certificates, time.Now()) {
 		errs = append(errs, errors.New("front config: "+p))
 	}
+	if p := loginTimeoutProblem(&o); p != "" {
+		fmt.Fprintf(w, "warning: %s\n", p)
+	}
 	for i, store := range o.CRLs {
 		line, err := checkCRL(ctx, store, time.Now())
 		name := fmt.Sprintf("crl[%d] %s (issuer %q)", i, crlSource(cfg.CRL[i]), store.Issuer().Subject.CommonName)

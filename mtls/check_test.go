@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -144,4 +145,14 @@ func TestFrontCertWarningAndMetric(t *testing.T) {
 	if got, want := counter(t, front.Metrics(), "imapgate_front_certificate_expiry_timestamp_seconds"), float64(cert.Leaf.NotAfter.Unix()); got != want {
 		t.Errorf("expiry metric %v, want %v", got, want)
 	}
+}
+
+// appendFile appends s to the file at path.
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WriteFile(t, path, append(data, s...))
 }

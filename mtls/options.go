@@ -81,7 +81,8 @@ type BackendOptions struct {
 	TLSConfig *tls.Config
 	// DialTimeout bounds the TCP connect, the TLS handshake and the greeting; default 5s.
 	DialTimeout time.Duration
-	// LoginTimeout bounds ID and LOGIN; default 15s.
+	// LoginTimeout bounds ID and LOGIN; default 30s, which outlasts Dovecot's auth
+	// penalty (up to 15 s) and its auth_failure_delay (2 s).
 	LoginTimeout time.Duration
 }
 
@@ -185,7 +186,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.DrainTimeout, 30*time.Second)
 	setDefault(&o.ResumptionMaxAge, time.Hour)
 	setDefault(&o.Backend.DialTimeout, 5*time.Second)
-	setDefault(&o.Backend.LoginTimeout, 15*time.Second)
+	setDefault(&o.Backend.LoginTimeout, 30*time.Second)
 	if o.MaxBadCommands <= 0 {
 		o.MaxBadCommands = 5
 	}
