@@ -42,9 +42,10 @@ func checkConfig(t *testing.T, pki *testenv.PKI, certName string, crlDER []byte,
 crl:
   - %s
     issuer_file: %s/intermediate.pem
+crl_state_file: %s/crl-state.json
 backend:
   address: 127.0.0.1:143
-`, crt, key, dir, src, dir)
+`, crt, key, dir, src, dir, dir)
 	path := filepath.Join(dir, "front.yaml")
 	testenv.WriteFile(t, path, []byte(conf))
 	return path
