@@ -8,9 +8,20 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
+
+// dovecotMaxPenalty is the longest auth penalty Dovecot puts on an address after
+// failed logins (AUTH_PENALTY_MAX_SECS), before its auth_failure_delay (2 s by
+// default). It applies to the front's own address unless the front is in
+// login_trusted_networks; then to the client address the front forwards in ID.
+const dovecotMaxPenalty = 15 * time.Second
+
+// minLoginTimeout is the shortest backend.login_timeout that outlasts that penalty,
+// the failure delay and a slow password database; shorter ones are warned about.
+const minLoginTimeout = dovecotMaxPenalty + 5*time.Second
 
 // maxBackendLine bounds one line from the backend before login (a CAPABILITY list).
 const maxBackendLine = 64 << 10
@@ -82,6 +93,10 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 		return fail(fmt.Errorf("backend: send LOGIN: %w", err))
 	}
 	r, err := readTagged(br, "g2")
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+		return fail(fmt.Errorf("backend: no answer to LOGIN within backend.login_timeout (%s): %w; the backend may still log the user in. "+
+			"Dovecot delays logins from an address after failures (its auth penalty, up to %s plus auth_failure_delay): add the front's address to Dovecot's login_trusted_networks, or raise backend.login_timeout", bo.LoginTimeout, err, dovecotMaxPenalty))
+	}
 	if err != nil {
 		return fail(loginAnswer("LOGIN", err))
 	}
@@ -134,6 +149,12 @@ func backendGreeting(ctx context.Context, raw net.Conn, bo *BackendOptions) (net
 	}
 	if !strings.HasPrefix(greet, "* OK") {
 		return nil, nil, fmt.Errorf("backend: unexpected greeting from %s: %.100q", bo.Address, greet)
+	}
+	if bo.TLS == BackendPlain && hasCap(greet, "LOGINDISABLED") {
+		// Dovecot takes plaintext logins from clients it counts as secured: those on
+		// login_trusted_networks (and loopback). LOGINDISABLED on a plain connection
+		// says the front is not one of them; LOGIN would be refused.
+		return nil, nil, fmt.Errorf("backend: %s refuses plaintext logins from the front (LOGINDISABLED in its greeting): add the front's address to Dovecot's login_trusted_networks, or set backend.tls to starttls or implicit", bo.Address)
 	}
 	if bo.TLS != BackendStartTLS {
 		return c, br, nil
@@ -282,4 +303,39 @@ func cutFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return "", false
+}
+
+// hasCap reports whether the [CAPABILITY …] of a greeting lists name.
+func hasCap(greet, name string) bool {
+	i := strings.Index(strings.ToUpper(greet), "[CAPABILITY ")
+	if i < 0 {
+		return false
+	}
+	list, _, _ := strings.Cut(greet[i+len("[CAPABILITY "):], "]")
+	for _, c := range strings.Fields(list) {
+		if strings.EqualFold(c, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// probeBackend connects to the backend once at start and reads its greeting (TLS as
+// configured), so that a backend that is unreachable, fails TLS or refuses the front's
+// plaintext logins is logged before the first user meets it.
+func probeBackend(ctx context.Context, o *Options) {
+	bo := o.Backend
+	d := net.Dialer{Timeout: bo.DialTimeout}
+	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
+	defer cancel()
+	raw, err := d.DialContext(dctx, "tcp", bo.Address)
+	if err != nil {
+		o.Logger.Warn("backend not reachable at start", "event", "start", "backend", bo.Address, "reason", err.Error())
+		return
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
+	if _, _, err := backendGreeting(dctx, raw, &bo); err != nil {
+		o.Logger.Warn("backend check at start failed", "event", "start", "backend", bo.Address, "reason", err.Error())
+	}
 }

@@ -79,6 +79,8 @@ var (
 	byeShutdown = &Reply{Status: "BYE", Code: "UNAVAILABLE",
 		Text: "This server is shutting down; your mail program will reconnect."}
 	byeAutologout     = &Reply{Status: "BYE", Text: "Autologout: no command for too long."}
+	byePreAuthTotal   = &Reply{Status: "BYE", Text: "Autologout: no login for too long. Reconnect and log in."}
+	byeTooManyPlain   = &Reply{Status: "BYE", Text: "Too many commands before STARTTLS."}
 	byeTooManyBad     = &Reply{Status: "BYE", Text: "Too many invalid commands."}
 	byeLogout         = &Reply{Status: "BYE", Text: "Logging out."}
 	byeTooManyLogins  = &Reply{Status: "BYE", Text: "Too many login attempts on this connection. Check your password and reconnect."}

@@ -2,7 +2,6 @@ package mtls_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -1064,30 +1063,6 @@ func TestSharedTicketKeys(t *testing.T) {
 	}
 	if !conn.ConnectionState().DidResume {
 		t.Fatal("the second front did not resume the first one's session")
-	}
-}
-
-// TestCertificateRequestNamesCA: the front names its client CA in the CertificateRequest
-// so mail programs can pick the smartcard certificate by themselves.
-func TestCertificateRequestNamesCA(t *testing.T) {
-	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
-	var acceptable [][]byte
-	cfg := e.clientTLS(nil)
-	c := e.alice.TLSCertificate()
-	cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		acceptable = cri.AcceptableCAs
-		return &c, nil
-	}
-	conn, err := tls.Dial("tcp", e.addr, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if got := newLineConn(t, conn).line(); !strings.HasPrefix(got, "* OK") {
-		t.Fatalf("greeting %q", got)
-	}
-	if len(acceptable) != 1 || !bytes.Equal(acceptable[0], e.pki.Root.RawSubject) {
-		t.Fatalf("acceptable CAs %q, want the test root", acceptable)
 	}
 }
 

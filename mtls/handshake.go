@@ -3,6 +3,7 @@ package mtls
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"os"
@@ -12,7 +13,7 @@ import (
 // newTLSConfig is the TLS policy: TLS 1.2 or later, modern AEAD suites only for 1.2, and
 // a client certificate requested but verified by verifyPeer after the handshake, so that
 // a rejected user gets a readable "* BYE [ALERT] …" instead of a bare TLS alert.
-func newTLSConfig(o *Options) *tls.Config {
+func newTLSConfig(o *Options, acceptable *x509.CertPool) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		Certificates: o.Certificates,
@@ -27,9 +28,8 @@ func newTLSConfig(o *Options) *tls.Config {
 		},
 		NextProtos: []string{"imap"},
 		// Not used to verify (verifyPeer does that): with RequestClientCert the pool only
-		// names the acceptable CAs in the CertificateRequest, which lets mail programs
-		// offer the smartcard certificate instead of every certificate they know.
-		ClientCAs: o.ClientRoots,
+		// names the acceptable CAs in the CertificateRequest (acceptableCAs).
+		ClientCAs: acceptable,
 	}
 	if len(o.SessionTicketKeys) > 0 {
 		cfg.SetSessionTicketKeys(o.SessionTicketKeys)
@@ -37,7 +37,29 @@ func newTLSConfig(o *Options) *tls.Config {
 	if o.DisableSessionTickets {
 		cfg.SessionTicketsDisabled = true
 	}
+	if o.Time != nil {
+		cfg.Time = o.Time
+	}
 	return cfg
+}
+
+// acceptableCAs is the list of CA names the CertificateRequest sends: the roots and
+// every intermediate the front knows (tls.client_intermediates_file and the issuers
+// of the CRL sources). NSS (Thunderbird) offers only a certificate it can link to a
+// listed CA; a smartcard that holds just the user's leaf names the intermediate as
+// its issuer, so with the roots alone its certificate was never offered.
+func acceptableCAs(o *Options) *x509.CertPool {
+	pool := x509.NewCertPool()
+	if o.ClientRoots != nil {
+		pool = o.ClientRoots.Clone()
+	}
+	for _, c := range o.ClientIntermediates {
+		pool.AddCert(c)
+	}
+	for _, s := range o.CRLs {
+		pool.AddCert(s.Issuer())
+	}
+	return pool
 }
 
 // handshake runs TLS with a deadline and checks the client certificate (certpolicy.go),
@@ -54,7 +76,7 @@ func (s *session) handshake(ctx context.Context) bool {
 		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
 		return false
 	}
-	tc := tls.Server(s.raw, st.tls)
+	tc := tls.Server(s.raw, st.sessionTLS())
 	hctx, cancel := context.WithTimeout(ctx, st.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()

@@ -20,11 +20,22 @@ type Limits struct {
 	// HandshakesPerIPPerMinute started by one address; default 120. A burst of this
 	// many is allowed, then they refill evenly over the minute.
 	HandshakesPerIPPerMinute int
+	// PreAuthShare is the percentage of MaxConnections that connections not logged in
+	// (yet) may hold together; default 50. The rest stays for logged-in sessions, so
+	// that unauthenticated connections never take the room of IDLE users. 100 turns
+	// the reservation off.
+	PreAuthShare int
+	// MaxPlainCommands is how many commands a client on the STARTTLS port may send
+	// before STARTTLS; default 10.
+	MaxPlainCommands int
 }
 
 func (l *Limits) validate() error {
-	if l.MaxConnections < 0 || l.MaxConnectionsPerIP < 0 || l.HandshakesPerIPPerMinute < 0 {
+	if l.MaxConnections < 0 || l.MaxConnectionsPerIP < 0 || l.HandshakesPerIPPerMinute < 0 || l.MaxPlainCommands < 0 {
 		return errors.New("mtls: limits must not be negative")
+	}
+	if l.PreAuthShare < 0 || l.PreAuthShare > 100 {
+		return fmt.Errorf("mtls: limits.preauth_share %d: want a percentage of max_connections, 1 to 100", l.PreAuthShare)
 	}
 	return nil
 }
@@ -39,6 +50,17 @@ func (l *Limits) setDefaults() {
 	if l.HandshakesPerIPPerMinute == 0 {
 		l.HandshakesPerIPPerMinute = 120
 	}
+	if l.PreAuthShare == 0 {
+		l.PreAuthShare = 50
+	}
+	if l.MaxPlainCommands == 0 {
+		l.MaxPlainCommands = 10
+	}
+}
+
+// maxPreAuth is how many connections may be open before login at once.
+func (l *Limits) maxPreAuth() int64 {
+	return max(1, int64(l.MaxConnections)*int64(l.PreAuthShare)/100)
 }
 
 // shards spread per-address state over many small locks so that no single mutex sits on
@@ -52,6 +74,7 @@ func shardOf(key string) int { return int(maphash.String(seed, key) % shards) }
 // connLimiter counts open connections and recent handshakes per address.
 type connLimiter struct {
 	total   atomic.Int64
+	preauth atomic.Int64 // connections not logged in (yet), see enterPreAuth
 	accepts atomic.Int64
 	shards  [shards]struct {
 		mu sync.Mutex
@@ -144,3 +167,16 @@ func (l *connLimiter) handshakeAllowed(ip netip.Addr, lim *Limits, now time.Time
 	st.tokens--
 	return true
 }
+
+// enterPreAuth admits one more connection that has not logged in, or says why not:
+// together they hold at most limits.preauth_share of max_connections. leavePreAuth
+// gives the place back, at login or at the end of the connection.
+func (l *connLimiter) enterPreAuth(lim *Limits) string {
+	if l.preauth.Add(1) > lim.maxPreAuth() {
+		l.preauth.Add(-1)
+		return fmt.Sprintf("connections not logged in hold their share of max_connections (limits.preauth_share %d%% of %d); the rest is kept for logged-in sessions", lim.PreAuthShare, lim.MaxConnections)
+	}
+	return ""
+}
+
+func (l *connLimiter) leavePreAuth() { l.preauth.Add(-1) }

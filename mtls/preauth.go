@@ -35,7 +35,7 @@ func (s *session) loop(ctx context.Context) {
 		if s.killed.Load() {
 			return
 		}
-		s.raw.SetReadDeadline(time.Now().Add(s.st.opts.PreAuthTimeout))
+		s.raw.SetReadDeadline(s.preAuthDeadline())
 		cmd, err := s.wr.ReadCommand()
 		if err != nil {
 			s.readError(err)
@@ -45,6 +45,13 @@ func (s *session) loop(ctx context.Context) {
 			continue
 		}
 		s.raw.SetReadDeadline(time.Time{})
+		if s.phase == phasePlain {
+			if s.plain++; s.plain > s.st.opts.Limits.MaxPlainCommands {
+				s.log.Info("connection closed", "event", "preauth", "result", "too_many_commands", "reason", "too many commands before STARTTLS")
+				s.write(byeTooManyPlain.line("*"))
+				return
+			}
+		}
 		// The debug trace names the command only: arguments may be credentials, and
 		// so may a tag or a command name if a client's framing went wrong (a password
 		// sent where a command was expected), so neither is logged as sent.
@@ -96,6 +103,9 @@ func (s *session) readError(err error) {
 	case errors.As(err, &fe):
 		s.log.Info("connection closed", "event", "preauth", "result", "protocol_error", "reason", fe.text)
 		s.write((&Reply{Status: "BYE", Code: fe.code, Text: fe.text}).line("*"))
+	case errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.start.Add(s.st.opts.PreAuthTotal)):
+		s.log.Info("connection closed", "event", "preauth", "result", "preauth_total", "reason", "no login within timeouts.preauth_total")
+		s.write(byePreAuthTotal.line("*"))
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		s.write(byeAutologout.line("*"))
 	}
@@ -243,7 +253,7 @@ func (s *session) cmdAuthenticate(ctx context.Context, cmd *command, tlsOn bool)
 		if err := s.write("+ \r\n"); err != nil {
 			return true, nil
 		}
-		s.raw.SetReadDeadline(time.Now().Add(s.st.opts.PreAuthTimeout))
+		s.raw.SetReadDeadline(s.preAuthDeadline())
 		line, err := readLine(s.br, s.wr.lim.MaxLine)
 		s.raw.SetReadDeadline(time.Time{})
 		if err != nil {

@@ -45,6 +45,9 @@ func (r *runner) startCRLs() {
 // also ends the sessions a new CRL set no longer covers), the pollers are swapped and
 // the listeners that moved are served.
 func (r *runner) apply(next *Config) error {
+	if err := next.prepareStateDir(); err != nil {
+		return err
+	}
 	o, err := next.Options(r.log)
 	if err != nil {
 		return err
@@ -64,6 +67,7 @@ func (r *runner) apply(next *Config) error {
 		eps.close()
 		return err
 	}
+	warnFrontCert(&o, "reload")
 	if !sameCRLs {
 		// The new sources are live: start them, stop the old ones.
 		stopOld := r.stopCRLs

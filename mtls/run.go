@@ -9,17 +9,6 @@ import (
 	"time"
 )
 
-// Check loads the config file at path and everything it names (certificates, keys, CA
-// files, ticket keys) without starting anything: `imapgate front --check`.
-func Check(path string, log *slog.Logger) error {
-	cfg, err := LoadConfig(path)
-	if err != nil {
-		return err
-	}
-	_, err = cfg.Options(log)
-	return err
-}
-
 // Run is `imapgate front`: it serves the front described by the config file at path
 // until ctx ends, then drains (timeouts.drain) and returns. Every value received on
 // reload re-reads the file and swaps in the new settings for new connections; a broken
@@ -35,10 +24,14 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	if err != nil {
 		return err
 	}
+	if err := cfg.prepareStateDir(); err != nil {
+		return err
+	}
 	opts, err := cfg.Options(log)
 	if err != nil {
 		return err
 	}
+	warnFrontCert(&opts, "start")
 	// First CRL load before accepting anyone: without it every handshake is refused.
 	for _, st := range opts.CRLs {
 		lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -51,6 +44,7 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	if err != nil {
 		return err
 	}
+	go probeBackend(ctx, &srv.st.Load().opts)
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	r := &runner{ctx: ctx, runCtx: runCtx, srv: srv, log: log, cfg: cfg, opts: opts,

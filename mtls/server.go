@@ -40,16 +40,15 @@ func buildState(o Options) (*state, error) {
 	o.Backend.TLSConfig = backendTLS
 	o.setDefaults()
 	inter := x509.NewCertPool()
-	if o.ClientIntermediates != nil {
-		inter = o.ClientIntermediates.Clone()
+	for _, c := range o.ClientIntermediates {
+		inter.AddCert(c)
 	}
-	// Each CRL's issuer issues user certificates. A smartcard often holds only the
-	// user's certificate and NSS then sends the leaf alone: build the chain
-	// through the CRL issuers without making the admin configure them twice.
+	// Each CRL's issuer issues user certificates: a client that sends its leaf alone
+	// gets its chain built through them without the admin configuring them twice.
 	for _, s := range o.CRLs {
 		inter.AddCert(s.Issuer())
 	}
-	return &state{opts: o, tls: newTLSConfig(&o), intermediates: inter}, nil
+	return &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}, nil
 }
 
 // Server is a running front.
@@ -260,7 +259,15 @@ func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode) {
 		return
 	}
 	defer release()
+	if why := s.conns.enterPreAuth(&st.opts.Limits); why != "" {
+		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
+		c.Close()
+		return
+	}
 	sess := newSession(s, st, c)
+	sess.preauth = true
+	defer sess.leavePreAuth()
 	s.metrics.active.Inc()
 	defer s.metrics.active.Dec()
 	sess.run(ctx, mode)

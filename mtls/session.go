@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"io"
 	"log/slog"
@@ -42,7 +43,11 @@ type session struct {
 	bad    int
 	logins int           // LOGIN and AUTHENTICATE attempts so far
 	failed []failedLogin // fingerprints of this connection's failed logins (login.go)
+	plain  int           // commands read before STARTTLS (limits.max_plain_commands)
 	expiry *time.Timer   // ends the session when the certificate expires
+
+	start   time.Time // accept: timeouts.preauth_total counts from here, STARTTLS or not
+	preauth bool      // holds a place in the pre-auth share (limits.preauth_share)
 
 	proxied *proxied // set by a successful login; run then splices
 }
@@ -59,6 +64,7 @@ func newSession(srv *Server, st *state, c net.Conn) *session {
 		remote: addrPort(c.RemoteAddr()),
 		local:  addrPort(c.LocalAddr()),
 		ended:  make(chan struct{}),
+		start:  time.Now(),
 	}
 	s.log = st.opts.Logger.With("session", s.id, "remote_ip", s.remote.Addr().Unmap().String(), "remote_port", s.remote.Port())
 	s.br = bufio.NewReaderSize(c, 1024)
@@ -94,8 +100,29 @@ func (s *session) run(ctx context.Context, mode Mode) {
 	s.loop(ctx)
 	if p := s.proxied; p != nil {
 		s.proxied = nil
+		s.leavePreAuth()
 		s.relay(p)
 	}
+}
+
+// leavePreAuth gives back the session's place in the pre-auth share, once: at login,
+// or at the end of a session that never logged in.
+func (s *session) leavePreAuth() {
+	if s.preauth {
+		s.preauth = false
+		s.srv.conns.leavePreAuth()
+	}
+}
+
+// preAuthDeadline is when the wait for the next pre-auth read ends: timeouts.preauth
+// from now, but never past timeouts.preauth_total from the accept — a client that
+// sends a NOOP now and then cannot stay unauthenticated for ever.
+func (s *session) preAuthDeadline() time.Time {
+	d, total := time.Now().Add(s.st.opts.PreAuthTimeout), s.start.Add(s.st.opts.PreAuthTotal)
+	if total.Before(d) {
+		return total
+	}
+	return d
 }
 
 func (s *session) sendContinuation() error { return s.write("+ Ready for literal data\r\n") }
@@ -138,6 +165,7 @@ func (s *session) killNoted(r *Reply, note func()) bool {
 		s.wmu.Lock()
 		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		io.WriteString(s.conn, r.line("*"))
+		s.closeNotifyLocked()
 		s.wmu.Unlock()
 		s.closeAll()
 	}()
@@ -167,6 +195,26 @@ func (s *session) lingerClose() {
 	s.raw.SetReadDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, s.raw, 256<<10)
 	s.raw.Close()
+}
+
+// endTLS ends a session the front or the backend ends after the handshake (the
+// splice's end): TLS close_notify first, so that the client reads a clean end of
+// stream and not a cut connection, then both sides close. The write deadline first
+// frees a writer stuck on a client that does not read.
+func (s *session) endTLS() {
+	s.raw.SetWriteDeadline(time.Now().Add(2 * time.Second))
+	s.wmu.Lock()
+	s.closeNotifyLocked()
+	s.wmu.Unlock()
+	s.closeAll()
+}
+
+// closeNotifyLocked sends TLS close_notify, once; the caller holds wmu and has set a
+// write deadline. Without TLS (or before its handshake) there is nothing to send.
+func (s *session) closeNotifyLocked() {
+	if tc, ok := s.conn.(*tls.Conn); ok {
+		tc.CloseWrite()
+	}
 }
 
 func (s *session) closeAll() {

@@ -40,7 +40,7 @@ func (s *session) splice(b net.Conn, bbr *bufio.Reader) (in, out int64) {
 	downDone := make(chan int64, 1)
 	go func() {
 		var n int64
-		defer func() { s.closeAll(); downDone <- n }()
+		defer func() { s.endTLS(); downDone <- n }()
 		if len(bpending) > 0 {
 			if s.writeBytes(bpending) != nil {
 				return
@@ -79,7 +79,7 @@ func (s *session) splice(b net.Conn, bbr *bufio.Reader) (in, out int64) {
 			break
 		}
 	}
-	s.closeAll()
+	s.endTLS()
 	out = <-downDone
 	return in, out
 }

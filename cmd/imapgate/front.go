@@ -29,7 +29,7 @@ SIGHUP re-reads it; SIGTERM stops accepting and drains live sessions.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if check {
-				if err := mtls.Check(cfgPath, slog.Default()); err != nil {
+				if err := mtls.Check(cmd.Context(), cfgPath, cmd.OutOrStdout(), slog.Default()); err != nil {
 					return err
 				}
 				cmd.Println("front config OK:", cfgPath)
