@@ -37,6 +37,7 @@ func startFront(t *testing.T, u *testUI) *testFront {
 	testenv.WriteFile(t, issuer, testenv.CertPEM(u.ca.Intermediate))
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	cfg := fmt.Sprintf(`listen: %q
+crl_state_file: %s
 tls:
   cert_file: %s
   key_file: %s
@@ -50,7 +51,7 @@ backend:
 throttle:
   base_delay: 10ms
   max_delay: 20ms
-`, addr, certFile, keyFile, u.ca.RootsPEM, u.ca.PublicURL, issuer, d.Addr)
+`, addr, filepath.Join(dir, "crl-state.json"), certFile, keyFile, u.ca.RootsPEM, u.ca.PublicURL, issuer, d.Addr)
 	path := filepath.Join(dir, "front.yaml")
 	testenv.WriteFile(t, path, []byte(cfg))
 	ctx, cancel := context.WithCancel(context.Background())

@@ -211,6 +211,7 @@ PIDS+=($BARE_PID)
 front_conf() { # listen
   cat <<CONF
 listen: "127.0.0.1:$1"
+crl_state_file: $K/front-crl-state-$1.json
 tls:
   cert_file: $K/server.crt
   key_file: $K/server.key

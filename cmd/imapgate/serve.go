@@ -233,6 +233,7 @@ func setUpServe(ctx context.Context, c *ca.CA, sdir string, o serveOptions) erro
 	var front struct {
 		Listen        string `yaml:"listen"`
 		MetricsListen string `yaml:"metrics_listen"`
+		CRLStateFile  string `yaml:"crl_state_file"`
 		TLS           struct {
 			CertFile     string `yaml:"cert_file"`
 			KeyFile      string `yaml:"key_file"`
@@ -244,6 +245,9 @@ func setUpServe(ctx context.Context, c *ca.CA, sdir string, o serveOptions) erro
 		} `yaml:"backend"`
 	}
 	front.Listen, front.MetricsListen = o.frontListen, o.metricsListen
+	// The highest CRL number seen stays with the rest of this gate's state, not in
+	// the system-wide default under /var/lib.
+	front.CRLStateFile = filepath.Join(sdir, "front-crl-state.json")
 	front.TLS.CertFile, front.TLS.KeyFile = filepath.Join(sdir, serverCertFile), filepath.Join(sdir, serverKeyFile)
 	front.TLS.ClientCAFile = filepath.Join(caDir, ca.RootCertFile)
 	front.CRL = []crlSource{{cfg.CRLURL(), filepath.Join(caDir, ca.IntermediateCertFile), o.crlPoll.String()}}
