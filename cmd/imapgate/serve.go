@@ -229,6 +229,7 @@ func setUpServe(ctx context.Context, c *ca.CA, sdir string, o serveOptions) erro
 		URL        string `yaml:"url"`
 		IssuerFile string `yaml:"issuer_file"`
 		Interval   string `yaml:"interval"`
+		CAFile     string `yaml:"ca_file,omitempty"`
 	}
 	var front struct {
 		Listen        string `yaml:"listen"`
@@ -250,7 +251,11 @@ func setUpServe(ctx context.Context, c *ca.CA, sdir string, o serveOptions) erro
 	front.CRLStateFile = filepath.Join(sdir, "front-crl-state.json")
 	front.TLS.CertFile, front.TLS.KeyFile = filepath.Join(sdir, serverCertFile), filepath.Join(sdir, serverKeyFile)
 	front.TLS.ClientCAFile = filepath.Join(caDir, ca.RootCertFile)
-	front.CRL = []crlSource{{cfg.CRLURL(), filepath.Join(caDir, ca.IntermediateCertFile), o.crlPoll.String()}}
+	// The front fetches the CRL over the CA's HTTPS listener, verified against the
+	// root: the certificates' plain-HTTP CRL URL is for relying parties that cannot
+	// do better, and over plain HTTP a replayed CRL could not confirm freshness.
+	front.CRL = []crlSource{{strings.TrimSuffix(cfg.URL, "/") + "/crl", filepath.Join(caDir, ca.IntermediateCertFile),
+		o.crlPoll.String(), filepath.Join(caDir, ca.RootCertFile)}}
 	front.Backend.Address = o.backend
 	return writeYAML(frontCfg, "the front of imapgate serve; keys in docs/front.md; SIGHUP re-reads it", front)
 }
