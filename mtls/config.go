@@ -130,7 +130,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("front config: %w (see docs/front.md for the keys)", err)
 	}
 	if c.Listen == "" {
-		c.Listen = ":993"
+		c.Listen = "127.0.0.1:993" // a front faces the Internet only when its config says so
 	}
 	if c.CRLStateFile == "" {
 		c.CRLStateFile = DefaultCRLStateFile
