@@ -61,7 +61,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"front", "--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"--bogus"}, 2, "unknown flag: --bogus"},
 		{[]string{"ca", "init"}, 2, `required flag(s) "dir", "name", "url" not set`},
-		{[]string{"cert", "revoke"}, 2, "accepts 1 arg(s), received 0"},
+		{[]string{"cert", "revoke"}, 2, "give the hex SERIAL of the certificate to revoke"},
 		{[]string{"ca", "serve", "extra", "--dir", "x"}, 2, `unknown command "extra" for "imapgate ca serve"`},
 		{[]string{"serve", "extra"}, 2, `unknown command "extra" for "imapgate serve"`},
 		{[]string{"ca"}, 0, ""},
