@@ -1,0 +1,77 @@
+package enrollui
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/imapgate/imapgate/caclient"
+)
+
+// TestOnlyUserCerts: the front's server certificate and the CA's own TLS
+// certificate are neither listed nor revocable, even by a serial typed by hand.
+func TestOnlyUserCerts(t *testing.T) {
+	u := startUI(t, nil)
+	admin, err := caclient.New(u.ca.URL, u.ca.AdminCred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "mail.example.org"}, DNSNames: []string{"mail.example.org"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.SignServer(ctx, caclient.ServerRequest{CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+		DNS: []string{"mail.example.org"}}); err != nil {
+		t.Fatal(err)
+	}
+	all, err := admin.Search(ctx, caclient.CertQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]string{}
+	for _, c := range all {
+		if c.Kind != "user" {
+			kinds[c.Kind] = c.Serial
+		}
+	}
+	if kinds["server"] == "" || kinds["ca-tls"] == "" {
+		t.Fatalf("the CA lists no server or no ca-tls certificate (%v); the test needs both", kinds)
+	}
+	csrf := u.login(t)
+	list := u.get(t, "/certs")
+	for kind, serial := range kinds {
+		if strings.Contains(list.body, serial) {
+			t.Errorf("the Certificates page lists the %s certificate %s", kind, serial)
+		}
+		for _, a := range []answer{
+			u.get(t, "/certs/" + serial),
+			u.get(t, "/revoke?serial=" + serial),
+			u.post(t, "/revoke", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}}),
+			u.post(t, "/revoke/do", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}, "confirm": {"yes"}}),
+		} {
+			if a.status != http.StatusNotFound {
+				t.Errorf("%s certificate %s: %d, want 404: %s", kind, serial, a.status, a.body)
+			}
+		}
+	}
+	after, err := admin.Search(ctx, caclient.CertQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range after {
+		if c.Kind != "user" && c.Status == "revoked" {
+			t.Errorf("the UI revoked the %s certificate %s", c.Kind, c.Serial)
+		}
+	}
+}
