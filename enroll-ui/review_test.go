@@ -55,8 +55,8 @@ func TestOnlyUserCerts(t *testing.T) {
 			t.Errorf("the Certificates page lists the %s certificate %s", kind, serial)
 		}
 		for _, a := range []answer{
-			u.get(t, "/certs/" + serial),
-			u.get(t, "/revoke?serial=" + serial),
+			u.get(t, "/certs/"+serial),
+			u.get(t, "/revoke?serial="+serial),
 			u.post(t, "/revoke", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}}),
 			u.post(t, "/revoke/do", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}, "confirm": {"yes"}}),
 		} {
@@ -73,5 +73,51 @@ func TestOnlyUserCerts(t *testing.T) {
 		if c.Kind != "user" && c.Status == "revoked" {
 			t.Errorf("the UI revoked the %s certificate %s", c.Kind, c.Serial)
 		}
+	}
+}
+
+// TestReplaceOtherUser: "also revoke the old certificate" revokes only the
+// new user's own old certificate; a token reassigned from bob to alice
+// leaves bob's certificate valid and says to check with an admin.
+func TestReplaceOtherUser(t *testing.T) {
+	u := startUI(t, nil)
+	csrf := u.login(t)
+	form := func(user, pin, newPIN string, kv ...string) url.Values {
+		v := url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "user": {user}, "pin": {pin},
+			"new_pin": {newPIN}, "new_pin2": {newPIN}, "key_type": {"ec-p256"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			v.Set(kv[i], kv[i+1])
+		}
+		return v
+	}
+	if msg := u.runJob(t, form("bob@example.org", u.tok.PIN, "735194")); msg != "" {
+		t.Fatalf("enroll bob: %s", msg)
+	}
+	if msg := u.runJob(t, form("alice@example.org", "735194", "482915", "replace", "yes", "revoke_old", "yes")); msg != "" {
+		t.Fatalf("replace with alice: %s", msg)
+	}
+	certs, err := u.srv.client().Search(context.Background(), caclient.CertQuery{User: "bob@example.org"})
+	if err != nil || len(certs) != 1 {
+		t.Fatalf("bob's certificates: %v %v", certs, err)
+	}
+	if certs[0].Status == "revoked" {
+		t.Fatal("replacing bob's token for alice revoked bob's certificate")
+	}
+	if !strings.Contains(u.logs.String(), `"result":"skipped"`) {
+		t.Errorf("no audit line for the revocation left out: %s", u.logs)
+	}
+	// Alice's own old certificate is revoked when her token is renewed.
+	if msg := u.runJob(t, form("alice@example.org", "482915", "735194", "replace", "yes", "revoke_old", "yes")); msg != "" {
+		t.Fatalf("renew alice: %s", msg)
+	}
+	certs, _ = u.srv.client().Search(context.Background(), caclient.CertQuery{User: "alice@example.org"})
+	revoked := 0
+	for _, c := range certs {
+		if c.Status == "revoked" {
+			revoked++
+		}
+	}
+	if len(certs) != 2 || revoked != 1 {
+		t.Fatalf("alice: %d certificates, %d revoked; want 2 and 1", len(certs), revoked)
 	}
 }
