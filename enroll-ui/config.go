@@ -28,7 +28,10 @@ type Config struct {
 	Module string `yaml:"module"`
 	// CAURL is the CA's HTTPS API; AgentCred the enrollment-agent credential
 	// directory; AdminCred an admin credential that unlocks revocation.
-	CAURL     string `yaml:"ca_url"`
+	CAURL string `yaml:"ca_url"`
+	// CAAddress, when set, is the host:port connected to instead of
+	// ca_url's host; the CA's certificate is still checked for ca_url's host.
+	CAAddress string `yaml:"ca_address"`
 	AgentCred string `yaml:"agent_cred"`
 	AdminCred string `yaml:"admin_cred"`
 	// Operator names the person at the desk in audit lines when the access
@@ -201,6 +204,11 @@ func (c *Config) Validate() error {
 	}
 	if c.CAURL != "" && !strings.HasPrefix(c.CAURL, "https://") {
 		bad("ca_url %q must start with https://", c.CAURL)
+	}
+	if c.CAAddress != "" {
+		if _, port, err := net.SplitHostPort(c.CAAddress); err != nil || port == "" {
+			bad("ca_address %q must be host:port", c.CAAddress)
+		}
 	}
 	for i, op := range c.Operators {
 		if op.Name == "" {

@@ -75,7 +75,7 @@ func New(cfg *Config, o Options) (*Server, error) {
 		s.auditLog = slog.New(slog.NewJSONHandler(f, nil))
 	}
 	var err error
-	if s.agent, err = caclient.New(cfg.CAURL, cfg.AgentCred); err != nil {
+	if s.agent, err = s.caClient(cfg.AgentCred); err != nil {
 		s.closeFiles()
 		return nil, fmt.Errorf("enroll-ui: agent_cred: %w", err)
 	}
@@ -88,7 +88,7 @@ func New(cfg *Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	if cfg.AdminCred != "" {
-		if s.admin, err = caclient.New(cfg.CAURL, cfg.AdminCred); err != nil {
+		if s.admin, err = s.caClient(cfg.AdminCred); err != nil {
 			s.closeFiles()
 			return nil, fmt.Errorf("enroll-ui: admin_cred: %w", err)
 		}
@@ -259,4 +259,15 @@ func (s *Server) routes() *gin.Engine {
 	r.POST("", s.revokeConfirm)
 	r.POST("/do", s.revokeDo)
 	return e
+}
+
+// caClient is a CA client for a credential, connecting to ca_address when
+// it is set.
+func (s *Server) caClient(cred string) (*caclient.Client, error) {
+	cl, err := caclient.New(s.cfg.CAURL, cred)
+	if err != nil {
+		return nil, err
+	}
+	cl.DialAddress(s.cfg.CAAddress)
+	return cl, nil
 }
