@@ -10,10 +10,13 @@ import (
 	"encoding/pem"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/imapgate/imapgate/caclient"
+	"github.com/imapgate/imapgate/testenv"
 )
 
 // TestOnlyUserCerts: the front's server certificate and the CA's own TLS
@@ -119,5 +122,37 @@ func TestReplaceOtherUser(t *testing.T) {
 	}
 	if len(certs) != 2 || revoked != 1 {
 		t.Fatalf("alice: %d certificates, %d revoked; want 2 and 1", len(certs), revoked)
+	}
+}
+
+// TestCheckTLSPair: --check (and a start) loads tls_cert/tls_key and refuses
+// a key others can read, as every key of imapgate.
+func TestCheckTLSPair(t *testing.T) {
+	u := startUI(t, nil)
+	pki := testenv.NewPKI(t)
+	dir := t.TempDir()
+	certFile, keyFile := pki.Server(t).WriteFiles(t, dir, "ui")
+	junk := filepath.Join(dir, "junk.pem")
+	testenv.WriteFile(t, junk, []byte("not a certificate\n"))
+	open := filepath.Join(dir, "open.key")
+	b, _ := os.ReadFile(keyFile)
+	if err := os.WriteFile(open, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, cert, key, want string
+	}{
+		{"good", certFile, keyFile, ""},
+		{"key readable by others", certFile, open, "chmod 600"},
+		{"not a certificate", junk, keyFile, "tls_cert/tls_key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := *u.cfg
+			cfg.TLSCert, cfg.TLSKey = tc.cert, tc.key
+			err := Check(&cfg, nil)
+			if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Check: %v, want %q", err, tc.want)
+			}
+		})
 	}
 }

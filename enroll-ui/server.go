@@ -18,6 +18,7 @@ import (
 
 	"github.com/imapgate/imapgate/caclient"
 	"github.com/imapgate/imapgate/pkcs11"
+	"github.com/imapgate/imapgate/secretfile"
 )
 
 // Server is the UI: configuration, the PKCS#11 module, the CA clients and the
@@ -33,6 +34,7 @@ type Server struct {
 	agentCert    credInfo
 	roots        []*x509.Certificate // the CA's roots, written onto tokens with the chain
 	adminCert    credInfo
+	tlsCert      *tls.Certificate // the UI's HTTPS pair, when tls_cert is set
 
 	accessToken string // empty when operators log in with passwords
 	sessions    *sessions
@@ -66,6 +68,17 @@ func New(cfg *Config, o Options) (*Server, error) {
 		s.log = slog.Default()
 	}
 	s.auditLog = s.log
+	if cfg.TLS() {
+		// The key is read like every other key: refused when others can read it.
+		if err := secretfile.Check(cfg.TLSKey, "enroll-ui: tls_key"); err != nil {
+			return nil, err
+		}
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("enroll-ui: tls_cert/tls_key: %w", err)
+		}
+		s.tlsCert = &cert
+	}
 	if cfg.AuditLog != "" {
 		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -196,11 +209,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	if s.cfg.TLS() {
-		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("enroll-ui: tls_cert/tls_key: %w", err)
-		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.tlsCert}}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	go s.tokens.run()
