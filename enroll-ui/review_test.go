@@ -156,3 +156,23 @@ func TestCheckTLSPair(t *testing.T) {
 		})
 	}
 }
+
+// TestMailboxLimit: a mailbox over 254 characters is refused before the
+// token is touched (its PIN stays, no key is made).
+func TestMailboxLimit(t *testing.T) {
+	u := startUI(t, nil)
+	csrf := u.login(t)
+	long := strings.Repeat("a", 300) + "@example.org"
+	at254 := strings.Repeat("a", 254-len("@example.org")) + "@example.org"
+	for _, path := range []string{"/enroll/user", "/enroll/start"} {
+		a := u.post(t, path, url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "user": {long}, "pin": {u.tok.PIN},
+			"new_pin": {"735194"}, "new_pin2": {"735194"}, "key_type": {"ec-p256"}})
+		if a.status != http.StatusBadRequest || !strings.Contains(a.body, "at most 254") {
+			t.Fatalf("%s with a %d-character mailbox: %d %s", path, len(long), a.status, a.body)
+		}
+	}
+	if _, err := u.srv.checkMailbox(at254); err != nil && strings.Contains(err.Error(), "at most") {
+		t.Fatalf("a 254-character mailbox: %v", err)
+	}
+	u.assertNoKey(t, u.tok.PIN) // the PIN is still the old one and no key was made
+}
