@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -175,4 +176,36 @@ func TestMailboxLimit(t *testing.T) {
 		t.Fatalf("a 254-character mailbox: %v", err)
 	}
 	u.assertNoKey(t, u.tok.PIN) // the PIN is still the old one and no key was made
+}
+
+// TestRevokeCommentLimit: the comment is limited to what fits the CA's 256
+// characters after "help desk OPERATOR: ", checked before the confirmation;
+// a comment of exactly that length revokes.
+func TestRevokeCommentLimit(t *testing.T) {
+	u := startUI(t, nil)
+	csrf := u.login(t)
+	if msg := u.runJob(t, url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "user": {"alice@example.org"}, "pin": {u.tok.PIN},
+		"new_pin": {"735194"}, "new_pin2": {"735194"}, "key_type": {"ec-p256"}}); msg != "" {
+		t.Fatalf("enroll: %s", msg)
+	}
+	certs, err := u.srv.client().Search(context.Background(), caclient.CertQuery{User: "alice@example.org"})
+	if err != nil || len(certs) != 1 {
+		t.Fatalf("alice's certificates: %v %v", certs, err)
+	}
+	serial := certs[0].Serial
+	max := 256 - len("help desk "+u.cfg.Operator+": ")
+	if a := u.get(t, "/revoke?serial="+serial); !strings.Contains(a.body, `maxlength="`+strconv.Itoa(max)+`"`) {
+		t.Fatalf("the form does not limit the comment to %d: %s", max, a.body)
+	}
+	a := u.post(t, "/revoke", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}, "comment": {strings.Repeat("x", max+1)}})
+	if a.status != http.StatusBadRequest || !strings.Contains(a.body, "too long") {
+		t.Fatalf("a comment of %d: %d %s", max+1, a.status, a.body)
+	}
+	ok := strings.Repeat("y", max)
+	if a := u.post(t, "/revoke", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}, "comment": {ok}}); a.status != http.StatusOK {
+		t.Fatalf("confirmation with a comment of %d: %d %s", max, a.status, a.body)
+	}
+	if a := u.post(t, "/revoke/do", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}, "comment": {ok}, "confirm": {"yes"}}); a.status != http.StatusOK {
+		t.Fatalf("revoke with a comment of %d: %d %s", max, a.status, a.body)
+	}
 }
