@@ -96,15 +96,22 @@ func (s *Server) limitBody(c *gin.Context) {
 	c.Next()
 }
 
-// withSession finds or starts the browser's session.
+// withSession finds the browser's session, or starts one for the login page.
 func (s *Server) withSession(c *gin.Context) {
 	var sess *session
 	if ck, err := c.Request.Cookie(CookieName); err == nil {
 		sess = s.sessions.get(ck.Value)
 	}
-	if sess == nil {
+	if sess == nil && c.Request.URL.Path == "/login" {
+		// Only the login page needs a session before login (its form's
+		// CSRF token); every other page redirects there or is static, so
+		// cookieless requests elsewhere fill no store.
 		sess = s.sessions.create()
 		s.setCookie(c.Writer, sess)
+	}
+	if sess == nil {
+		c.Next()
+		return
 	}
 	c.Set(ctxSession, sess)
 	c.Next()

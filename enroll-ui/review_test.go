@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imapgate/imapgate/caclient"
 	"github.com/imapgate/imapgate/testenv"
@@ -207,5 +208,54 @@ func TestRevokeCommentLimit(t *testing.T) {
 	}
 	if a := u.post(t, "/revoke/do", url.Values{"csrf": {csrf}, "serial": {serial}, "reason": {"keyCompromise"}, "comment": {ok}, "confirm": {"yes"}}); a.status != http.StatusOK {
 		t.Fatalf("revoke with a comment of %d: %d %s", max, a.status, a.body)
+	}
+}
+
+// TestPendingLoginKept: cookieless requests (static files, pages that send
+// to /login) start no session, and a full store drops only its oldest
+// anonymous session, so a login page opened at the desk keeps working.
+func TestPendingLoginKept(t *testing.T) {
+	hash, err := HashPassword("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := startUI(t, func(c *Config) { c.Operators = []Operator{{Name: "maria", PasswordHash: hash}} })
+	desk := u.newClient()
+	u.client, desk = desk, u.client
+	loginCSRF := u.get(t, "/login").csrf(t)
+	u.client, desk = desk, u.client
+	before := len(u.srv.sessions.m)
+	stranger := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for i := 0; i < maxSessions+10; i++ {
+		for _, p := range []string{"/static/style.css", "/", "/certs"} {
+			resp, err := stranger.Get(u.base + p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+		}
+	}
+	u.srv.sessions.mu.Lock()
+	after := len(u.srv.sessions.m)
+	u.srv.sessions.mu.Unlock()
+	if after != before {
+		t.Fatalf("cookieless requests made %d sessions", after-before)
+	}
+	// A full store of strangers' login pages drops the oldest, one at a time.
+	st := newSessions(time.Hour)
+	first := st.create()
+	second := st.create()
+	for i := 0; i < maxSessions-2; i++ {
+		st.create()
+	}
+	st.create()
+	if st.get(first.id) != nil || st.get(second.id) == nil {
+		t.Fatal("a full store did not drop just the oldest anonymous session")
+	}
+	// The desk's login page still logs in.
+	u.client = desk
+	a := u.post(t, "/login", url.Values{"csrf": {loginCSRF}, "name": {"maria"}, "password": {"correct horse battery"}})
+	if a.status != http.StatusSeeOther {
+		t.Fatalf("the pending login after a flood: %d %s", a.status, a.body)
 	}
 }
