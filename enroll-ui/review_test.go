@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,5 +258,62 @@ func TestPendingLoginKept(t *testing.T) {
 	a := u.post(t, "/login", url.Values{"csrf": {loginCSRF}, "name": {"maria"}, "password": {"correct horse battery"}})
 	if a.status != http.StatusSeeOther {
 		t.Fatalf("the pending login after a flood: %d %s", a.status, a.body)
+	}
+}
+
+// TestLoginThrottle: each failed login for a name answers after a growing
+// delay (capped, never a lockout), another operator is not slowed, a
+// success resets it, and the typed name reaches the audit log capped and
+// cleaned.
+func TestLoginThrottle(t *testing.T) {
+	hash, err := HashPassword("correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := startUI(t, func(c *Config) {
+		c.Operators = []Operator{{Name: "maria", PasswordHash: hash}, {Name: "olaf", PasswordHash: hash}}
+	})
+	var mu sync.Mutex
+	var waits []time.Duration
+	u.srv.throttle.sleep = func(_ context.Context, d time.Duration) { mu.Lock(); waits = append(waits, d); mu.Unlock() }
+	csrf := u.get(t, "/login").csrf(t)
+	login := func(name, pw string) int {
+		return u.post(t, "/login", url.Values{"csrf": {csrf}, "name": {name}, "password": {pw}}).status
+	}
+	for i := 0; i < 8; i++ {
+		if st := login("maria", "wrong"); st != http.StatusUnauthorized {
+			t.Fatalf("wrong password: %d", st)
+		}
+	}
+	mu.Lock()
+	got := append([]time.Duration(nil), waits...)
+	waits = nil
+	mu.Unlock()
+	for i := 1; i < len(got); i++ {
+		if got[i] < got[i-1] || got[i] > loginDelayMax {
+			t.Fatalf("delays %v: want growing up to %v", got, loginDelayMax)
+		}
+	}
+	if len(got) != 8 || got[0] <= 0 || got[7] != loginDelayMax {
+		t.Fatalf("delays %v", got)
+	}
+	if st := login("olaf", "wrong"); st != http.StatusUnauthorized {
+		t.Fatalf("olaf's typo: %d", st)
+	}
+	mu.Lock()
+	if len(waits) != 1 || waits[0] != loginDelayBase {
+		t.Fatalf("olaf's first failure waited %v, want %v: maria's failures slowed olaf", waits, loginDelayBase)
+	}
+	mu.Unlock()
+	typed := strings.Repeat("n\x1b[31m", 100)
+	login(typed, "x")
+	if strings.Contains(u.logs.String(), "\\u001b") || strings.Contains(u.logs.String(), strings.Repeat("n?[31m", 20)) {
+		t.Fatal("the typed name reached the audit log uncapped or with control characters")
+	}
+	if st := login("maria", "correct horse battery"); st != http.StatusSeeOther {
+		t.Fatalf("maria after her failures: %d, want logged in (a delay, not a lockout)", st)
+	}
+	if loginDelay(1000) != loginDelayMax || loginDelay(0) != 0 {
+		t.Fatal("loginDelay is not capped")
 	}
 }

@@ -38,6 +38,7 @@ type Server struct {
 
 	accessToken string // empty when operators log in with passwords
 	sessions    *sessions
+	throttle    *loginThrottle
 	tokens      *tokenWatch
 	jobs        *jobs
 	busy        busyTokens
@@ -63,7 +64,7 @@ func New(cfg *Config, o Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: o.Log, sessions: newSessions(cfg.SessionTTL.D()), jobs: newJobs()}
+	s := &Server{cfg: cfg, log: o.Log, sessions: newSessions(cfg.SessionTTL.D()), throttle: newLoginThrottle(), jobs: newJobs()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
