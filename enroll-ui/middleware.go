@@ -44,7 +44,7 @@ func (s *Server) headers(c *gin.Context) {
 // 127.0.0.1 (DNS rebinding) must not reach the UI.
 func (s *Server) hostCheck(c *gin.Context) {
 	if !s.hostAllowed(c.Request.Host) {
-		s.log.Warn("enroll-ui: refused a request for another host name", "host", c.Request.Host, "remote", c.ClientIP())
+		s.log.Warn("enroll-ui: refused a request for another host name", "host", c.Request.Host, "remote", c.Request.RemoteAddr)
 		c.Data(http.StatusMisdirectedRequest, "text/plain; charset=utf-8",
 			[]byte("This UI answers only as "+s.addr()+". Open that address.\n"))
 		c.Abort()
@@ -174,7 +174,7 @@ func (s *Server) requireAdmin(c *gin.Context) {
 func (s *Server) accessLog(c *gin.Context) {
 	start := time.Now()
 	c.Next()
-	s.log.Debug("enroll-ui: request", "method", c.Request.Method, "path", c.Request.URL.Path,
+	s.log.Debug("enroll-ui: request", "method", c.Request.Method, "path", c.Request.URL.Path, "remote", c.Request.RemoteAddr,
 		"status", c.Writer.Status(), "took", time.Since(start).Round(time.Millisecond))
 }
 

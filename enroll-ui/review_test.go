@@ -317,3 +317,27 @@ func TestLoginThrottle(t *testing.T) {
 		t.Fatal("loginDelay is not capped")
 	}
 }
+
+// TestRemoteNotSpoofed: the remote address logged is the connection's, not
+// an X-Forwarded-For header's.
+func TestRemoteNotSpoofed(t *testing.T) {
+	u := startUI(t, nil)
+	for _, p := range []string{"/login"} {
+		r, _ := http.NewRequest(http.MethodGet, u.base+p, nil)
+		r.Host = "rebind.example"
+		r.Header.Set("X-Forwarded-For", "203.0.113.66")
+		r.Header.Set("X-Real-IP", "203.0.113.66")
+		if a := u.do(t, r); a.status != http.StatusMisdirectedRequest {
+			t.Fatalf("bad Host: %d", a.status)
+		}
+	}
+	u.srv.engine.ForwardedByClientIP = true // even if someone turns it on, no proxy is trusted
+	r, _ := http.NewRequest(http.MethodGet, u.base+"/login", nil)
+	r.Host = "rebind.example"
+	r.Header.Set("X-Forwarded-For", "203.0.113.67")
+	u.do(t, r)
+	logs := u.logs.String()
+	if strings.Contains(logs, "203.0.113.6") || !strings.Contains(logs, `"remote":"127.0.0.1:`) {
+		t.Fatalf("the log names a spoofed remote address, or none: %s", logs)
+	}
+}

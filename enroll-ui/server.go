@@ -239,6 +239,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
+	// No proxy is trusted: X-Forwarded-For and X-Real-IP are whatever the
+	// sender typed, and the remote address logged is the connection's.
+	_ = e.SetTrustedProxies(nil)
+	e.ForwardedByClientIP = false
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
 	e.Use(s.recovery, s.accessLog, s.headers, s.hostCheck, s.limitBody, s.withSession, s.csrfCheck)
