@@ -341,3 +341,50 @@ func TestRemoteNotSpoofed(t *testing.T) {
 		t.Fatalf("the log names a spoofed remote address, or none: %s", logs)
 	}
 }
+
+// TestBusyKeepsCredentials: a scan while an action runs on the token (after
+// it asked for a fresh read) still lists the token's credential, so audit
+// lines of the next action name the user; once the token is free, the
+// objects are read again.
+func TestBusyKeepsCredentials(t *testing.T) {
+	u := startUI(t, nil)
+	csrf := u.login(t)
+	if msg := u.runJob(t, url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "user": {"alice@example.org"}, "pin": {u.tok.PIN},
+		"new_pin": {"735194"}, "new_pin2": {"735194"}, "key_type": {"ec-p256"}}); msg != "" {
+		t.Fatalf("enroll: %s", msg)
+	}
+	w := u.srv.tokens
+	w.scan()
+	if v, _ := w.find(u.tok.Serial); firstUser(v) != "alice@example.org" {
+		t.Fatalf("after enrollment the token shows %+v", v.Creds)
+	}
+	if !u.srv.busy.acquire(u.tok.Serial) {
+		t.Fatal("token busy")
+	}
+	w.invalidate(u.tok.Serial)
+	w.scan()
+	v, _ := w.find(u.tok.Serial)
+	u.srv.busy.release(u.tok.Serial)
+	if firstUser(v) != "alice@example.org" {
+		t.Fatalf("a scan while the token was busy lost its credential: %+v", v.Creds)
+	}
+	w.scan()
+	w.mu.Lock()
+	stale := len(w.stale)
+	w.mu.Unlock()
+	if stale != 0 {
+		t.Fatal("the token was not read again once free")
+	}
+	// The PIN change's audit line names the user.
+	a := u.post(t, "/pin/change", url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "auth": {"735194"}, "new_pin": {"482915"}, "new_pin2": {"482915"}})
+	if a.status != http.StatusOK {
+		t.Fatalf("PIN change: %d", a.status)
+	}
+	a = u.post(t, "/pin/change", url.Values{"csrf": {csrf}, "token": {u.tok.Serial}, "auth": {"482915"}, "new_pin": {"735194"}, "new_pin2": {"735194"}})
+	if a.status != http.StatusOK {
+		t.Fatalf("second PIN change: %d", a.status)
+	}
+	if n := strings.Count(u.logs.String(), `"action":"pin-change","user":"alice@example.org"`); n != 2 {
+		t.Fatalf("%d PIN change audit lines name alice, want 2: %s", n, u.logs)
+	}
+}
