@@ -40,6 +40,9 @@ type Config struct {
 	// Operators, when set, replace the access token with a name and
 	// password login; passwords are bcrypt hashes.
 	Operators []Operator `yaml:"operators"`
+	// LinkFile, when set, receives the start-up access link too (0600),
+	// for operators who may not read the process output; removed at stop.
+	LinkFile string `yaml:"link_file"`
 	// AuditLog is a file that receives one JSON line per action; empty: the
 	// process log (stderr).
 	AuditLog string `yaml:"audit_log"`

@@ -388,3 +388,26 @@ func TestBusyKeepsCredentials(t *testing.T) {
 		t.Fatalf("%d PIN change audit lines name alice, want 2: %s", n, u.logs)
 	}
 }
+
+// TestLinkFile: with link_file the access link is also written to a 0600
+// file (the output may be a journal others read).
+func TestLinkFile(t *testing.T) {
+	lf := filepath.Join(t.TempDir(), "link")
+	if err := os.WriteFile(lf, []byte("old\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	u := startUI(t, func(c *Config) { c.LinkFile = lf })
+	var b []byte
+	for i := 0; i < 200; i++ {
+		if b, _ = os.ReadFile(lf); strings.Contains(string(b), "token=") {
+			break
+		}
+		waitABit()
+	}
+	if strings.TrimSpace(string(b)) != u.srv.LoginURL() || !strings.Contains(string(b), testAccessToken) {
+		t.Fatalf("link file holds %q, want %s", b, u.srv.LoginURL())
+	}
+	if st, _ := os.Stat(lf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("link file mode %v, want 0600", st.Mode().Perm())
+	}
+}

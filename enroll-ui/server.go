@@ -214,6 +214,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	go s.tokens.run()
+	if s.accessToken != "" && s.cfg.LinkFile != "" {
+		if err := writeLinkFile(s.cfg.LinkFile, s.LoginURL()); err != nil {
+			return err
+		}
+		// The token dies with the process; so does the file.
+		defer os.Remove(s.cfg.LinkFile)
+	}
 	if out != nil {
 		fmt.Fprintf(out, "imapgate enroll-ui: open %s\n", s.LoginURL())
 	}
@@ -284,4 +291,22 @@ func (s *Server) caClient(cred string) (*caclient.Client, error) {
 	}
 	cl.DialAddress(s.cfg.CAAddress)
 	return cl, nil
+}
+
+// writeLinkFile writes the access link into path, readable by its owner only.
+func writeLinkFile(path, link string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		err = f.Chmod(0o600) // a file left by an older start keeps its mode otherwise
+		if _, werr := f.WriteString(link + "\n"); err == nil {
+			err = werr
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("enroll-ui: link_file: %w", err)
+	}
+	return nil
 }

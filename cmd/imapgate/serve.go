@@ -26,10 +26,11 @@ import (
 
 // Files `imapgate serve` keeps in DIR/serve/, beside what `ca init` made in DIR.
 const (
-	serveSubdir   = "serve"
-	serveFrontCfg = "front.yaml"     // the front's config; written last on the first start
-	serveUICfg    = "enroll-ui.yaml" // the help desk UI's config
-	serveAgentDir = "helpdesk"       // the UI's enrollment-agent credential
+	serveSubdir     = "serve"
+	serveFrontCfg   = "front.yaml"     // the front's config; written last on the first start
+	serveUICfg      = "enroll-ui.yaml" // the help desk UI's config
+	serveUILinkFile = "enroll-ui-link" // the UI's access link while it runs (0600)
+	serveAgentDir   = "helpdesk"       // the UI's enrollment-agent credential
 )
 
 // serveOptions are the first-start choices of `imapgate serve`; once DIR is set
@@ -155,6 +156,12 @@ func runServe(ctx context.Context, cmd *cobra.Command, dir, passwordFile string,
 			// The CA listens on 127.0.0.1 (or where ca.yaml says), not
 			// necessarily where its URL's host resolves: connect there.
 			ui.CAAddress = loopbackAddr(c.Config().ListenAddr())
+		}
+		if ui.LinkFile == "" {
+			// The link unlocks revocation here (the UI has the admin
+			// credential): besides the output (the journal under systemd)
+			// it goes to a file only this user reads.
+			ui.LinkFile = filepath.Join(sdir, serveUILinkFile)
 		}
 		run("enroll-ui", func(ctx context.Context) error { return runUI(ctx, ui, out) })
 	}

@@ -261,6 +261,7 @@ func readUntilTag(t *testing.T, r *bufio.Reader, tag string) string {
 // TestServePublicCAURL: with a --ca-url naming a public host (here one that
 // does not resolve) the CA still listens on 127.0.0.1, and the in-process
 // help desk UI reaches it there, checking its certificate for the URL's host.
+// The UI's access link is also in DIR/serve/enroll-ui-link (0600).
 func TestServePublicCAURL(t *testing.T) {
 	dove := testenv.StartDovecot(t, testenv.DovecotOptions{})
 	hsm := testenv.SoftHSM(t)
@@ -274,6 +275,14 @@ func TestServePublicCAURL(t *testing.T) {
 		"--module", hsm.Module, "--crl-poll", "1s")
 	login := s.waitFor(t, "imapgate enroll-ui: open ")
 	link := strings.TrimSpace(login[strings.Index(login, "http://"):])
+	// The link is in a file only the gate's user reads, too.
+	lf := filepath.Join(dir, "serve", "enroll-ui-link")
+	if b, err := os.ReadFile(lf); err != nil || strings.TrimSpace(string(b)) != link {
+		t.Fatalf("link file %s: %q %v, want %q", lf, b, err, link)
+	}
+	if st, _ := os.Stat(lf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("link file mode %v, want 0600", st.Mode().Perm())
+	}
 	jar, _ := cookiejar.New(nil)
 	cl := &http.Client{Jar: jar}
 	resp, err := cl.Get(link)
