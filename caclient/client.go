@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -73,6 +74,21 @@ func New(baseURL, credDir string) (*Client, error) {
 	tr := &http.Transport{TLSClientConfig: tcfg, ForceAttemptHTTP2: true, TLSHandshakeTimeout: 15 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second, MaxIdleConnsPerHost: 16}
 	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, Roots: roots}, nil
+}
+
+// DialAddress makes the client connect to addr (host:port) whatever the
+// URL's host resolves to, still checking the CA's TLS certificate against
+// the URL's host: for a process next to the CA, which listens on 127.0.0.1
+// while its URL names the public host. Call it before the first request.
+func (c *Client) DialAddress(addr string) {
+	tr, ok := c.http.Transport.(*http.Transport)
+	if !ok || addr == "" {
+		return
+	}
+	d := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}
 }
 
 // Error is an error answer from the CA.

@@ -62,12 +62,17 @@ func (s *Server) loginPost(c *gin.Context) {
 		name = ""
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(pw)) != nil || name == "" {
-		s.audit(action{Operator: c.PostForm("name"), Action: "login-failed", Result: "failed", Reason: "wrong name or password"})
+		typed := cleanTypedName(c.PostForm("name"))
+		s.audit(action{Operator: typed, Action: "login-failed", Result: "failed", Reason: "wrong name or password"})
+		// Unknown names share one counter; a known name has its own, so
+		// one operator's typos never slow another down.
+		s.throttle.failed(c.Request.Context(), name)
 		s.renderStatus(c, http.StatusUnauthorized, "login", page{Title: "Log in",
 			Error: "Wrong name or password. Type them again; an administrator can reset a password in the enroll-ui config.",
-			Data:  loginData{Password: true, Name: c.PostForm("name")}})
+			Data:  loginData{Password: true, Name: typed}})
 		return
 	}
+	s.throttle.succeeded(name)
 	s.startSession(c, name)
 }
 

@@ -99,8 +99,8 @@ func (s *Server) search(ctx context.Context, q string) ([]certView, error) {
 	}
 	var out []certView
 	for _, c := range list {
-		if c.Role != "" {
-			continue // role credentials are not the help desk's business
+		if !userCert(c) {
+			continue // role, server and CA certificates are not the help desk's business
 		}
 		if serial != "" && !sameSerial(c.Serial, serial) {
 			continue
@@ -112,6 +112,13 @@ func (s *Server) search(ctx context.Context, q string) ([]certView, error) {
 		out = out[:50]
 	}
 	return out, nil
+}
+
+// userCert says whether c is a user's certificate, the only kind the help
+// desk sees and revokes. It fails closed: a kind the UI does not know (or a
+// record with a role or server names) is not a user's.
+func userCert(c caclient.Cert) bool {
+	return c.Kind == "user" && c.Role == "" && len(c.DNS) == 0 && len(c.IP) == 0
 }
 
 type searchError string

@@ -28,7 +28,10 @@ type Config struct {
 	Module string `yaml:"module"`
 	// CAURL is the CA's HTTPS API; AgentCred the enrollment-agent credential
 	// directory; AdminCred an admin credential that unlocks revocation.
-	CAURL     string `yaml:"ca_url"`
+	CAURL string `yaml:"ca_url"`
+	// CAAddress, when set, is the host:port connected to instead of
+	// ca_url's host; the CA's certificate is still checked for ca_url's host.
+	CAAddress string `yaml:"ca_address"`
 	AgentCred string `yaml:"agent_cred"`
 	AdminCred string `yaml:"admin_cred"`
 	// Operator names the person at the desk in audit lines when the access
@@ -37,6 +40,9 @@ type Config struct {
 	// Operators, when set, replace the access token with a name and
 	// password login; passwords are bcrypt hashes.
 	Operators []Operator `yaml:"operators"`
+	// LinkFile, when set, receives the start-up access link too (0600),
+	// for operators who may not read the process output; removed at stop.
+	LinkFile string `yaml:"link_file"`
 	// AuditLog is a file that receives one JSON line per action; empty: the
 	// process log (stderr).
 	AuditLog string `yaml:"audit_log"`
@@ -201,6 +207,11 @@ func (c *Config) Validate() error {
 	}
 	if c.CAURL != "" && !strings.HasPrefix(c.CAURL, "https://") {
 		bad("ca_url %q must start with https://", c.CAURL)
+	}
+	if c.CAAddress != "" {
+		if _, port, err := net.SplitHostPort(c.CAAddress); err != nil || port == "" {
+			bad("ca_address %q must be host:port", c.CAAddress)
+		}
 	}
 	for i, op := range c.Operators {
 		if op.Name == "" {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -266,6 +267,16 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 		r.Replaced = append(r.Replaced, serial+" ("+certUser(old)+")")
 		if !in.revoke {
 			r.NotRevoked = append(r.NotRevoked, serial)
+			continue
+		}
+		if !strings.EqualFold(certUser(old), in.user) {
+			// Only the new user's own old certificate is revoked by the
+			// checkbox; another user's is not this enrollment's to revoke.
+			r.NotRevoked = append(r.NotRevoked, serial)
+			r.Warnings = append(r.Warnings, "The old certificate "+serial+" belonged to "+certUser(old)+", not "+in.user+
+				", so it was not revoked. Check with an admin whether "+certUser(old)+" still needs it; if not, revoke it on the Revoke page.")
+			s.audit(action{Operator: in.operator, Action: "revoke", User: certUser(old), Serial: serial, TokenSerial: in.token.Serial,
+				Result: "skipped", Reason: "replaced by another user's enrollment"})
 			continue
 		}
 		j.set("revoke", stepRun)

@@ -44,7 +44,7 @@ func (s *Server) headers(c *gin.Context) {
 // 127.0.0.1 (DNS rebinding) must not reach the UI.
 func (s *Server) hostCheck(c *gin.Context) {
 	if !s.hostAllowed(c.Request.Host) {
-		s.log.Warn("enroll-ui: refused a request for another host name", "host", c.Request.Host, "remote", c.ClientIP())
+		s.log.Warn("enroll-ui: refused a request for another host name", "host", c.Request.Host, "remote", c.Request.RemoteAddr)
 		c.Data(http.StatusMisdirectedRequest, "text/plain; charset=utf-8",
 			[]byte("This UI answers only as "+s.addr()+". Open that address.\n"))
 		c.Abort()
@@ -96,15 +96,22 @@ func (s *Server) limitBody(c *gin.Context) {
 	c.Next()
 }
 
-// withSession finds or starts the browser's session.
+// withSession finds the browser's session, or starts one for the login page.
 func (s *Server) withSession(c *gin.Context) {
 	var sess *session
 	if ck, err := c.Request.Cookie(CookieName); err == nil {
 		sess = s.sessions.get(ck.Value)
 	}
-	if sess == nil {
+	if sess == nil && c.Request.URL.Path == "/login" {
+		// Only the login page needs a session before login (its form's
+		// CSRF token); every other page redirects there or is static, so
+		// cookieless requests elsewhere fill no store.
 		sess = s.sessions.create()
 		s.setCookie(c.Writer, sess)
+	}
+	if sess == nil {
+		c.Next()
+		return
 	}
 	c.Set(ctxSession, sess)
 	c.Next()
@@ -167,7 +174,7 @@ func (s *Server) requireAdmin(c *gin.Context) {
 func (s *Server) accessLog(c *gin.Context) {
 	start := time.Now()
 	c.Next()
-	s.log.Debug("enroll-ui: request", "method", c.Request.Method, "path", c.Request.URL.Path,
+	s.log.Debug("enroll-ui: request", "method", c.Request.Method, "path", c.Request.URL.Path, "remote", c.Request.RemoteAddr,
 		"status", c.Writer.Status(), "took", time.Since(start).Round(time.Millisecond))
 }
 

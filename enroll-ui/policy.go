@@ -30,11 +30,19 @@ func (s *Server) checkNewPIN(pin, again string) error {
 	return nil
 }
 
+// maxMailbox is the longest mailbox address (RFC 5321's path limit less
+// the angle brackets); the CA refuses longer ones, so the UI does before it
+// touches the token.
+const maxMailbox = 254
+
 // checkMailbox validates the mailbox login the certificate is for.
 func (s *Server) checkMailbox(user string) (string, error) {
 	user = strings.TrimSpace(user)
 	if user == "" {
 		return "", errors.New("Type the user's mailbox, e.g. alice@example.org.")
+	}
+	if len(user) > maxMailbox {
+		return "", fmt.Errorf("The mailbox address is %d characters long; a mailbox has at most %d. Check what was typed or pasted.", len(user), maxMailbox)
 	}
 	a, err := mail.ParseAddress(user)
 	if err != nil || a.Address != user || a.Name != "" {

@@ -21,6 +21,21 @@ var reasons = []struct{ Code, Text string }{
 	{"unspecified", "another reason (say which in the comment)"},
 }
 
+// caCommentMax is the CA's limit on a revocation comment (bytes).
+const caCommentMax = 256
+
+// commentPrefix names the operator in the CA's revocation comment; a very
+// long operator name is cut so a comment always fits.
+func commentPrefix(op string) string {
+	if len(op) > 64 {
+		op = strings.ToValidUTF8(op[:64], "")
+	}
+	return "help desk " + op + ": "
+}
+
+// commentMax is the longest comment the operator can add.
+func commentMax(op string) int { return caCommentMax - len(commentPrefix(op)) }
+
 func validReason(r string) bool {
 	for _, x := range reasons {
 		if x.Code == r {
@@ -37,12 +52,15 @@ type revokeData struct {
 	Reasons any
 	Reason  string
 	Comment string
-	Done    string // the result sentence
-	Result  *caclient.Revoked
+	// CommentMax is the longest comment that fits the CA's limit after
+	// the "help desk OPERATOR: " prefix.
+	CommentMax int
+	Done       string // the result sentence
+	Result     *caclient.Revoked
 }
 
 func (s *Server) revokePage(c *gin.Context) {
-	d := revokeData{Query: c.Query("serial"), Reasons: reasons, Reason: "keyCompromise"}
+	d := revokeData{Query: c.Query("serial"), Reasons: reasons, Reason: "keyCompromise", CommentMax: commentMax(sessionOf(c).operator)}
 	if d.Query == "" {
 		s.render(c, "revoke", page{Title: "Revoke", Nav: "revoke", Data: d})
 		return
@@ -76,9 +94,15 @@ func (s *Server) findForRevoke(c *gin.Context, q string) (*certView, int, string
 	return &certs[0], 0, ""
 }
 
+// revokeForm reads the revocation form.
+func revokeForm(c *gin.Context) revokeData {
+	return revokeData{Query: c.PostForm("serial"), Reasons: reasons, Reason: c.PostForm("reason"),
+		Comment: strings.TrimSpace(c.PostForm("comment")), CommentMax: commentMax(sessionOf(c).operator)}
+}
+
 // revokeConfirm checks the form and shows the confirmation naming user and serial.
 func (s *Server) revokeConfirm(c *gin.Context) {
-	d := revokeData{Query: c.PostForm("serial"), Reasons: reasons, Reason: c.PostForm("reason"), Comment: strings.TrimSpace(c.PostForm("comment"))}
+	d := revokeForm(c)
 	cert, status, msg := s.findForRevoke(c, d.Query)
 	if cert == nil {
 		s.renderStatus(c, status, "revoke", page{Title: "Revoke", Nav: "revoke", Error: msg, Data: d})
@@ -89,8 +113,9 @@ func (s *Server) revokeConfirm(c *gin.Context) {
 		s.renderStatus(c, http.StatusBadRequest, "revoke", page{Title: "Revoke", Nav: "revoke", Error: "Pick a reason from the list.", Data: d})
 		return
 	}
-	if len(d.Comment) > 500 {
-		s.renderStatus(c, http.StatusBadRequest, "revoke", page{Title: "Revoke", Nav: "revoke", Error: "The comment is too long: at most 500 characters.", Data: d})
+	if len(d.Comment) > d.CommentMax {
+		s.renderStatus(c, http.StatusBadRequest, "revoke", page{Title: "Revoke", Nav: "revoke",
+			Error: fmt.Sprintf("The comment is too long (%d characters): at most %d fit in the CA's audit trail. Shorten it.", len(d.Comment), d.CommentMax), Data: d})
 		return
 	}
 	s.render(c, "revoke_confirm", page{Title: "Confirm revocation", Nav: "revoke", Data: d})
@@ -98,8 +123,8 @@ func (s *Server) revokeConfirm(c *gin.Context) {
 
 // revokeDo revokes after the confirmation.
 func (s *Server) revokeDo(c *gin.Context) {
-	d := revokeData{Query: c.PostForm("serial"), Reasons: reasons, Reason: c.PostForm("reason"), Comment: strings.TrimSpace(c.PostForm("comment"))}
-	if c.PostForm("confirm") != "yes" || !validReason(d.Reason) || len(d.Comment) > 500 {
+	d := revokeForm(c)
+	if c.PostForm("confirm") != "yes" || !validReason(d.Reason) || len(d.Comment) > d.CommentMax {
 		s.renderStatus(c, http.StatusBadRequest, "revoke", page{Title: "Revoke", Nav: "revoke",
 			Error: "The revocation was not confirmed. Nothing was revoked.", Data: d})
 		return
@@ -113,7 +138,7 @@ func (s *Server) revokeDo(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 60*time.Second)
 	defer cancel()
 	op := sessionOf(c).operator
-	rv, err := s.admin.Revoke(ctx, cert.Serial, d.Reason, "help desk "+op+": "+d.Comment)
+	rv, err := s.admin.Revoke(ctx, cert.Serial, d.Reason, commentPrefix(op)+d.Comment)
 	res, why := result(err)
 	if err == nil {
 		why = d.Reason

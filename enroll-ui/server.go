@@ -18,6 +18,7 @@ import (
 
 	"github.com/imapgate/imapgate/caclient"
 	"github.com/imapgate/imapgate/pkcs11"
+	"github.com/imapgate/imapgate/secretfile"
 )
 
 // Server is the UI: configuration, the PKCS#11 module, the CA clients and the
@@ -33,9 +34,11 @@ type Server struct {
 	agentCert    credInfo
 	roots        []*x509.Certificate // the CA's roots, written onto tokens with the chain
 	adminCert    credInfo
+	tlsCert      *tls.Certificate // the UI's HTTPS pair, when tls_cert is set
 
 	accessToken string // empty when operators log in with passwords
 	sessions    *sessions
+	throttle    *loginThrottle
 	tokens      *tokenWatch
 	jobs        *jobs
 	busy        busyTokens
@@ -61,11 +64,22 @@ func New(cfg *Config, o Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: o.Log, sessions: newSessions(cfg.SessionTTL.D()), jobs: newJobs()}
+	s := &Server{cfg: cfg, log: o.Log, sessions: newSessions(cfg.SessionTTL.D()), throttle: newLoginThrottle(), jobs: newJobs()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
 	s.auditLog = s.log
+	if cfg.TLS() {
+		// The key is read like every other key: refused when others can read it.
+		if err := secretfile.Check(cfg.TLSKey, "enroll-ui: tls_key"); err != nil {
+			return nil, err
+		}
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("enroll-ui: tls_cert/tls_key: %w", err)
+		}
+		s.tlsCert = &cert
+	}
 	if cfg.AuditLog != "" {
 		f, err := os.OpenFile(cfg.AuditLog, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
 		if err != nil {
@@ -75,7 +89,7 @@ func New(cfg *Config, o Options) (*Server, error) {
 		s.auditLog = slog.New(slog.NewJSONHandler(f, nil))
 	}
 	var err error
-	if s.agent, err = caclient.New(cfg.CAURL, cfg.AgentCred); err != nil {
+	if s.agent, err = s.caClient(cfg.AgentCred); err != nil {
 		s.closeFiles()
 		return nil, fmt.Errorf("enroll-ui: agent_cred: %w", err)
 	}
@@ -88,7 +102,7 @@ func New(cfg *Config, o Options) (*Server, error) {
 		return nil, err
 	}
 	if cfg.AdminCred != "" {
-		if s.admin, err = caclient.New(cfg.CAURL, cfg.AdminCred); err != nil {
+		if s.admin, err = s.caClient(cfg.AdminCred); err != nil {
 			s.closeFiles()
 			return nil, fmt.Errorf("enroll-ui: admin_cred: %w", err)
 		}
@@ -196,14 +210,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 		WriteTimeout: 2 * time.Minute, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	if s.cfg.TLS() {
-		cert, err := tls.LoadX509KeyPair(s.cfg.TLSCert, s.cfg.TLSKey)
-		if err != nil {
-			return fmt.Errorf("enroll-ui: tls_cert/tls_key: %w", err)
-		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{*s.tlsCert}}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
 	go s.tokens.run()
+	if s.accessToken != "" && s.cfg.LinkFile != "" {
+		if err := writeLinkFile(s.cfg.LinkFile, s.LoginURL()); err != nil {
+			return err
+		}
+		// The token dies with the process; so does the file.
+		defer os.Remove(s.cfg.LinkFile)
+	}
 	if out != nil {
 		fmt.Fprintf(out, "imapgate enroll-ui: open %s\n", s.LoginURL())
 	}
@@ -229,6 +246,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, out io.Writer) erro
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
+	// No proxy is trusted: X-Forwarded-For and X-Real-IP are whatever the
+	// sender typed, and the remote address logged is the connection's.
+	_ = e.SetTrustedProxies(nil)
+	e.ForwardedByClientIP = false
 	e.HandleMethodNotAllowed = true
 	e.RedirectTrailingSlash = false
 	e.Use(s.recovery, s.accessLog, s.headers, s.hostCheck, s.limitBody, s.withSession, s.csrfCheck)
@@ -259,4 +280,33 @@ func (s *Server) routes() *gin.Engine {
 	r.POST("", s.revokeConfirm)
 	r.POST("/do", s.revokeDo)
 	return e
+}
+
+// caClient is a CA client for a credential, connecting to ca_address when
+// it is set.
+func (s *Server) caClient(cred string) (*caclient.Client, error) {
+	cl, err := caclient.New(s.cfg.CAURL, cred)
+	if err != nil {
+		return nil, err
+	}
+	cl.DialAddress(s.cfg.CAAddress)
+	return cl, nil
+}
+
+// writeLinkFile writes the access link into path, readable by its owner only.
+func writeLinkFile(path, link string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err == nil {
+		err = f.Chmod(0o600) // a file left by an older start keeps its mode otherwise
+		if _, werr := f.WriteString(link + "\n"); err == nil {
+			err = werr
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("enroll-ui: link_file: %w", err)
+	}
+	return nil
 }

@@ -60,17 +60,29 @@ func (st *sessions) get(id string) *session {
 }
 
 // create starts an anonymous session. A full store first drops expired
-// sessions, then anonymous ones; logged-in sessions are never dropped for a
-// stranger's.
+// sessions, then the oldest anonymous one; logged-in sessions are never
+// dropped for a stranger's, and a login page opened a moment ago outlives
+// older strangers'.
 func (st *sessions) create() *session {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if len(st.m) >= maxSessions {
 		now := time.Now()
 		for id, s := range st.m {
-			if now.After(s.expires) || !s.authed() {
+			if now.After(s.expires) {
 				delete(st.m, id)
 			}
+		}
+	}
+	if len(st.m) >= maxSessions {
+		var oldest *session
+		for _, s := range st.m {
+			if !s.authed() && (oldest == nil || s.expires.Before(oldest.expires)) {
+				oldest = s
+			}
+		}
+		if oldest != nil {
+			delete(st.m, oldest.id)
 		}
 	}
 	s := &session{id: randomToken(32), csrf: randomToken(32), expires: time.Now().Add(15 * time.Minute)}

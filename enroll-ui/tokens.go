@@ -95,12 +95,13 @@ type tokenWatch struct {
 	err    string
 	at     time.Time
 	creds  map[string]tokenView // by serial+label: the last full read
+	stale  map[string]bool      // creds to read again once the token is not busy
 	quit   chan struct{}
 	once   sync.Once
 }
 
 func newTokenWatch(mod *pkcs11.Module, interval time.Duration, busy *busyTokens, log *slog.Logger) *tokenWatch {
-	return &tokenWatch{mod: mod, interval: interval, busy: busy, log: log, creds: map[string]tokenView{}, quit: make(chan struct{})}
+	return &tokenWatch{mod: mod, interval: interval, busy: busy, log: log, creds: map[string]tokenView{}, stale: map[string]bool{}, quit: make(chan struct{})}
 }
 
 func (w *tokenWatch) run() {
@@ -118,13 +119,15 @@ func (w *tokenWatch) run() {
 
 func (w *tokenWatch) stop() { w.once.Do(func() { close(w.quit) }) }
 
-// invalidate makes the next scan read the token's objects again.
+// invalidate makes the next scan read the token's objects again once the
+// token is not busy; until then the last read stands (a scan during the
+// action must not show the token without its credential).
 func (w *tokenWatch) invalidate(serial string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for k := range w.creds {
 		if strings.HasPrefix(k, serial+"\x00") {
-			delete(w.creds, k)
+			w.stale[k] = true
 		}
 	}
 }
@@ -179,13 +182,15 @@ func (w *tokenWatch) scan() {
 		v.Busy = w.busy.is(ti.Serial)
 		w.mu.Lock()
 		old, known := w.creds[key]
+		stale := w.stale[key]
 		w.mu.Unlock()
-		if known || v.Busy {
+		if v.Busy || known && !stale {
 			v.Creds, v.Problem = old.Creds, old.Problem
 		} else {
 			v.Creds, v.Problem = w.readCreds(ti.Serial)
 			w.mu.Lock()
 			w.creds[key] = v
+			delete(w.stale, key)
 			w.mu.Unlock()
 		}
 		out = append(out, v)
@@ -194,6 +199,7 @@ func (w *tokenWatch) scan() {
 	for k := range w.creds {
 		if !seen[k] {
 			delete(w.creds, k)
+			delete(w.stale, k)
 		}
 	}
 	w.list, w.err, w.at = out, "", time.Now()

@@ -2,6 +2,7 @@ package pkcs11
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/binary"
@@ -51,6 +52,10 @@ type Object struct {
 	Label string
 	// Cert is set for X.509 certificate objects.
 	Cert *x509.Certificate
+	// Public is a key object's public key (EC P-256 or RSA) when the
+	// module shows it: CKA_EC_POINT of a public key object, CKA_MODULUS and
+	// CKA_PUBLIC_EXPONENT of either half of an RSA pair; nil otherwise.
+	Public crypto.PublicKey
 
 	h p11.ObjectHandle
 }
@@ -114,12 +119,36 @@ func (t *Token) objectsLocked(tmpl []*p11.Attribute) ([]Object, error) {
 			}
 		case p11.CKO_PRIVATE_KEY:
 			o.Class = ClassPrivateKey
+			o.Public = t.keyPublicLocked(h)
 		case p11.CKO_PUBLIC_KEY:
 			o.Class = ClassPublicKey
+			o.Public = t.keyPublicLocked(h)
 		}
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// keyPublicLocked reads the public part of a key object, or nil when the
+// module does not show it (an EC private key has no CKA_EC_POINT).
+func (t *Token) keyPublicLocked(h p11.ObjectHandle) crypto.PublicKey {
+	kt, err := t.attrLocked(h, p11.CKA_KEY_TYPE)
+	if err != nil {
+		return nil
+	}
+	var pub crypto.PublicKey
+	switch ulong(kt) {
+	case p11.CKK_EC:
+		pub, err = t.readPublicLocked(h, KeyECP256)
+	case p11.CKK_RSA:
+		pub, err = t.readPublicLocked(h, KeyRSA2048)
+	default:
+		return nil
+	}
+	if err != nil {
+		return nil
+	}
+	return pub
 }
 
 // attrLocked reads one attribute of an object.
@@ -326,7 +355,9 @@ func (t *Token) WipePlan() ([]Object, error) {
 }
 
 // Credential is a user key pair imapgate enrolled on a token, with the
-// certificates of the same CKA_ID (normally one).
+// certificates of the same CKA_ID whose public key is the pair's (normally
+// one). A certificate that only shares the CKA_ID (a prepared card) is not
+// the credential's.
 type Credential struct {
 	ID    []byte
 	Label string
@@ -375,8 +406,14 @@ func (t *Token) Credentials() ([]Credential, error) {
 			continue
 		}
 		c := Credential{ID: o.ID, Label: o.Label}
+		pub := o.Public
 		for _, p := range objs {
-			if p.Class == ClassCertificate && p.Cert != nil && bytes.Equal(p.ID, o.ID) {
+			if pub == nil && p.Class == ClassPublicKey && bytes.Equal(p.ID, o.ID) {
+				pub = p.Public
+			}
+		}
+		for _, p := range objs {
+			if p.Class == ClassCertificate && p.Cert != nil && bytes.Equal(p.ID, o.ID) && pub != nil && samePublicKey(pub, p.Cert.PublicKey) {
 				c.Certs = append(c.Certs, p.Cert)
 			}
 		}

@@ -126,6 +126,15 @@ echo "   mailboxes: alice@example.org (password alice-secret), bob@example.org (
 mkdir -p softhsm/tokens
 printf 'directories.tokendir = %s/softhsm/tokens\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n' "$D" > softhsm/softhsm2.conf
 export SOFTHSM2_CONF=$D/softhsm/softhsm2.conf
+# SoftHSM2 reads its tokens when the module is loaded: the cards must exist before
+# the gate starts, or its help desk UI shows "No token in the reader". spare-card
+# stays blank for the UI's enroll wizard.
+for c in alice-card alice-old-card bob-card spare-card; do
+  pin=123456
+  [ "$c" = bob-card ] && pin=654321
+  quiet softhsm softhsm2-util --init-token --free --label "$c" --so-pin 12345678 --pin "$pin" >/dev/null
+done
+echo "   cards (SoftHSM2 tokens): alice-card, alice-old-card, bob-card, spare-card (blank, for the UI; PIN 123456, SO PIN 12345678)"
 
 step "the gate: imapgate serve — CA (embedded DB), front and help desk UI in one process, all on 127.0.0.1"
 echo "   first start: the CA's root, intermediate (keys encrypted), an admin credential, the UI's help desk"
@@ -141,6 +150,11 @@ wait_up "http://$METRICS/metrics"
 wait_up "http://$UI/login"
 UI_URL=$(sed -n 's/^imapgate enroll-ui: open //p' "$D/logs/gate.log" | head -1)
 [ -n "$UI_URL" ] || fail "the help desk UI printed no access link" gate "$D/logs/gate.log"
+# The UI must see the cards (SoftHSM2 tokens created before the gate started).
+curl -s -c ui-cookies -o /dev/null "$UI_URL"
+curl -s -b ui-cookies "http://$UI/tokens/fragment" | grep -q spare-card ||
+  fail "the help desk UI does not list the cards (SoftHSM2 reads tokens at start)" gate "$D/logs/gate.log"
+rm -f ui-cookies
 export IMAPGATE_CA="https://$API" IMAPGATE_CRED="$G/admin" PATH="$ROOT/bin:$PATH"
 HELPDESK=$G/serve/helpdesk
 echo "   CA https://$API, CRL http://$PUB/crl, front imaps://$FRONT, UI http://$UI, metrics http://$METRICS/metrics"
@@ -148,7 +162,6 @@ echo "   CA https://$API, CRL http://$PUB/crl, front imaps://$FRONT, UI http://$
 step "alice's smartcard: key generated ON the card, certificate from the CA written beside it (the help desk's credential)"
 echo 123456 > alice-pin
 echo 654321 > bob-pin
-quiet softhsm softhsm2-util --init-token --free --label alice-card --so-pin 12345678 --pin 123456 >/dev/null
 quiet enroll-alice "$BIN" --log-level warn token enroll --module "$MODULE" --token alice-card --pin-file alice-pin \
   --user alice@example.org --cred "$HELPDESK"
 ALICE=$("$BIN" cert list --user alice@example.org --json | sed -n 's/.*"serial": "\([0-9A-Fa-f]*\)".*/\1/p' | head -1)
@@ -173,7 +186,6 @@ step "no card at all → the front says why, then closes"
 eval "$NOCARD_ALICE" || true
 
 step "alice's old card was lost: enroll it, then the admin revokes it and the front refuses it"
-quiet softhsm softhsm2-util --init-token --free --label alice-old-card --so-pin 12345678 --pin 123456 >/dev/null
 quiet enroll-old "$BIN" --log-level warn token enroll --module "$MODULE" --token alice-old-card --pin-file alice-pin \
   --user alice@example.org --cred "$HELPDESK" >/dev/null
 OLD=$("$BIN" cert list --user alice@example.org --json | sed -n 's/.*"serial": "\([0-9A-Fa-f]*\)".*/\1/p' | grep -v "^$ALICE$" | head -1)
@@ -212,9 +224,8 @@ try "the same without the card: the front refuses before any password is checked
 try "the help desk UI: open this link in a browser on this machine (the token is the login); the cards are SoftHSM2 tokens" \
   '^(200|30[0-9]) ' \
   "curl -s -o /dev/null -w '%{http_code} %{redirect_url}\\n' '$UI_URL'"
-try "enroll bob: a new card, a key generated on it, the CA's certificate written beside it; bob reads his INBOX" \
+try "enroll bob: his new card (already in the reader), a key generated on it, the CA's certificate written beside it; bob reads his INBOX" \
   'Hello bob@example.org, this is message 1' \
-  "softhsm2-util --init-token --free --label bob-card --so-pin 12345678 --pin 654321" \
   "imapgate token enroll --module $MODULE --token bob-card --pin-file $D/bob-pin --user bob@example.org --cred $HELPDESK" \
   "curl -s $CACERT $(card bob@example.org bob-card 654321) -u bob@example.org:bob-secret 'imaps://$FRONT/INBOX;UID=1'"
 try "the front's metrics (Prometheus text): logins, handshakes, the CRL's age" \

@@ -26,10 +26,11 @@ import (
 
 // Files `imapgate serve` keeps in DIR/serve/, beside what `ca init` made in DIR.
 const (
-	serveSubdir   = "serve"
-	serveFrontCfg = "front.yaml"     // the front's config; written last on the first start
-	serveUICfg    = "enroll-ui.yaml" // the help desk UI's config
-	serveAgentDir = "helpdesk"       // the UI's enrollment-agent credential
+	serveSubdir     = "serve"
+	serveFrontCfg   = "front.yaml"     // the front's config; written last on the first start
+	serveUICfg      = "enroll-ui.yaml" // the help desk UI's config
+	serveUILinkFile = "enroll-ui-link" // the UI's access link while it runs (0600)
+	serveAgentDir   = "helpdesk"       // the UI's enrollment-agent credential
 )
 
 // serveOptions are the first-start choices of `imapgate serve`; once DIR is set
@@ -151,6 +152,17 @@ func runServe(ctx context.Context, cmd *cobra.Command, dir, passwordFile string,
 	} else if ui.Module == "" {
 		slog.Warn("serve: the help desk UI is not started: no PKCS#11 module in " + uiCfg + " (set module: to your card reader's, e.g. opensc-pkcs11.so, and restart)")
 	} else {
+		if ui.CAAddress == "" && sameCA(ui.CAURL, c.Config().URL) {
+			// The CA listens on 127.0.0.1 (or where ca.yaml says), not
+			// necessarily where its URL's host resolves: connect there.
+			ui.CAAddress = loopbackAddr(c.Config().ListenAddr())
+		}
+		if ui.LinkFile == "" {
+			// The link unlocks revocation here (the UI has the admin
+			// credential): besides the output (the journal under systemd)
+			// it goes to a file only this user reads.
+			ui.LinkFile = filepath.Join(sdir, serveUILinkFile)
+		}
 		run("enroll-ui", func(ctx context.Context) error { return runUI(ctx, ui, out) })
 	}
 	fmt.Fprintf(out, "imapgate serve: CA %s (CRL %s), front %s — configs in %s\n", c.Config().URL, c.Config().CRLURL(), frontListenOf(frontCfg), sdir)
@@ -166,6 +178,24 @@ func runServe(ctx context.Context, cmd *cobra.Command, dir, passwordFile string,
 		cancel()
 	}
 	return first
+}
+
+// sameCA says whether the UI's ca_url is this CA's URL.
+func sameCA(a, b string) bool {
+	return strings.TrimRight(a, "/") == strings.TrimRight(b, "/")
+}
+
+// loopbackAddr is a listen address as a local client dials it: an
+// unspecified host (":8443", "0.0.0.0:8443", "[::]:8443") becomes 127.0.0.1.
+func loopbackAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // runUI is `imapgate enroll-ui` on a loaded config.

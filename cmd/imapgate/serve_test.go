@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -254,5 +255,48 @@ func readUntilTag(t *testing.T, r *bufio.Reader, tag string) string {
 		if l := readLine(t, r); strings.HasPrefix(l, tag) {
 			return l
 		}
+	}
+}
+
+// TestServePublicCAURL: with a --ca-url naming a public host (here one that
+// does not resolve) the CA still listens on 127.0.0.1, and the in-process
+// help desk UI reaches it there, checking its certificate for the URL's host.
+// The UI's access link is also in DIR/serve/enroll-ui-link (0600).
+func TestServePublicCAURL(t *testing.T) {
+	dove := testenv.StartDovecot(t, testenv.DovecotOptions{})
+	hsm := testenv.SoftHSM(t)
+	dir := filepath.Join(t.TempDir(), "gate")
+	pw := filepath.Join(t.TempDir(), "pw")
+	testenv.WriteFile(t, pw, []byte("serve-test-password\n"))
+	port := func() string { return "127.0.0.1:" + itoa(testenv.FreePort(t)) }
+	crlAddr, front, metrics, ui := port(), port(), port(), port()
+	s := startServe(t, hsm.Env(), "--dir", dir, "--password-file", pw, "--ca-url", "https://gate.invalid:"+itoa(testenv.FreePort(t)),
+		"--crl-listen", crlAddr, "--front-listen", front, "--metrics-listen", metrics, "--ui-listen", ui, "--backend", dove.Addr,
+		"--module", hsm.Module, "--crl-poll", "1s")
+	login := s.waitFor(t, "imapgate enroll-ui: open ")
+	link := strings.TrimSpace(login[strings.Index(login, "http://"):])
+	// The link is in a file only the gate's user reads, too.
+	lf := filepath.Join(dir, "serve", "enroll-ui-link")
+	if b, err := os.ReadFile(lf); err != nil || strings.TrimSpace(string(b)) != link {
+		t.Fatalf("link file %s: %q %v, want %q", lf, b, err, link)
+	}
+	if st, _ := os.Stat(lf); st.Mode().Perm() != 0o600 {
+		t.Fatalf("link file mode %v, want 0600", st.Mode().Perm())
+	}
+	jar, _ := cookiejar.New(nil)
+	cl := &http.Client{Jar: jar}
+	resp, err := cl.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = cl.Get("http://" + ui + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "reachable at https://gate.invalid") || strings.Contains(string(body), "unreachable") {
+		t.Fatalf("the UI's Status page: %d\n%s", resp.StatusCode, body)
 	}
 }
