@@ -259,7 +259,6 @@ func setUpServe(ctx context.Context, c *ca.CA, sdir string, o serveOptions) erro
 		URL        string `yaml:"url"`
 		IssuerFile string `yaml:"issuer_file"`
 		Interval   string `yaml:"interval"`
-		CAFile     string `yaml:"ca_file,omitempty"`
 	}
 	var front struct {
 		Listen        string `yaml:"listen"`
@@ -281,11 +280,11 @@ func setUpServe(ctx context.Context, c *ca.CA, sdir string, o serveOptions) erro
 	front.CRLStateFile = filepath.Join(sdir, "front-crl-state.json")
 	front.TLS.CertFile, front.TLS.KeyFile = filepath.Join(sdir, serverCertFile), filepath.Join(sdir, serverKeyFile)
 	front.TLS.ClientCAFile = filepath.Join(caDir, ca.RootCertFile)
-	// The front fetches the CRL over the CA's HTTPS listener, verified against the
-	// root: the certificates' plain-HTTP CRL URL is for relying parties that cannot
-	// do better, and over plain HTTP a replayed CRL could not confirm freshness.
-	front.CRL = []crlSource{{strings.TrimSuffix(cfg.URL, "/") + "/crl", filepath.Join(caDir, ca.IntermediateCertFile),
-		o.crlPoll.String(), filepath.Join(caDir, ca.RootCertFile)}}
+	// The front fetches the CRL from the plain-HTTP listener serve binds itself
+	// (--crl-listen): the CA's HTTPS URL may name a public host that this process
+	// does not listen on. Over plain HTTP the CRL's signature, its number (kept in
+	// crl_state_file) and its own thisUpdate are what the front trusts.
+	front.CRL = []crlSource{{URL: cfg.CRLURL(), IssuerFile: filepath.Join(caDir, ca.IntermediateCertFile), Interval: o.crlPoll.String()}}
 	front.Backend.Address = o.backend
 	return writeYAML(frontCfg, "the front of imapgate serve; keys in docs/front.md; SIGHUP re-reads it", front)
 }
