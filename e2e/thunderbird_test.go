@@ -78,24 +78,6 @@ func imapgate(t *testing.T, env []string, args ...string) string {
 	return string(out)
 }
 
-// logBuffer collects the front's log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // deployment is imapgate as an organisation runs it: the CA, a front (the
 // imapgate binary with its YAML file) before Dovecot, and alice's card
 // enrolled by the help desk's `imapgate token enroll`.
@@ -105,7 +87,7 @@ type deployment struct {
 	card     *testenv.SoftHSMToken
 	serial   string // of alice's certificate on the card
 	front    string // host:port of the front's IMAPS listener
-	frontLog *logBuffer
+	frontLog *testenv.LockedBuffer
 	roots    []byte // what Thunderbird imports: the CA's root, which the front's certificate chains to
 }
 
@@ -194,7 +176,7 @@ func (d *deployment) acceptableCAs(t *testing.T) [][]byte {
 // logs that it listens.
 func (d *deployment) startFront(t *testing.T, cfg string) {
 	t.Helper()
-	d.frontLog = &logBuffer{}
+	d.frontLog = &testenv.LockedBuffer{}
 	cmd := exec.Command(imapgateBinary(t), "--log-level", "debug", "front", "--config", cfg)
 	cmd.Stdout, cmd.Stderr = d.frontLog, d.frontLog
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -34,7 +34,7 @@ type Thunderbird struct {
 	M *Marionette
 
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *LockedBuffer
 	done   chan struct{}
 	waitEr error
 	stop   sync.Once
@@ -52,19 +52,20 @@ type ThunderbirdOptions struct {
 	Timeout time.Duration
 }
 
-// lockedBuffer collects a child's output for the test log.
-type lockedBuffer struct {
+// LockedBuffer collects a child process's output (or a log) that several
+// goroutines write while a test reads it.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -115,7 +116,7 @@ func StartThunderbird(t testing.TB, o ThunderbirdOptions) *Thunderbird {
 	}
 	dir := t.TempDir()
 	tb := &Thunderbird{Profile: filepath.Join(dir, "profile"), Home: filepath.Join(dir, "home"),
-		out: &lockedBuffer{}, done: make(chan struct{})}
+		out: &LockedBuffer{}, done: make(chan struct{})}
 	for _, d := range []string{tb.Profile, tb.Home} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			t.Fatal(err)
