@@ -66,13 +66,16 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 		s.log.Warn("backend refused ID; client address not forwarded", "backend_reply", r.text)
 	}
 
+	// From here LOGIN is on its way: whatever the backend answers other than OK is a
+	// refusal of this login (errLoginRefused, counted by the throttle); only a lost
+	// connection or a timeout is the backend's trouble.
 	w.WriteString("g2 LOGIN ")
 	if err := sendAstring(w, br, user); err != nil {
-		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+		return fail(loginAnswer("LOGIN", err))
 	}
 	w.WriteString(" ")
 	if err := sendAstring(w, br, string(pass)); err != nil {
-		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+		return fail(loginAnswer("LOGIN", err))
 	}
 	w.WriteString("\r\n")
 	if err := w.Flush(); err != nil {
@@ -80,21 +83,19 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	}
 	r, err := readTagged(br, "g2")
 	if err != nil {
-		return fail(fmt.Errorf("backend: LOGIN: %w", err))
+		return fail(loginAnswer("LOGIN", err))
 	}
 	switch r.status {
 	case "OK":
 	case "NO":
-		// Only a refusal of these credentials counts as a failed login; a backend in
-		// trouble ([UNAVAILABLE], [LIMIT], [SERVERBUG], …) must not lock users out.
 		switch code := respCode(r.text); code {
 		case "", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED":
 			return fail(errAuthFailed("backend refused the login: " + r.text))
 		default:
-			return fail(fmt.Errorf("backend: LOGIN answered NO %s", r.text))
+			return fail(&errLoginRefused{answer: "NO " + r.text})
 		}
 	default:
-		return fail(fmt.Errorf("backend: LOGIN answered %s %s", r.status, r.text))
+		return fail(&errLoginRefused{answer: r.status + " " + r.text})
 	}
 	caps := r.caps
 	if caps == "" {
@@ -184,10 +185,33 @@ func sendAstring(w *bufio.Writer, br *bufio.Reader, s string) error {
 		return err
 	}
 	if !strings.HasPrefix(line, "+") {
-		return fmt.Errorf("server refused literal: %.100q", line)
+		return &errBackendAnswer{answer: fmt.Sprintf("%.100s (instead of the literal's continuation)", line)}
 	}
 	_, err = w.WriteString(s)
 	return err
+}
+
+// errBackendAnswer is an unwanted answer of the backend: a BYE, or a line other than
+// the continuation of a literal.
+type errBackendAnswer struct{ answer string }
+
+func (e *errBackendAnswer) Error() string { return "server said " + e.answer }
+
+// errLoginRefused is an answer of the backend to a LOGIN other than OK and other than
+// a refusal of the credentials: a BYE, a NO with another code, a BAD.
+type errLoginRefused struct{ answer string }
+
+func (e *errLoginRefused) Error() string { return "backend: answered " + e.answer + " to LOGIN" }
+
+// loginAnswer wraps an error met while sending LOGIN or reading its answer: an answer
+// of the backend becomes an errLoginRefused, anything else (I/O) is the backend's
+// trouble.
+func loginAnswer(cmd string, err error) error {
+	var a *errBackendAnswer
+	if errors.As(err, &a) {
+		return &errLoginRefused{answer: a.answer}
+	}
+	return fmt.Errorf("backend: %s: %w", cmd, err)
 }
 
 type tagged struct {
@@ -209,7 +233,7 @@ func readTagged(br *bufio.Reader, tag string) (tagged, error) {
 				r.caps = c
 			}
 			if strings.HasPrefix(strings.ToUpper(rest), "BYE") {
-				return r, fmt.Errorf("server said %.200q", line)
+				return r, &errBackendAnswer{answer: fmt.Sprintf("%.200s", line)}
 			}
 			continue
 		}

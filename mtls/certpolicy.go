@@ -2,12 +2,17 @@ package mtls
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"time"
 
@@ -130,6 +135,9 @@ func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Ce
 	if err != nil {
 		return nil, classifyVerifyError(leaf, err)
 	}
+	if rej := leafPolicy(leaf); rej != nil {
+		return nil, rej // not cached: a refused chain is looked at again next time
+	}
 	cv := &chainResult{notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
 	for _, c := range chains[0][1:] {
 		if c.NotBefore.After(cv.notBefore) {
@@ -202,4 +210,65 @@ func classifyVerifyError(leaf *x509.Certificate, err error) *certReject {
 		}
 		return reject("invalid", byeInvalidCert, msg)
 	}
+}
+
+// leafPolicy is what the front demands of a user certificate beyond a valid chain. It
+// runs once per chain (verified chains are cached).
+//
+//   - The extended key usage clientAuth, written in the leaf: Go's verifier takes a
+//     leaf without any EKU as good for every purpose.
+//   - A key as strong as the CA issues: RSA of 2048 bits or more, EC on P-256 or
+//     P-384. Not Ed25519: imapgate's CA does not issue it (nor do smartcards make it).
+//   - No role: a certificate with a SAN URI urn:imapgate:role:… is a help-desk or
+//     admin credential for the CA's API, never a mail login (in cn mode an agent
+//     named "bob" would otherwise log in as bob).
+func leafPolicy(leaf *x509.Certificate) *certReject {
+	if role := roleURI(leaf); role != "" {
+		return reject("role_certificate", byeRoleCertificate, "the certificate carries the role URI "+role)
+	}
+	if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return reject("wrong_usage", byeNoClientAuth, "the certificate does not list the extended key usage clientAuth")
+	}
+	if why := weakKey(leaf.PublicKey); why != "" {
+		return reject("weak_key", byeWeakKey, why)
+	}
+	return nil
+}
+
+// minRSABits is the smallest RSA key the front accepts.
+const minRSABits = 2048
+
+// weakKey says why a client certificate's key is refused, or "".
+func weakKey(pub any) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < minRSABits {
+			return fmt.Sprintf("RSA key of %d bits; at least %d are required", n, minRSABits)
+		}
+		return ""
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() || k.Curve == elliptic.P384() {
+			return ""
+		}
+		return fmt.Sprintf("EC key on curve %s; P-256 or P-384 are required", k.Curve.Params().Name)
+	case ed25519.PublicKey:
+		return "Ed25519 key; the CA issues RSA (2048 bits or more) and EC P-256/P-384 only"
+	default:
+		return fmt.Sprintf("%T key; RSA (2048 bits or more) or EC P-256/P-384 are required", pub)
+	}
+}
+
+// rolePrefix starts the SAN URI of the CA's role certificates (the ca package's
+// RoleURIPrefix; mtls does not import ca).
+const rolePrefix = "urn:imapgate:role:"
+
+// roleURI is the leaf's first role URI, or "". A URN's scheme and namespace are
+// case-insensitive, so is the comparison.
+func roleURI(leaf *x509.Certificate) string {
+	for _, u := range leaf.URIs {
+		if s := u.String(); len(s) >= len(rolePrefix) && strings.EqualFold(s[:len(rolePrefix)], rolePrefix) {
+			return s
+		}
+	}
+	return ""
 }

@@ -52,8 +52,9 @@ type Config struct {
 	} `yaml:"backend"`
 
 	Identity struct {
-		Mode    string `yaml:"mode"`
-		MapFile string `yaml:"map_file"`
+		Mode    string   `yaml:"mode"`
+		MapFile string   `yaml:"map_file"`
+		Domains []string `yaml:"domains"`
 	} `yaml:"identity"`
 
 	Timeouts struct {
@@ -70,6 +71,7 @@ type Config struct {
 		PreAuthShare             int `yaml:"preauth_share"`
 		MaxPlainCommands         int `yaml:"max_plain_commands"`
 		MaxBadCommands           int `yaml:"max_bad_commands"`
+		MaxLoginsPerConnection   int `yaml:"max_logins_per_connection"`
 	} `yaml:"limits"`
 
 	Throttle struct {
@@ -78,6 +80,8 @@ type Config struct {
 		LockoutAfter int           `yaml:"lockout_after"`
 		LockoutFor   time.Duration `yaml:"lockout_for"`
 		Window       time.Duration `yaml:"window"`
+		// AddressLockoutCertificates: see Throttle.
+		AddressLockoutCertificates int `yaml:"address_lockout_certificates"`
 	} `yaml:"throttle"`
 
 	ProxyProtocol struct {
@@ -141,6 +145,8 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		PreAuthTotal:     c.Timeouts.PreAuthTotal,
 		DrainTimeout:     c.Timeouts.Drain,
 		MaxBadCommands:   c.Limits.MaxBadCommands,
+
+		MaxLoginsPerConnection: c.Limits.MaxLoginsPerConnection,
 		Limits: Limits{
 			MaxConnections:           c.Limits.MaxConnections,
 			MaxConnectionsPerIP:      c.Limits.MaxConnectionsPerIP,
@@ -154,6 +160,8 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			LockoutAfter: c.Throttle.LockoutAfter,
 			LockoutFor:   c.Throttle.LockoutFor,
 			Window:       c.Throttle.Window,
+
+			AddressLockoutCertificates: c.Throttle.AddressLockoutCertificates,
 		},
 		Logger: log,
 	}
@@ -201,7 +209,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		}
 		o.CRLs = append(o.CRLs, store)
 	}
-	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile); err != nil {
+	if id, err := NewIdentityPolicy(IdentityMode(c.Identity.Mode), c.Identity.MapFile, c.Identity.Domains); err != nil {
 		add(fmt.Errorf("front config: %w", err))
 	} else {
 		o.Identity = id

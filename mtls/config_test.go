@@ -259,6 +259,23 @@ func waitFor(t *testing.T, logs *syncBuffer, s string) {
 	t.Fatalf("log never said %q", s)
 }
 
+// waitForLine waits for one log line that holds every one of parts.
+func waitForLine(t *testing.T, logs *syncBuffer, parts ...string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range strings.Split(logs.String(), "\n") {
+			all := true
+			for _, p := range parts {
+				all = all && strings.Contains(l, p)
+			}
+			if all {
+				return
+			}
+		}
+	}
+	t.Fatalf("no log line said all of %q", parts)
+}
+
 // TestDocsInStep: the YAML example in docs/front.md parses, and every config key is in
 // its table of keys.
 func TestDocsInStep(t *testing.T) {

@@ -68,6 +68,10 @@ var (
 		Text: "This certificate is not for e-mail login (it lacks client authentication). Choose your smartcard certificate."}
 	byeWrongUsage = &Reply{Status: "BYE", Code: "ALERT",
 		Text: "This certificate is not for e-mail login. Choose your smartcard certificate."}
+	byeWeakKey = &Reply{Status: "BYE", Code: "ALERT",
+		Text: "The key of this certificate is too weak for e-mail login. Call the help desk for a new smartcard certificate."}
+	byeRoleCertificate = &Reply{Status: "BYE", Code: "ALERT",
+		Text: "This is a help-desk or administrator certificate, not one for e-mail. Choose your own smartcard certificate."}
 	byeUntrusted = &Reply{Status: "BYE", Code: "ALERT",
 		Text: "This certificate was not issued by your organisation's mail CA. Choose your smartcard certificate."}
 	byeInvalidCert = &Reply{Status: "BYE", Code: "ALERT",
@@ -79,6 +83,7 @@ var (
 	byeTooManyPlain   = &Reply{Status: "BYE", Text: "Too many commands before STARTTLS."}
 	byeTooManyBad     = &Reply{Status: "BYE", Text: "Too many invalid commands."}
 	byeLogout         = &Reply{Status: "BYE", Text: "Logging out."}
+	byeTooManyLogins  = &Reply{Status: "BYE", Text: "Too many login attempts on this connection. Check your password and reconnect."}
 	byeStartTLSInject = &Reply{Status: "BYE", Text: "Data after STARTTLS before the TLS handshake; closing."}
 )
 
@@ -92,6 +97,8 @@ func byeCertExpired(notAfter string) *Reply {
 var (
 	noPrivacyRequired = &Reply{Status: "NO", Code: "PRIVACYREQUIRED", Text: "Use STARTTLS with your smartcard certificate first."}
 	noOnlyPlain       = &Reply{Status: "NO", Code: "CANNOT", Text: "Only AUTHENTICATE PLAIN is supported."}
+	// badPasswordTooLong answers a password over maxPassword bytes.
+	badPasswordTooLong = &Reply{Status: "BAD", Text: "Password too long (at most 1024 bytes)."}
 )
 
 func replyBad(text string) *Reply { return &Reply{Status: "BAD", Text: text} }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -17,15 +18,17 @@ type IdentityMode string
 // like a wrong password; only the log says why.
 const (
 	// IdentityEmail (default): the login equals an rfc822Name SAN of the
-	// certificate, the domain compared case-insensitively.
+	// certificate, the domain compared ASCII case-insensitively. The backend gets
+	// the certificate's own spelling of the address.
 	IdentityEmail IdentityMode = "email"
 	// IdentityLocalPart: the login equals the local part of an rfc822Name SAN
-	// (for mail servers whose users log in as "alice").
+	// whose domain is one of the allowed domains (for mail servers whose users log
+	// in as "alice").
 	IdentityLocalPart IdentityMode = "local_part"
 	// IdentityCN: the login equals the certificate's subject common name.
 	IdentityCN IdentityMode = "cn"
-	// IdentityMap: a mapping file lists, for each certificate identity (its
-	// e-mail address, or its CN when it has none), the logins it may use.
+	// IdentityMap: a mapping file lists, for each certificate e-mail address, the
+	// logins it may use. A certificate without an e-mail address has no entry.
 	IdentityMap IdentityMode = "map"
 )
 
@@ -33,20 +36,23 @@ const (
 // It is immutable once built; a reload builds a new one.
 type IdentityPolicy struct {
 	Mode IdentityMode
-	// logins maps a certificate identity (lower-cased domain) to allowed logins.
+	// logins maps a certificate e-mail address (domain in ASCII lower case) to the
+	// logins it may use.
 	logins map[string][]string
+	// domains are the allowed e-mail domains of local_part mode, in lower case.
+	domains map[string]bool
 }
 
 // Bind decides whether login name user (authcid) with authzid may log in with
-// cert. It returns "" when the login is allowed, or the reason for the log.
-// An authzid other than empty or the authcid is always refused: nobody logs in
-// as somebody else through the front.
-func (p *IdentityPolicy) Bind(cert *x509.Certificate, authzid, user string) string {
+// cert. It returns the name to log in to the backend with, or why not (for the
+// log). An authzid other than empty or the authcid is always refused: nobody logs
+// in as somebody else through the front.
+func (p *IdentityPolicy) Bind(cert *x509.Certificate, authzid, user string) (login, why string) {
 	if authzid != "" && authzid != user {
-		return fmt.Sprintf("authzid %q differs from login %q", authzid, user)
+		return "", fmt.Sprintf("authzid %q differs from login %q", authzid, user)
 	}
 	if user == "" {
-		return "empty login"
+		return "", "empty login"
 	}
 	mode := IdentityEmail
 	if p != nil && p.Mode != "" {
@@ -55,66 +61,91 @@ func (p *IdentityPolicy) Bind(cert *x509.Certificate, authzid, user string) stri
 	switch mode {
 	case IdentityCN:
 		if cert.Subject.CommonName == "" {
-			return "certificate has no common name to bind the login to"
+			return "", "certificate has no common name to bind the login to"
 		}
 		if cert.Subject.CommonName == user {
-			return ""
+			return user, ""
 		}
-		return fmt.Sprintf("login %q does not match certificate common name %q", user, cert.Subject.CommonName)
+		return "", fmt.Sprintf("login %q does not match certificate common name %q", user, cert.Subject.CommonName)
 	case IdentityMap:
-		id := certIdentity(cert)
-		if id == "" {
-			return "certificate has neither an e-mail address nor a common name to look up in the identity map"
+		if len(cert.EmailAddresses) == 0 {
+			return "", "certificate has no e-mail address to look up in the identity map"
 		}
+		id := normMailbox(cert.EmailAddresses[0])
 		for _, l := range p.logins[id] {
 			if l == user {
-				return ""
+				return user, ""
 			}
 		}
-		return fmt.Sprintf("login %q is not mapped to certificate identity %s", user, id)
+		return "", fmt.Sprintf("login %q is not mapped to certificate identity %s", user, id)
 	}
 	if len(cert.EmailAddresses) == 0 {
-		return "certificate has no e-mail address (rfc822Name SAN) to bind the login to"
+		return "", "certificate has no e-mail address (rfc822Name SAN) to bind the login to"
+	}
+	if mode == IdentityLocalPart {
+		var elsewhere []string
+		for _, e := range cert.EmailAddresses {
+			local, domain, ok := splitMailbox(e)
+			if !ok || local != user {
+				continue
+			}
+			if p.domains[asciiLower(domain)] {
+				return user, ""
+			}
+			elsewhere = append(elsewhere, e)
+		}
+		if len(elsewhere) > 0 {
+			return "", fmt.Sprintf("certificate e-mail %s is in no domain of identity.domains", strings.Join(elsewhere, ", "))
+		}
+		return "", fmt.Sprintf("login %q does not match certificate e-mail local part of %s", user, strings.Join(cert.EmailAddresses, ", "))
 	}
 	for _, e := range cert.EmailAddresses {
-		if mode == IdentityLocalPart {
-			if at := strings.LastIndexByte(e, '@'); at > 0 && e[:at] == user {
-				return ""
-			}
-		} else if sameMailbox(e, user) {
-			return ""
+		if sameMailbox(e, user) {
+			return e, ""
 		}
 	}
-	what := "e-mail"
-	if mode == IdentityLocalPart {
-		what = "e-mail local part of"
-	}
-	return fmt.Sprintf("login %q does not match certificate %s %s", user, what, strings.Join(cert.EmailAddresses, ", "))
+	return "", fmt.Sprintf("login %q does not match certificate e-mail %s", user, strings.Join(cert.EmailAddresses, ", "))
 }
 
+// splitMailbox splits an address at its last '@'.
+func splitMailbox(s string) (local, domain string, ok bool) {
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return "", "", false
+	}
+	return s[:at], s[at+1:], true
+}
+
+// sameMailbox: same local part, and the same domain up to ASCII case. Unicode case
+// folding would let "alice@\u212Aitchen.org" (a Kelvin sign) match kitchen.org.
 func sameMailbox(a, b string) bool {
-	ai := strings.LastIndexByte(a, '@')
-	bi := strings.LastIndexByte(b, '@')
-	if ai <= 0 || bi <= 0 {
-		return false
-	}
-	return a[:ai] == b[:bi] && strings.EqualFold(a[ai+1:], b[bi+1:])
+	al, ad, ok1 := splitMailbox(a)
+	bl, bd, ok2 := splitMailbox(b)
+	return ok1 && ok2 && al == bl && asciiEqualFold(ad, bd)
 }
 
-// certIdentity is the key of a certificate in the identity map: its first
-// e-mail address with the domain lower-cased, or else its common name.
-func certIdentity(cert *x509.Certificate) string {
-	if len(cert.EmailAddresses) > 0 {
-		return normMailbox(cert.EmailAddresses[0])
-	}
-	return cert.Subject.CommonName
-}
-
+// normMailbox is an address with its domain in ASCII lower case.
 func normMailbox(s string) string {
-	if at := strings.LastIndexByte(s, '@'); at > 0 {
-		return s[:at] + "@" + strings.ToLower(s[at+1:])
+	if local, domain, ok := splitMailbox(s); ok {
+		return local + "@" + asciiLower(domain)
 	}
 	return s
+}
+
+// asciiLower lower-cases A–Z only.
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// asciiEqualFold compares up to the case of A–Z only.
+func asciiEqualFold(a, b string) bool {
+	return len(a) == len(b) && asciiLower(a) == asciiLower(b)
 }
 
 // Limits of the identity map, so a wrong file cannot eat the front's memory.
@@ -124,36 +155,74 @@ const (
 	maxLoginsPerLine = 64
 )
 
-// NewIdentityPolicy builds a policy. mapFile is read for IdentityMap only.
-func NewIdentityPolicy(mode IdentityMode, mapFile string) (*IdentityPolicy, error) {
-	switch mode {
-	case "":
+// NewIdentityPolicy builds a policy. mapFile is read for IdentityMap only; domains
+// are the allowed e-mail domains of IdentityLocalPart, required there and refused
+// in the other modes.
+func NewIdentityPolicy(mode IdentityMode, mapFile string, domains []string) (*IdentityPolicy, error) {
+	if mode == "" {
 		mode = IdentityEmail
-	case IdentityEmail, IdentityLocalPart, IdentityCN:
-	case IdentityMap:
-		if mapFile == "" {
-			return nil, fmt.Errorf("identity.mode map needs identity.map_file")
-		}
-		f, err := os.Open(mapFile)
-		if err != nil {
-			return nil, fmt.Errorf("identity.map_file: %w", err)
-		}
-		defer f.Close()
-		m, err := ParseIdentityMap(f)
-		if err != nil {
-			return nil, fmt.Errorf("identity.map_file %s: %w", mapFile, err)
-		}
-		return &IdentityPolicy{Mode: mode, logins: m}, nil
+	}
+	switch mode {
+	case IdentityEmail, IdentityLocalPart, IdentityCN, IdentityMap:
 	default:
 		return nil, fmt.Errorf("identity.mode %q: use email, local_part, cn or map", mode)
 	}
-	if mapFile != "" {
-		return nil, fmt.Errorf("identity.map_file is set but identity.mode is %s: set mode: map or remove the file", mode)
+	p := &IdentityPolicy{Mode: mode}
+	if mode == IdentityLocalPart {
+		if len(domains) == 0 {
+			return nil, errors.New("identity.mode local_part needs identity.domains: the e-mail domains whose local part is the login (e.g. [example.org]); without them a certificate for alice@anything would log in as alice")
+		}
+		p.domains = map[string]bool{}
+		for _, d := range domains {
+			if !isASCIIDomain(d) {
+				return nil, fmt.Errorf("identity.domains: %q is not a domain name (write an internationalised domain in its ASCII xn-- form)", d)
+			}
+			p.domains[asciiLower(d)] = true
+		}
+	} else if len(domains) > 0 {
+		return nil, fmt.Errorf("identity.domains is set but identity.mode is %s: it is only used with mode local_part", mode)
 	}
-	return &IdentityPolicy{Mode: mode}, nil
+	if mode != IdentityMap {
+		if mapFile != "" {
+			return nil, fmt.Errorf("identity.map_file is set but identity.mode is %s: set mode: map or remove the file", mode)
+		}
+		return p, nil
+	}
+	if mapFile == "" {
+		return nil, fmt.Errorf("identity.mode map needs identity.map_file")
+	}
+	f, err := os.Open(mapFile)
+	if err != nil {
+		return nil, fmt.Errorf("identity.map_file: %w", err)
+	}
+	defer f.Close()
+	m, err := ParseIdentityMap(f)
+	if err != nil {
+		return nil, fmt.Errorf("identity.map_file %s: %w", mapFile, err)
+	}
+	p.logins = m
+	return p, nil
 }
 
-// ParseIdentityMap reads an identity map: one certificate identity per line,
+// isASCIIDomain: letters, digits, '-' and '.', not empty, no empty label.
+func isASCIIDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ParseIdentityMap reads an identity map: one certificate e-mail address per line,
 // then the logins it may use, separated by spaces or tabs. '#' starts a comment.
 //
 //	alice@example.org   alice  a.smith
@@ -195,6 +264,10 @@ func ParseIdentityMap(r io.Reader) (map[string][]string, error) {
 		}
 		if bad {
 			problems = append(problems, fmt.Sprintf("line %d: control characters", n))
+			continue
+		}
+		if _, _, ok := splitMailbox(fields[0]); !ok {
+			problems = append(problems, fmt.Sprintf("line %d: %q is not an e-mail address (the map is keyed on the certificate's e-mail address)", n, fields[0]))
 			continue
 		}
 		id := normMailbox(fields[0])

@@ -11,9 +11,12 @@ import (
 
 func TestIdentityModes(t *testing.T) {
 	alice := &x509.Certificate{Subject: pkix.Name{CommonName: "Alice Smith"}, EmailAddresses: []string{"alice@Example.org"}}
+	elsewhere := &x509.Certificate{EmailAddresses: []string{"alice@anything.example"}}
+	twoMails := &x509.Certificate{EmailAddresses: []string{"alice@other.example", "alice@example.org"}}
 	noMail := &x509.Certificate{Subject: pkix.Name{CommonName: "carol"}}
+	kitchen := &x509.Certificate{EmailAddresses: []string{"alice@kitchen.org"}}
 	mapFile := filepath.Join(t.TempDir(), "ids.map")
-	if err := os.WriteFile(mapFile, []byte("alice@example.org alice a.smith\ncarol carol.c\n"), 0o600); err != nil {
+	if err := os.WriteFile(mapFile, []byte("alice@example.org alice a.smith\nalice@kitchen.org k.alice\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pol := func(m IdentityMode) *IdentityPolicy {
@@ -21,7 +24,11 @@ func TestIdentityModes(t *testing.T) {
 		if m == IdentityMap {
 			file = mapFile
 		}
-		p, err := NewIdentityPolicy(m, file)
+		var domains []string
+		if m == IdentityLocalPart {
+			domains = []string{"EXAMPLE.org"}
+		}
+		p, err := NewIdentityPolicy(m, file, domains)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -31,32 +38,42 @@ func TestIdentityModes(t *testing.T) {
 		mode        IdentityMode
 		cert        *x509.Certificate
 		authz, user string
-		ok          bool
+		login       string // what the backend gets; empty: refused
 	}{
-		{IdentityEmail, alice, "", "alice@example.org", true},
-		{IdentityEmail, alice, "", "alice", false},
-		{IdentityEmail, alice, "", "Alice Smith", false},
-		{IdentityLocalPart, alice, "", "alice", true},
-		{IdentityLocalPart, alice, "", "Alice", false},
-		{IdentityLocalPart, alice, "", "alice@example.org", false},
-		{IdentityLocalPart, alice, "bob", "alice", false},
-		{IdentityLocalPart, noMail, "", "carol", false},
-		{IdentityCN, alice, "", "Alice Smith", true},
-		{IdentityCN, alice, "", "alice@example.org", false},
-		{IdentityCN, &x509.Certificate{}, "", "x", false},
-		{IdentityMap, alice, "", "alice", true},
-		{IdentityMap, alice, "", "a.smith", true},
-		{IdentityMap, alice, "", "alice@example.org", false},
-		{IdentityMap, alice, "", "carol.c", false},
-		{IdentityMap, noMail, "", "carol.c", true},
-		{IdentityMap, noMail, "", "carol", false},
-		{IdentityMap, &x509.Certificate{EmailAddresses: []string{"mallory@example.org"}}, "", "alice", false},
-		{IdentityMap, alice, "a.smith", "alice", false},
+		// email: the backend gets the certificate's own spelling.
+		{IdentityEmail, alice, "", "alice@example.org", "alice@Example.org"},
+		{IdentityEmail, alice, "", "alice@EXAMPLE.ORG", "alice@Example.org"},
+		{IdentityEmail, alice, "", "alice", ""},
+		{IdentityEmail, alice, "", "Alice Smith", ""},
+		// A Kelvin sign (U+212A) folds to k in Unicode, not in ASCII.
+		{IdentityEmail, kitchen, "", "alice@\u212Aitchen.org", ""},
+		{IdentityEmail, kitchen, "", "alice@KITCHEN.org", "alice@kitchen.org"},
+		{IdentityLocalPart, alice, "", "alice", "alice"},
+		{IdentityLocalPart, alice, "", "Alice", ""},
+		{IdentityLocalPart, alice, "", "alice@example.org", ""},
+		{IdentityLocalPart, alice, "bob", "alice", ""},
+		{IdentityLocalPart, noMail, "", "carol", ""},
+		// local_part: the domain must be one of identity.domains.
+		{IdentityLocalPart, elsewhere, "", "alice", ""},
+		{IdentityLocalPart, twoMails, "", "alice", "alice"},
+		{IdentityCN, alice, "", "Alice Smith", "Alice Smith"},
+		{IdentityCN, alice, "", "alice@example.org", ""},
+		{IdentityCN, &x509.Certificate{}, "", "x", ""},
+		{IdentityMap, alice, "", "alice", "alice"},
+		{IdentityMap, alice, "", "a.smith", "a.smith"},
+		{IdentityMap, alice, "", "alice@example.org", ""},
+		{IdentityMap, alice, "", "k.alice", ""},
+		// map: keyed on the e-mail only; a certificate without one has no entry.
+		{IdentityMap, noMail, "", "carol", ""},
+		{IdentityMap, &x509.Certificate{Subject: pkix.Name{CommonName: "alice@example.org"}}, "", "alice", ""},
+		{IdentityMap, &x509.Certificate{EmailAddresses: []string{"mallory@example.org"}}, "", "alice", ""},
+		{IdentityMap, &x509.Certificate{EmailAddresses: []string{"alice@\u212Aitchen.org"}}, "", "k.alice", ""},
+		{IdentityMap, alice, "a.smith", "alice", ""},
 	}
 	for _, tt := range tests {
-		why := pol(tt.mode).Bind(tt.cert, tt.authz, tt.user)
-		if (why == "") != tt.ok {
-			t.Errorf("%s: Bind(%v, %q, %q) = %q, want ok=%v", tt.mode, tt.cert.EmailAddresses, tt.authz, tt.user, why, tt.ok)
+		login, why := pol(tt.mode).Bind(tt.cert, tt.authz, tt.user)
+		if login != tt.login || (why == "") != (tt.login != "") {
+			t.Errorf("%s: Bind(%v, %q, %q) = %q, %q; want login %q", tt.mode, tt.cert.EmailAddresses, tt.authz, tt.user, login, why, tt.login)
 		}
 	}
 }
@@ -72,9 +89,25 @@ func TestNewIdentityPolicyErrors(t *testing.T) {
 		{IdentityMap, "/nonexistent/ids.map", "no such file"},
 		{IdentityEmail, "testdata/identitymap/good_basic.map", "set mode: map"},
 		{IdentityMap, "testdata/identitymap/fail_duplicate.map", "line 2"},
+		{IdentityLocalPart, "", "needs identity.domains"},
 	} {
-		if _, err := NewIdentityPolicy(tt.mode, tt.file); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if _, err := NewIdentityPolicy(tt.mode, tt.file, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("NewIdentityPolicy(%q, %q) = %v, want an error with %q", tt.mode, tt.file, err, tt.want)
+		}
+	}
+	for _, tt := range []struct {
+		mode    IdentityMode
+		domains []string
+		want    string
+	}{
+		{IdentityLocalPart, []string{"\u212Aitchen.org"}, "xn--"},
+		{IdentityLocalPart, []string{"example..org"}, "not a domain name"},
+		{IdentityLocalPart, []string{""}, "not a domain name"},
+		{IdentityEmail, []string{"example.org"}, "only used with mode local_part"},
+		{IdentityMap, []string{"example.org"}, "only used with mode local_part"},
+	} {
+		if _, err := NewIdentityPolicy(tt.mode, "", tt.domains); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("NewIdentityPolicy(%q, domains %q) = %v, want an error with %q", tt.mode, tt.domains, err, tt.want)
 		}
 	}
 }
@@ -173,13 +206,13 @@ func TestBindIdentity(t *testing.T) {
 		{"empty", "", "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			why := (*IdentityPolicy)(nil).Bind(cert, tc.authz, tc.user)
+			_, why := (*IdentityPolicy)(nil).Bind(cert, tc.authz, tc.user)
 			if (why == "") != tc.ok {
 				t.Fatalf("Bind(%q, %q) = %q", tc.authz, tc.user, why)
 			}
 		})
 	}
-	if why := (*IdentityPolicy)(nil).Bind(&x509.Certificate{}, "", "alice@example.org"); why == "" {
+	if _, why := (*IdentityPolicy)(nil).Bind(&x509.Certificate{}, "", "alice@example.org"); why == "" {
 		t.Fatal("a certificate without e-mail bound a login")
 	}
 }

@@ -19,29 +19,44 @@ func TestIdentityModesEndToEnd(t *testing.T) {
 	mapFile := filepath.Join(t.TempDir(), "ids.map")
 	testenv.WriteFile(t, mapFile, []byte("alice@example.org  alice a.smith\n"))
 	for _, tt := range []struct {
-		mode     mtls.IdentityMode
-		user     string
-		password string
-		ok       bool
+		mode      mtls.IdentityMode
+		user      string
+		password  string
+		ok        bool
+		elsewhere bool // a certificate of the same CA for alice@anything.example
 	}{
-		{mtls.IdentityLocalPart, "alice", "alice-secret", true},
-		{mtls.IdentityLocalPart, "bob", "bob-secret", false},
-		{mtls.IdentityMap, "a.smith", "smith-secret", true},
-		{mtls.IdentityMap, "alice", "alice-secret", true},
-		{mtls.IdentityMap, "bob", "bob-secret", false},
-		{mtls.IdentityEmail, "alice", "alice-secret", false},
+		{mtls.IdentityLocalPart, "alice", "alice-secret", true, false},
+		// local_part binds the domain too (identity.domains).
+		{mtls.IdentityLocalPart, "alice", "alice-secret", false, true},
+		{mtls.IdentityLocalPart, "bob", "bob-secret", false, false},
+		{mtls.IdentityMap, "a.smith", "smith-secret", true, false},
+		{mtls.IdentityMap, "alice", "alice-secret", true, false},
+		{mtls.IdentityMap, "bob", "bob-secret", false, false},
+		{mtls.IdentityEmail, "alice", "alice-secret", false, false},
 	} {
-		t.Run(string(tt.mode)+"/"+tt.user, func(t *testing.T) {
+		name := string(tt.mode) + "/" + tt.user
+		if tt.elsewhere {
+			name += "/other_domain"
+		}
+		t.Run(name, func(t *testing.T) {
 			file := ""
 			if tt.mode == mtls.IdentityMap {
 				file = mapFile
 			}
-			pol, err := mtls.NewIdentityPolicy(tt.mode, file)
+			var domains []string
+			if tt.mode == mtls.IdentityLocalPart {
+				domains = []string{"example.org"}
+			}
+			pol, err := mtls.NewIdentityPolicy(tt.mode, file, domains)
 			if err != nil {
 				t.Fatal(err)
 			}
 			e := newEnv(t, envOptions{dovecot: dc, mod: func(o *mtls.Options) { o.Identity = pol }})
-			l := e.dial(t, e.alice)
+			leaf := e.alice
+			if tt.elsewhere {
+				leaf = e.pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@anything.example"}})
+			}
+			l := e.dial(t, leaf)
 			l.line() // greeting
 			l.send("a1 LOGIN " + tt.user + " " + tt.password + "\r\n")
 			got := l.until("a1 ")

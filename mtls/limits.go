@@ -10,7 +10,8 @@ import (
 	"time"
 )
 
-// Limits bound what one address (and everyone together) may hold or start.
+// Limits bound what one address (and everyone together) may hold or start. An IPv6
+// client's address is its /64 (groupAddr).
 type Limits struct {
 	// MaxConnections open at once, all addresses; default 10000.
 	MaxConnections int
@@ -98,7 +99,7 @@ func newConnLimiter() *connLimiter {
 // acquire admits a new connection from ip, or says why not. release must be called
 // when the connection ends.
 func (l *connLimiter) acquire(ip netip.Addr, lim *Limits, now time.Time) (release func(), why string) {
-	ip = ip.Unmap()
+	ip = groupAddr(ip) // an IPv6 /64 counts as one address
 	if n := l.total.Add(1); n > int64(lim.MaxConnections) {
 		l.total.Add(-1)
 		return nil, fmt.Sprintf("server is at max_connections (%d)", lim.MaxConnections)
@@ -149,7 +150,7 @@ func (l *connLimiter) sweep(sh *struct {
 // handshakeAllowed takes one token from ip's handshake bucket. The entry exists while
 // the connection is open (acquire made it).
 func (l *connLimiter) handshakeAllowed(ip netip.Addr, lim *Limits, now time.Time) bool {
-	ip = ip.Unmap()
+	ip = groupAddr(ip) // an IPv6 /64 counts as one address
 	sh := &l.shards[shardOf(string(ip.AsSlice()))]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()

@@ -2,11 +2,20 @@ package mtls
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"time"
 )
+
+// maxPassword is the longest password the front takes (bytes); a longer one is BAD and
+// counts as a failed login.
+const maxPassword = 1024
 
 // secret holds a password; it never prints.
 type secret string
@@ -26,6 +35,21 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	if s.client != "" {
 		log = log.With("client", s.client)
 	}
+	if s.logins >= st.opts.MaxLoginsPerConnection {
+		s.srv.metrics.logins.WithLabelValues("too_many").Inc()
+		log.Warn("connection closed: too many logins", "event", "login", "result", "too_many", "reason", fmt.Sprintf("%d login attempts on this connection (limits.max_logins_per_connection)", s.logins))
+		return false, byeTooManyLogins
+	}
+	s.logins++
+	// One mistake, one failure: Thunderbird retries a failed AUTHENTICATE PLAIN at once
+	// with LOGIN and the same password. The same failed credentials on this connection
+	// are answered at once as before, and count once.
+	fp := loginFingerprint(authzid, user, pass)
+	if r := s.repeatedFailure(fp); r != nil {
+		s.srv.metrics.logins.WithLabelValues("repeated").Inc()
+		log.Info("login failed: the same credentials already failed on this connection", "event", "login", "result", "repeated", "reason", r.Reason)
+		return false, r
+	}
 	a, err := s.reserveLogin(ctx, log)
 	if a == nil {
 		if s.killed.Load() {
@@ -34,14 +58,29 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		return false, err
 	}
 	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
-	if why := st.opts.Identity.Bind(p.leaf, authzid, user); why != "" {
-		return false, s.loginFailed(ctx, log, a, "identity_mismatch", why)
+	if len(pass) > maxPassword {
+		// Dovecot answers BYE to these ("Input buffer full"): it must not be a way to
+		// ask the backend for free.
+		return false, s.remember(fp, s.failLogin(ctx, log, a, "password_too_long", fmt.Sprintf("password of %d bytes", len(pass)), badPasswordTooLong.withReason("password too long")))
 	}
-	b, bbr, caps, err := s.backendLogin(ctx, user, pass)
+	login, why := st.opts.Identity.Bind(p.leaf, authzid, user)
+	if why != "" {
+		return false, s.remember(fp, s.failLogin(ctx, log, a, "identity_mismatch", why, errAuthFailed(why)))
+	}
+	if login != user {
+		log = log.With("backend_user", login)
+	}
+	b, bbr, caps, err := s.backendLogin(ctx, login, pass)
 	if err != nil {
 		var r *Reply
-		if errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED" {
-			return false, s.loginFailed(ctx, log, a, "bad_password", r.Reason)
+		var refused *errLoginRefused
+		switch {
+		case errors.As(err, &r) && r.Code == "AUTHENTICATIONFAILED":
+			return false, s.remember(fp, s.failLogin(ctx, log, a, "bad_password", r.Reason, r))
+		case errors.As(err, &refused):
+			// Any other answer to a LOGIN that was sent is counted and delayed too:
+			// which input makes a backend answer what must not matter.
+			return false, s.failLogin(ctx, log, a, "backend_refused", err.Error(), errUnavailable(textBackendDown, err.Error()))
 		}
 		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
 		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
@@ -104,9 +143,10 @@ func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt,
 	}
 }
 
-// loginFailed throttles (a growing delay), counts and logs a failed login. The client
-// sees the same NO whatever the reason.
-func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt, result, why string) error {
+// failLogin throttles (a growing delay), counts and logs a failed login, then returns
+// reply: for a wrong password, a login name the certificate does not allow or an
+// authzid, the same NO whatever the reason.
+func (s *session) failLogin(ctx context.Context, log *slog.Logger, a *attempt, result, why string, reply *Reply) error {
 	delay := a.failed(&s.st.opts.Throttle, time.Now())
 	s.srv.metrics.logins.WithLabelValues(result).Inc()
 	log.Warn("login failed", "event", "login", "result", result, "reason", why, "delay", delay.String())
@@ -120,7 +160,59 @@ func (s *session) loginFailed(ctx context.Context, log *slog.Logger, a *attempt,
 			t.Stop()
 		}
 	}
-	return errAuthFailed(why)
+	return reply
+}
+
+// loginMACKey keys the fingerprints of failed logins: random for each process, it
+// makes a fingerprint useless outside it. Passwords themselves are never kept.
+var loginMACKey = func() []byte {
+	k := make([]byte, 32)
+	rand.Read(k)
+	return k
+}()
+
+// loginFingerprint is a keyed hash (HMAC-SHA256) of what a login tried. An authzid
+// equal to the login is the same as none (Bind treats them alike).
+func loginFingerprint(authzid, user string, pass secret) [32]byte {
+	if authzid == user {
+		authzid = ""
+	}
+	m := hmac.New(sha256.New, loginMACKey)
+	for _, part := range []string{authzid, user, string(pass)} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		m.Write(n[:])
+		m.Write([]byte(part))
+	}
+	var out [32]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// failedLogin is a failure of this connection: its fingerprint and its answer.
+type failedLogin struct {
+	mac   [32]byte
+	reply *Reply
+}
+
+// remember keeps the fingerprint of a failed login with its answer, and returns it.
+func (s *session) remember(fp [32]byte, reply error) error {
+	if r, ok := reply.(*Reply); ok {
+		s.failed = append(s.failed, failedLogin{mac: fp, reply: r})
+	}
+	return reply
+}
+
+// repeatedFailure is the answer of an earlier failure with fingerprint fp, or nil.
+// Every remembered fingerprint is compared in constant time.
+func (s *session) repeatedFailure(fp [32]byte) *Reply {
+	var found *Reply
+	for _, f := range s.failed {
+		if hmac.Equal(f.mac[:], fp[:]) && found == nil {
+			found = f.reply
+		}
+	}
+	return found
 }
 
 func roundUp(d time.Duration) string {

@@ -32,11 +32,11 @@ func NewMetrics() *Metrics {
 		Registry: prometheus.NewRegistry(),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapgate_front_handshakes_total",
-			Help: "TLS handshakes and certificate checks by result (ok, no_cert, untrusted, expired, not_yet_valid, wrong_usage, revoked, crl_unavailable, invalid, tls_error, timeout, limited).",
+			Help: "TLS handshakes and certificate checks by result (ok, no_cert, untrusted, expired, not_yet_valid, wrong_usage, weak_key, role_certificate, revoked, crl_unavailable, invalid, tls_error, timeout, limited).",
 		}, []string{"result"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "imapgate_front_logins_total",
-			Help: "Login decisions by result (ok, bad_password, identity_mismatch, locked, busy, backend_error).",
+			Help: "Login decisions by result (ok, bad_password, identity_mismatch, password_too_long, repeated, backend_refused, locked, busy, too_many, backend_error).",
 		}, []string{"result"}),
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "imapgate_front_sessions_active",

@@ -43,6 +43,9 @@ type Options struct {
 	PreAuthTotal time.Duration
 	// MaxBadCommands before the front says BYE; default 5.
 	MaxBadCommands int
+	// MaxLoginsPerConnection is how many LOGIN or AUTHENTICATE attempts one connection
+	// may make; the next one gets BYE. Default 6.
+	MaxLoginsPerConnection int
 	// DrainTimeout is how long Shutdown lets sessions run on; default 30s.
 	DrainTimeout time.Duration
 
@@ -180,6 +183,9 @@ func (o *Options) setDefaults() {
 	setDefault(&o.Backend.LoginTimeout, 15*time.Second)
 	if o.MaxBadCommands <= 0 {
 		o.MaxBadCommands = 5
+	}
+	if o.MaxLoginsPerConnection <= 0 {
+		o.MaxLoginsPerConnection = 6
 	}
 	o.Limits.setDefaults()
 	o.Throttle.setDefaults()

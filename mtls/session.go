@@ -41,8 +41,10 @@ type session struct {
 	killed atomic.Bool
 	ended  chan struct{} // closed by kill: waits in the pre-auth path give up
 	bad    int
-	plain  int         // commands read before STARTTLS (limits.max_plain_commands)
-	expiry *time.Timer // ends the session when the certificate expires
+	plain  int           // commands read before STARTTLS (limits.max_plain_commands)
+	logins int           // LOGIN and AUTHENTICATE attempts so far
+	failed []failedLogin // fingerprints of this connection's failed logins (login.go)
+	expiry *time.Timer   // ends the session when the certificate expires
 
 	start   time.Time // accept: timeouts.preauth_total counts from here, STARTTLS or not
 	preauth bool      // holds a place in the pre-auth share (limits.preauth_share)

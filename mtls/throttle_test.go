@@ -50,12 +50,17 @@ func TestThrottleGrowthAndLockout(t *testing.T) {
 	if d, why := locked(th, "aa", ip, &cfg, now); d == 0 || !strings.Contains(why, "certificate aa") {
 		t.Fatalf("not locked after 10 failures: %v %q", d, why)
 	}
-	// Another certificate from the same address is locked too (per-IP), one elsewhere not.
-	if d, _ := locked(th, "bb", ip, &cfg, now); d == 0 {
-		t.Fatal("address not locked")
+	// Another certificate from the same address (another person behind the same NAT)
+	// is not locked out: one card holder's failures lock only that card.
+	if d, why := locked(th, "bb", ip, &cfg, now); d != 0 {
+		t.Fatalf("another certificate from the same address locked out: %q", why)
 	}
-	if d, _ := locked(th, "bb", netip.MustParseAddr("192.0.2.2"), &cfg, now); d != 0 {
-		t.Fatal("unrelated certificate and address locked")
+	// The address's failures add delay to the other certificate's first failure.
+	if d := fail(t, th, "bb", ip, &cfg, now); d != cfg.MaxDelay {
+		t.Fatalf("first failure of another certificate after 10 from its address: delay %v, want %v", d, cfg.MaxDelay)
+	}
+	if d := fail(t, th, "bb", netip.MustParseAddr("192.0.2.2"), &cfg, now); d != 2*cfg.BaseDelay {
+		t.Fatalf("second failure of bb from elsewhere: delay %v, want %v", d, 2*cfg.BaseDelay)
 	}
 	later := now.Add(cfg.LockoutFor + time.Second)
 	if d, _ := locked(th, "aa", ip, &cfg, later); d != 0 {
@@ -98,21 +103,23 @@ func TestThrottleInFlight(t *testing.T) {
 		}
 		held = append(held, a)
 	}
-	// The certificate's budget is taken (from any address), and the address's (for any
-	// certificate).
+	// The certificate's budget is taken, from any address.
 	for _, tc := range []struct {
 		serial string
 		ip     netip.Addr
-	}{{"aa", ip}, {"aa", other}, {"bb", ip}} {
+	}{{"aa", ip}, {"aa", other}} {
 		a, wake, _, why := th.reserve(tc.serial, tc.ip, &cfg, now)
 		if a != nil || wake == nil || why != "" {
 			t.Fatalf("%s from %s over the budget: attempt %v, wake %v, %q", tc.serial, tc.ip, a, wake, why)
 		}
 	}
-	if a, _, _, _ := th.reserve("bb", other, &cfg, now); a == nil {
-		t.Fatal("an unrelated certificate and address must not wait")
-	} else {
-		a.release(now)
+	// Other certificates never wait behind it, from the same address or elsewhere.
+	for _, from := range []netip.Addr{ip, other} {
+		if a, _, _, _ := th.reserve("bb", from, &cfg, now); a == nil {
+			t.Fatalf("another certificate from %s must not wait", from)
+		} else {
+			a.release(now)
+		}
 	}
 	_, wake, _, _ := th.reserve("aa", ip, &cfg, now)
 	held[0].failed(&cfg, now)
@@ -141,5 +148,54 @@ func TestThrottleInFlight(t *testing.T) {
 		if n := len(th2.shards[i].m); n != 0 {
 			t.Fatalf("throttle keeps %d entries after a success and a release", n)
 		}
+	}
+}
+
+// TestThrottleAddressLockout: an address is locked out only once many different
+// certificates have failed from it (address_lockout_certificates); then every
+// certificate from it is refused, and other addresses are not.
+func TestThrottleAddressLockout(t *testing.T) {
+	cfg := Throttle{AddressLockoutCertificates: 3, LockoutAfter: 100}
+	cfg.setDefaults()
+	th := newThrottle()
+	ip, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	now := time.Now()
+	// One certificate failing many times does not lock the address.
+	for i := 0; i < 20; i++ {
+		fail(t, th, "aa", ip, &cfg, now)
+	}
+	fail(t, th, "bb", ip, &cfg, now)
+	if d, why := locked(th, "zz", ip, &cfg, now); d != 0 {
+		t.Fatalf("address locked after two certificates failed: %q", why)
+	}
+	fail(t, th, "cc", ip, &cfg, now)
+	d, why := locked(th, "zz", ip, &cfg, now)
+	if d == 0 || !strings.Contains(why, "address 192.0.2.1") || !strings.Contains(why, "3 different certificates") {
+		t.Fatalf("three certificates failed from one address: %v %q", d, why)
+	}
+	if d, why := locked(th, "zz", other, &cfg, now); d != 0 {
+		t.Fatalf("another address locked: %q", why)
+	}
+	if d, _ := locked(th, "zz", ip, &cfg, now.Add(cfg.LockoutFor+time.Second)); d != 0 {
+		t.Fatal("address lockout did not end")
+	}
+}
+
+// TestThrottleIPv6: failures from many addresses of one /64 add up as one address's,
+// for the delay and the address lockout.
+func TestThrottleIPv6(t *testing.T) {
+	cfg := Throttle{AddressLockoutCertificates: 3, LockoutAfter: 100}
+	cfg.setDefaults()
+	th := newThrottle()
+	now := time.Now()
+	for i, serial := range []string{"aa", "bb", "cc"} {
+		fail(t, th, serial, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i + 1)}), &cfg, now)
+	}
+	d, why := locked(th, "zz", netip.MustParseAddr("2001:db8::ffff"), &cfg, now)
+	if d == 0 || !strings.Contains(why, "2001:db8::/64") {
+		t.Fatalf("three certificates failed from one /64: %v %q", d, why)
+	}
+	if d, why := locked(th, "zz", netip.MustParseAddr("2001:db8:0:1::1"), &cfg, now); d != 0 {
+		t.Fatalf("another /64 locked: %q", why)
 	}
 }

@@ -3,6 +3,7 @@ package testenv
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -12,6 +13,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -41,6 +43,11 @@ type KeyType int
 const (
 	KeyEC256 KeyType = iota
 	KeyRSA2048
+	// Keys the front must refuse or accept by strength (hostile-input tests).
+	KeyRSA1024
+	KeyEC384
+	KeyEC521
+	KeyEd25519
 )
 
 // LeafOptions describes a leaf certificate. The zero value is a valid user certificate:
@@ -50,7 +57,8 @@ type LeafOptions struct {
 	Emails     []string
 	DNSNames   []string
 	IPs        []net.IP
-	EKU        []x509.ExtKeyUsage // default clientAuth
+	EKU        []x509.ExtKeyUsage // default clientAuth; an empty non-nil slice: no EKU at all
+	URIs       []*url.URL         // URI SANs, e.g. urn:imapgate:role:admin
 	NotBefore  time.Time          // default now-1h
 	NotAfter   time.Time          // default now+24h
 	Key        KeyType
@@ -179,6 +187,7 @@ func leafTemplate(o LeafOptions, serial *big.Int) *x509.Certificate {
 		EmailAddresses: o.Emails,
 		DNSNames:       o.DNSNames,
 		IPAddresses:    o.IPs,
+		URIs:           o.URIs,
 		ExtKeyUsage:    o.EKU,
 		KeyUsage:       x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 	}
@@ -299,10 +308,30 @@ func (p *PKI) CRL(t testing.TB, o CRLOptions) []byte {
 
 func newKey(t testing.TB, k KeyType) crypto.Signer {
 	switch k {
-	case KeyRSA2048:
-		key, err := rsa.GenerateKey(rand.Reader, 2048)
+	case KeyRSA2048, KeyRSA1024:
+		bits := 2048
+		if k == KeyRSA1024 {
+			bits = 1024
+		}
+		key, err := rsa.GenerateKey(rand.Reader, bits)
 		if err != nil {
 			t.Fatalf("testenv: rsa key: %v", err)
+		}
+		return key
+	case KeyEC384, KeyEC521:
+		curve := elliptic.P384()
+		if k == KeyEC521 {
+			curve = elliptic.P521()
+		}
+		key, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			t.Fatalf("testenv: ec key: %v", err)
+		}
+		return key
+	case KeyEd25519:
+		_, key, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			t.Fatalf("testenv: ed25519 key: %v", err)
 		}
 		return key
 	default:
