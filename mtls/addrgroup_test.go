@@ -1,11 +1,9 @@
 package mtls_test
 
 import (
-	"crypto/tls"
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 
@@ -21,28 +19,16 @@ func TestPerAddressLimitsIPv6(t *testing.T) {
 		o.Limits = mtls.Limits{MaxConnectionsPerIP: 1}
 	}})
 	dialFrom := func(src string) (*lineConn, error) {
-		conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		h := &proxyproto.Header{
+		tc, err := dialViaProxy(e, e.alice, &proxyproto.Header{
 			Version:           2,
 			Command:           proxyproto.PROXY,
 			TransportProtocol: proxyproto.TCPv6,
 			SourceAddr:        &net.TCPAddr{IP: net.ParseIP(src), Port: 40000},
 			DestinationAddr:   &net.TCPAddr{IP: net.ParseIP("2001:db8:ffff::1"), Port: 993},
-		}
-		if _, err := h.WriteTo(conn); err != nil {
-			conn.Close()
+		})
+		if err != nil {
 			return nil, err
 		}
-		tc := tls.Client(conn, e.clientTLS(e.alice))
-		tc.SetDeadline(time.Now().Add(20 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		tc.SetDeadline(time.Time{})
 		c := newLineConn(t, tc)
 		if _, err := c.readLine(); err != nil {
 			return nil, err

@@ -230,7 +230,7 @@ func readTagged(br *bufio.Reader, tag string) (tagged, error) {
 		}
 		if rest, ok := strings.CutPrefix(line, "* "); ok {
 			if c, ok := cutFold(rest, "CAPABILITY "); ok {
-				r.caps = c
+				r.caps = printable(c)
 			}
 			if strings.HasPrefix(strings.ToUpper(rest), "BYE") {
 				return r, &errBackendAnswer{answer: fmt.Sprintf("%.200s", line)}
@@ -246,11 +246,23 @@ func readTagged(br *bufio.Reader, tag string) (tagged, error) {
 		r.text = text
 		if c, ok := cutFold(text, "[CAPABILITY "); ok {
 			if end := strings.IndexByte(c, ']'); end >= 0 {
-				r.caps = c[:end]
+				r.caps = printable(c[:end])
 			}
 		}
 		return r, nil
 	}
+}
+
+// printable is s when it holds printable ASCII only, else "": the capabilities are
+// relayed to the client, and a backend must not slip a control character (a bare CR)
+// into the client's stream.
+func printable(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return ""
+		}
+	}
+	return s
 }
 
 // respCode is the response code of a status text ("[UNAVAILABLE] …" → "UNAVAILABLE").

@@ -621,7 +621,8 @@ func TestThrottle(t *testing.T) {
 	c := e.dial(t, e.alice)
 	c.line()
 	for i := 0; i < 3; i++ {
-		c.send("a LOGIN alice@example.org wrong\r\n")
+		// Three different wrong passwords: one repeated would count once.
+		c.send(fmt.Sprintf("a LOGIN alice@example.org wrong%d\r\n", i))
 		if got := c.line(); got != "a NO [AUTHENTICATIONFAILED] Authentication failed." {
 			t.Fatalf("attempt %d: %q", i, got)
 		}

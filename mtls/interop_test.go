@@ -93,29 +93,13 @@ func TestProxyProtocol(t *testing.T) {
 		o.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 	}})
 	dialVia := func(version byte) (*tls.Conn, error) {
-		conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
-		if err != nil {
-			return nil, err
-		}
-		h := &proxyproto.Header{
+		return dialViaProxy(e, e.alice, &proxyproto.Header{
 			Version:           version,
 			Command:           proxyproto.PROXY,
 			TransportProtocol: proxyproto.TCPv4,
 			SourceAddr:        &net.TCPAddr{IP: net.ParseIP("198.51.100.23"), Port: 40000},
 			DestinationAddr:   &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 993},
-		}
-		if _, err := h.WriteTo(conn); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		tc := tls.Client(conn, e.clientTLS(e.alice))
-		tc.SetDeadline(time.Now().Add(20 * time.Second))
-		if err := tc.Handshake(); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		tc.SetDeadline(time.Time{})
-		return tc, nil
+		})
 	}
 	tc, err := dialVia(2)
 	if err != nil {
@@ -135,4 +119,25 @@ func TestProxyProtocol(t *testing.T) {
 		tc.Close()
 		t.Fatal("PROXY v1 header accepted")
 	}
+}
+
+// dialViaProxy connects to the front as a trusted balancer would: header first, then
+// the TLS handshake with leaf.
+func dialViaProxy(e *env, leaf *testenv.Leaf, h *proxyproto.Header) (*tls.Conn, error) {
+	conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.WriteTo(conn); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	tc := tls.Client(conn, e.clientTLS(leaf))
+	tc.SetDeadline(time.Now().Add(20 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
 }

@@ -105,8 +105,8 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 }
 
 // reserveLogin takes this login's place in the throttle before the password is checked
-// anywhere. While other logins of the same certificate or address hold what is left
-// of the lockout budget it waits for them to be decided (a mail program opening several
+// anywhere. While other logins of the same certificate hold what is left of its
+// lockout budget it waits for them to be decided (a mail program opening several
 // connections at once just waits a moment); a lockout, or a wait that lasts the
 // pre-auth timeout, refuses the login. A nil attempt comes with the reply to give.
 func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt, error) {
@@ -131,7 +131,7 @@ func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt,
 		select {
 		case <-wake:
 		case <-timeout:
-			why := "other logins of this certificate or address were still being checked"
+			why := "other logins of this certificate were still being checked"
 			s.srv.metrics.logins.WithLabelValues("busy").Inc()
 			log.Warn("login refused", "event", "login", "result", "busy", "reason", why)
 			return nil, errUnavailable(textLoginBusy, why)

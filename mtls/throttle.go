@@ -78,6 +78,16 @@ type failures struct {
 	serials     map[string]struct{} // address: the certificates that failed within the window
 }
 
+// entry is k's entry, made if missing. The caller holds sh.mu.
+func (sh *throttleShard) entry(k string) *failures {
+	f := sh.m[k]
+	if f == nil {
+		f = &failures{}
+		sh.m[k] = f
+	}
+	return f
+}
+
 func newThrottle() *throttle {
 	t := &throttle{}
 	for i := range t.shards {
@@ -115,11 +125,7 @@ func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time
 	sh := &t.shards[shardOf(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	f := sh.m[k]
-	if f == nil {
-		f = &failures{}
-		sh.m[k] = f
-	}
+	f := sh.entry(k)
 	f.forget(cfg, now)
 	switch {
 	case now.Before(f.lockedUntil):
@@ -162,11 +168,7 @@ func (t *throttle) update(k string, now time.Time, inFlight bool, fn func(f *fai
 	sh := &t.shards[shardOf(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	f := sh.m[k]
-	if f == nil {
-		f = &failures{}
-		sh.m[k] = f
-	}
+	f := sh.entry(k)
 	if inFlight {
 		f.inFlight--
 	}
