@@ -345,7 +345,7 @@ func TestStoreRefusesUnnumbered(t *testing.T) {
 // unnumberedCRL signs a CRL with no extensions at all, which x509.CreateRevocationList
 // cannot make (it insists on a number): an old-style CRL from some other signer of the
 // same key, listing nothing.
-func unnumberedCRL(t *testing.T, pki *testenv.PKI) []byte {
+func unnumberedCRL(t testing.TB, pki *testenv.PKI) []byte {
 	t.Helper()
 	now := time.Now().UTC().Truncate(time.Second)
 	sigAlg := pkix.AlgorithmIdentifier{Algorithm: asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}} // ecdsa-with-SHA256

@@ -6,10 +6,13 @@
 // A [Store] polls its source, verifies every new CRL (signature by the configured
 // issuer, issuer name, thisUpdate/nextUpdate, a complete CRL — no delta CRL, partition,
 // indirect CRL or unknown critical extension —, a CRL number that never goes backwards
-// or disappears) and swaps it in behind an atomic pointer. [Store.Fresh] fails closed:
-// once the CRL is past nextUpdate plus a grace period, or has not been confirmed for
-// MaxAge, it returns an error and callers must refuse new connections; [Store.OnStale]
-// tells them when that starts, so that they can end what they let in before.
+// or disappears, across restarts too when a state file is set) and swaps it in behind an
+// atomic pointer. The signature is checked over the raw bytes before any entry is parsed,
+// so a forged CRL costs a hash; the entries go straight into an index whose lookup
+// neither allocates nor locks. [Store.Fresh] fails closed: once the CRL is past
+// nextUpdate plus a grace period, or has not been confirmed for MaxAge, it returns an
+// error and callers must refuse new connections; [Store.OnStale] tells them when that
+// starts, so that they can end what they let in before.
 //
 // It is not a CA: it never signs a CRL, and it does not know how revocations are stored
 // (see package ca). It imports nothing of imapgate.

@@ -1,6 +1,7 @@
 package crl
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -9,17 +10,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// MaxCRLSize bounds a fetched CRL. 100,000 entries are about 4 MB of DER.
-const MaxCRLSize = 64 << 20
+// MaxCRLSize bounds a CRL's DER, fetched or read: room for a million entries. An entry in
+// the CA's format — a 128-bit random serial (a 16- or 17-byte INTEGER), a UTCTime and a
+// reasonCode — takes 50 bytes, so a million are 50 MB; RFC 5280's largest entry (a
+// 20-byte serial, a GeneralizedTime, a reasonCode) takes 55, 55 MB a million. 56 MiB
+// (58.7 MB) leaves 3.7 MB (6 %) over the latter. A PEM CRL may take the base64 of that.
+const MaxCRLSize = 56 << 20
 
 // Options configure a Store. Exactly one of URL and File is set.
 type Options struct {
@@ -34,8 +41,20 @@ type Options struct {
 	// Grace is how long past nextUpdate the CRL is still used; default 1h.
 	Grace time.Duration
 	// MaxAge, when set, also makes the CRL stale when no poll has confirmed it for
-	// this long (the CA may have a newer one we cannot reach).
+	// this long (the CA may have a newer one we cannot reach). Over https a poll that
+	// finds the CRL unchanged (304, or the same bytes) confirms it: the CA's server said
+	// so. Over plain http anybody on the path can answer 304 or replay the CRL, so there
+	// only the CRL's own signed thisUpdate counts: the CRL is confirmed as of the
+	// thisUpdate of the newest CRL seen, and MaxAge must exceed the CA's re-signing
+	// period. A file is confirmed by every read.
 	MaxAge time.Duration
+	// StateFile, when set, keeps the highest CRL number installed per issuer across
+	// restarts and reloads (see stateFile); a lower one is refused even by a fresh
+	// process. One file may serve every Store of a process.
+	StateFile string
+	// FetchTimeout bounds one whole poll — connection, headers and body — however the
+	// server paces it; default 30s. (HTTPClient's own Timeout applies too.)
+	FetchTimeout time.Duration
 	// HTTPClient fetches URL; default a client with a 10s timeout.
 	HTTPClient *http.Client
 	// Logger; default slog.Default().
@@ -45,6 +64,8 @@ type Options struct {
 // Store holds the current snapshot of one issuer's CRL and refreshes it.
 type Store struct {
 	opts      Options
+	client    *http.Client // opts.HTTPClient with checkRedirect
+	plainHTTP bool         // opts.URL is http://: a 304 or a replay confirms nothing
 	cur       atomic.Pointer[Snapshot]
 	confirmed atomic.Int64 // unix nanos of the last poll that confirmed the current CRL
 	failures  atomic.Int64 // consecutive failed polls
@@ -52,7 +73,9 @@ type Store struct {
 	mu        sync.Mutex // serialises Refresh and guards subs and staleSubs
 	subs      []func(*Snapshot)
 	staleSubs []func(error)
-	stale     bool // Run's view: Fresh failed at its last check
+	stale     bool     // Run's view: Fresh failed at its last check
+	floor     *big.Int // highest CRL number in StateFile (guarded by mu)
+	unsaved   bool     // the current CRL's number is not in StateFile yet (guarded by mu)
 }
 
 // NewStore validates opts and returns a Store with no snapshot yet; call Refresh or
@@ -71,8 +94,15 @@ func NewStore(opts Options) (*Store, error) {
 	if opts.Issuer == nil {
 		errs = append(errs, errors.New("crl: no issuer certificate: set the CA certificate that signs the CRL"))
 	}
-	if opts.Interval < 0 || opts.Grace < 0 || opts.MaxAge < 0 {
-		errs = append(errs, errors.New("crl: interval, grace and max_age must not be negative"))
+	if opts.Interval < 0 || opts.Grace < 0 || opts.MaxAge < 0 || opts.FetchTimeout < 0 {
+		errs = append(errs, errors.New("crl: interval, grace, max_age and fetch_timeout must not be negative"))
+	}
+	var floor *big.Int
+	if opts.StateFile != "" && opts.Issuer != nil {
+		var err error
+		if floor, err = loadFloor(opts.StateFile, opts.Issuer); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -83,13 +113,30 @@ func NewStore(opts Options) (*Store, error) {
 	if opts.Grace == 0 {
 		opts.Grace = time.Hour
 	}
+	if opts.FetchTimeout == 0 {
+		opts.FetchTimeout = 30 * time.Second
+	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	return &Store{opts: opts}, nil
+	client := *opts.HTTPClient
+	client.CheckRedirect = checkRedirect
+	return &Store{opts: opts, client: &client, plainHTTP: strings.HasPrefix(strings.ToLower(opts.URL), "http:"), floor: floor}, nil
+}
+
+// checkRedirect follows at most three redirects, and none from https to http: a CRL
+// fetched over https must not come over a channel anybody on the path can write to.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 3 {
+		return errors.New("crl: more than 3 redirects")
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("crl: refusing a redirect from https to %s (%s): point the CRL url at the https location", req.URL.Scheme, req.URL.Redacted())
+	}
+	return nil
 }
 
 // Issuer is the configured CRL issuer.
@@ -170,8 +217,11 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 	}
 	now := time.Now()
 	if notModified {
-		s.confirmed.Store(now.UnixNano())
+		if !s.plainHTTP {
+			s.confirmed.Store(now.UnixNano())
+		}
 		s.failures.Store(0)
+		s.save(cur, now)
 		return false, nil
 	}
 	snap, err := Parse(data, s.opts.Issuer, now)
@@ -180,24 +230,61 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	snap.ETag = newTag
-	if cur != nil && cur.Number != nil && snap.Number != nil && snap.Number.Cmp(cur.Number) < 0 {
-		s.failures.Add(1)
-		return false, fmt.Errorf("crl: refusing CRL number %s older than the current %s (replayed or rolled-back CRL)", snap.Number, cur.Number)
+	// The highest number seen: the current CRL's, or the state file's after a restart.
+	highest, from := s.floor, "recorded in "+s.opts.StateFile
+	if cur != nil && cur.Number != nil && (highest == nil || cur.Number.Cmp(highest) > 0) {
+		highest, from = cur.Number, "current"
 	}
-	if cur != nil && cur.Number != nil && snap.Number == nil {
+	if highest != nil && snap.Number != nil && snap.Number.Cmp(highest) < 0 {
+		s.failures.Add(1)
+		return false, fmt.Errorf("crl: refusing CRL number %s older than the %s %s (replayed or rolled-back CRL; if the CA was re-initialised and numbers from 1 again, remove its entry from the state file)", snap.Number, from, highest)
+	}
+	if highest != nil && snap.Number == nil {
 		// The rollback check above needs a number: once the issuer numbers its CRLs,
 		// an unnumbered one (an old CRL from before, or from another signing setup of
 		// the same key) could otherwise replace a newer CRL and un-revoke.
 		s.failures.Add(1)
-		return false, fmt.Errorf("crl: refusing a CRL without a CRL number after CRL number %s (the rollback check needs one)", cur.Number)
+		return false, fmt.Errorf("crl: refusing a CRL without a CRL number after CRL number %s (the rollback check needs one)", highest)
 	}
 	s.cur.Store(snap)
-	s.confirmed.Store(now.UnixNano())
+	s.confirm(snap, now)
 	s.failures.Store(0)
+	s.unsaved = snap.Number != nil
+	s.save(snap, now)
 	for _, fn := range s.subs {
 		fn(snap)
 	}
 	return true, nil
+}
+
+// confirm records that a poll at now brought snap. Over plain http that proves only
+// what the CRL itself signed: its thisUpdate (see Options.MaxAge).
+func (s *Store) confirm(snap *Snapshot, now time.Time) {
+	at := now
+	if s.plainHTTP {
+		at = snap.ThisUpdate
+		if at.After(now) {
+			at = now
+		}
+		if at.UnixNano() <= s.confirmed.Load() {
+			return
+		}
+	}
+	s.confirmed.Store(at.UnixNano())
+}
+
+// save records snap's number in the state file if it is not there yet. A failure is
+// logged and retried at the next poll; the newer CRL stays installed (refusing it for
+// a disk error would keep the older one, revocations missing).
+func (s *Store) save(snap *Snapshot, now time.Time) {
+	if s.opts.StateFile == "" || !s.unsaved || snap == nil || snap.Number == nil {
+		return
+	}
+	if err := saveFloor(s.opts.StateFile, s.opts.Issuer, snap.Number, now); err != nil {
+		s.opts.Logger.Error("crl: cannot record the CRL number; a restart would accept an older CRL until this is fixed", "source", s.source(), "error", err.Error())
+		return
+	}
+	s.floor, s.unsaved = snap.Number, false
 }
 
 // Run polls every Interval until ctx ends. Errors are logged; the last good snapshot
@@ -233,16 +320,21 @@ func (s *Store) source() string {
 	return s.opts.File
 }
 
+// maxBody bounds what a fetch reads: MaxCRLSize of DER, or its PEM (base64, a line
+// break every 64 characters, header lines).
+const maxBody = MaxCRLSize/3*4*65/64 + 4096
+
 func (s *Store) fetch(ctx context.Context, etag string) (data []byte, newTag string, notModified bool, err error) {
 	if s.opts.File != "" {
-		data, err := os.ReadFile(s.opts.File)
+		data, err := readFile(s.opts.File)
 		if err != nil {
 			return nil, "", false, fmt.Errorf("crl: read %s: %w", s.opts.File, err)
 		}
-		sum := sha256.Sum256(data)
-		tag := hex.EncodeToString(sum[:])
+		tag := contentTag(data)
 		return data, tag, tag == etag, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.FetchTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.opts.URL, nil)
 	if err != nil {
 		return nil, "", false, fmt.Errorf("crl: fetch %s: %w", s.opts.URL, err)
@@ -251,7 +343,7 @@ func (s *Store) fetch(ctx context.Context, etag string) (data []byte, newTag str
 		req.Header.Set("If-None-Match", etag)
 	}
 	req.Header.Set("Accept", "application/pkix-crl, application/x-pem-file;q=0.5")
-	resp, err := s.opts.HTTPClient.Do(req)
+	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, "", false, fmt.Errorf("crl: fetch %s: %w", s.opts.URL, err)
 	}
@@ -263,24 +355,66 @@ func (s *Store) fetch(ctx context.Context, etag string) (data []byte, newTag str
 	default:
 		return nil, "", false, fmt.Errorf("crl: fetch %s: HTTP %s", s.opts.URL, resp.Status)
 	}
-	data, err = io.ReadAll(io.LimitReader(resp.Body, MaxCRLSize+1))
-	if err != nil {
+	if resp.ContentLength > maxBody {
+		return nil, "", false, fmt.Errorf("crl: fetch %s: the server announces %d bytes, over the limit of %d (a CRL of a million entries fits)", s.opts.URL, resp.ContentLength, maxBody)
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(resp.ContentLength, 0)+bytes.MinRead))
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxBody+1)); err != nil {
 		return nil, "", false, fmt.Errorf("crl: fetch %s: %w", s.opts.URL, err)
 	}
-	if len(data) > MaxCRLSize {
-		return nil, "", false, fmt.Errorf("crl: fetch %s: larger than %d bytes", s.opts.URL, MaxCRLSize)
+	data = buf.Bytes()
+	if len(data) > maxBody {
+		return nil, "", false, fmt.Errorf("crl: fetch %s: larger than %d bytes", s.opts.URL, maxBody)
 	}
 	tag := resp.Header.Get("ETag")
-	if tag == "" {
-		// A server without ETags always answers 200; a content hash still lets us
-		// skip re-verifying an unchanged CRL. Sending it back in If-None-Match is harmless.
-		sum := sha256.Sum256(data)
-		tag = `"sha256-` + hex.EncodeToString(sum[:]) + `"`
+	if !validETag(tag) {
+		// Without a usable ETag the server always answers 200; a content hash still
+		// lets us skip re-verifying an unchanged CRL. Sending it back in
+		// If-None-Match is harmless. A tag that is not an RFC 9110 entity-tag (CR, LF
+		// or other controls, or over 256 bytes) is never echoed to the server.
+		tag = contentTag(data)
 		if tag == etag {
 			return nil, etag, true, nil
 		}
 	}
 	return data, tag, false, nil
+}
+
+func contentTag(data []byte) string {
+	sum := sha256.Sum256(data)
+	return `"sha256-` + hex.EncodeToString(sum[:]) + `"`
+}
+
+// validETag reports whether tag is an entity-tag (RFC 9110 §8.8.3: [W/] DQUOTE
+// *etagc DQUOTE, etagc = %x21 / %x23-7E / obs-text) of at most 256 bytes.
+func validETag(tag string) bool {
+	tag = strings.TrimPrefix(tag, "W/")
+	if len(tag) < 2 || len(tag) > 256 || tag[0] != '"' || tag[len(tag)-1] != '"' {
+		return false
+	}
+	for i := 1; i < len(tag)-1; i++ {
+		if c := tag[i]; c < 0x21 || c == '"' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// readFile reads a CRL file of at most maxBody bytes.
+func readFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxBody {
+		return nil, fmt.Errorf("larger than %d bytes", maxBody)
+	}
+	return data, nil
 }
 
 // ConfirmedAt is when a poll last confirmed the current CRL (zero before any).

@@ -8,9 +8,20 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"time"
 )
+
+// dovecotMaxPenalty is the longest auth penalty Dovecot puts on an address after
+// failed logins (AUTH_PENALTY_MAX_SECS), before its auth_failure_delay (2 s by
+// default). It applies to the front's own address unless the front is in
+// login_trusted_networks; then to the client address the front forwards in ID.
+const dovecotMaxPenalty = 15 * time.Second
+
+// minLoginTimeout is the shortest backend.login_timeout that outlasts that penalty,
+// the failure delay and a slow password database; shorter ones are warned about.
+const minLoginTimeout = dovecotMaxPenalty + 5*time.Second
 
 // maxBackendLine bounds one line from the backend before login (a CAPABILITY list).
 const maxBackendLine = 64 << 10
@@ -82,6 +93,10 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 		return fail(fmt.Errorf("backend: send LOGIN: %w", err))
 	}
 	r, err := readTagged(br, "g2")
+	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
+		return fail(fmt.Errorf("backend: no answer to LOGIN within backend.login_timeout (%s): %w; the backend may still log the user in. "+
+			"Dovecot delays logins from an address after failures (its auth penalty, up to %s plus auth_failure_delay): add the front's address to Dovecot's login_trusted_networks, or raise backend.login_timeout", bo.LoginTimeout, err, dovecotMaxPenalty))
+	}
 	if err != nil {
 		return fail(loginAnswer("LOGIN", err))
 	}

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/imapgate/imapgate/crl"
@@ -25,6 +28,14 @@ func Check(ctx context.Context, path string, w io.Writer, log *slog.Logger) erro
 	if err != nil {
 		return err
 	}
+	// The check reads the running front's CRL state (an older CRL than it recorded
+	// fails), but writes only to a copy: two processes must not rewrite one state file.
+	copyPath, err := copyStateFile(cfg.CRLStateFile)
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(filepath.Dir(copyPath))
+	cfg.CRLStateFile = copyPath
 	o, err := cfg.Options(log)
 	if err != nil {
 		return err
@@ -32,6 +43,9 @@ func Check(ctx context.Context, path string, w io.Writer, log *slog.Logger) erro
 	var errs []error
 	for _, p := range frontCertProblems(o.Certificates, time.Now()) {
 		errs = append(errs, errors.New("front config: "+p))
+	}
+	if p := loginTimeoutProblem(&o); p != "" {
+		fmt.Fprintf(w, "warning: %s\n", p)
 	}
 	for i, store := range o.CRLs {
 		line, err := checkCRL(ctx, store, time.Now())
@@ -72,4 +86,27 @@ func crlSource(cc CRLConfig) string {
 		return cc.URL
 	}
 	return cc.File
+}
+
+// copyStateFile copies the CRL state file at path (if there is one) into a new
+// temporary directory and returns the copy's path.
+func copyStateFile(path string) (string, error) {
+	dir, err := os.MkdirTemp("", "imapgate-check-")
+	if err != nil {
+		return "", fmt.Errorf("front check: %w", err)
+	}
+	dst := filepath.Join(dir, "crl-state.json")
+	data, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return dst, nil
+	case err != nil:
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("front config: crl_state_file: %w", err)
+	}
+	if err := os.WriteFile(dst, data, 0o600); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("front check: %w", err)
+	}
+	return dst, nil
 }

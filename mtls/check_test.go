@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,9 +42,10 @@ func checkConfig(t *testing.T, pki *testenv.PKI, certName string, crlDER []byte,
 crl:
   - %s
     issuer_file: %s/intermediate.pem
+crl_state_file: %s/crl-state.json
 backend:
   address: 127.0.0.1:143
-`, crt, key, dir, src, dir)
+`, crt, key, dir, src, dir, dir)
 	path := filepath.Join(dir, "front.yaml")
 	testenv.WriteFile(t, path, []byte(conf))
 	return path
@@ -144,4 +146,14 @@ func TestFrontCertWarningAndMetric(t *testing.T) {
 	if got, want := counter(t, front.Metrics(), "imapgate_front_certificate_expiry_timestamp_seconds"), float64(cert.Leaf.NotAfter.Unix()); got != want {
 		t.Errorf("expiry metric %v, want %v", got, want)
 	}
+}
+
+// appendFile appends s to the file at path.
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WriteFile(t, path, append(data, s...))
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -30,15 +31,18 @@ type Config struct {
 	MetricsListen  string `yaml:"metrics_listen"`
 
 	TLS struct {
-		CertFile                string `yaml:"cert_file"`
-		KeyFile                 string `yaml:"key_file"`
-		ClientCAFile            string `yaml:"client_ca_file"`
-		ClientIntermediatesFile string `yaml:"client_intermediates_file"`
-		SessionTicketKeyFile    string `yaml:"session_ticket_key_file"`
-		SessionTickets          *bool  `yaml:"session_tickets"`
+		CertFile                string        `yaml:"cert_file"`
+		KeyFile                 string        `yaml:"key_file"`
+		ClientCAFile            string        `yaml:"client_ca_file"`
+		ClientIntermediatesFile string        `yaml:"client_intermediates_file"`
+		SessionTicketKeyFile    string        `yaml:"session_ticket_key_file"`
+		SessionTickets          *bool         `yaml:"session_tickets"`
+		ResumptionMaxAge        time.Duration `yaml:"resumption_max_age"`
 	} `yaml:"tls"`
 
 	CRL []CRLConfig `yaml:"crl"`
+	// CRLStateFile keeps the highest CRL number seen per issuer across restarts.
+	CRLStateFile string `yaml:"crl_state_file"`
 
 	Backend struct {
 		Address      string        `yaml:"address"`
@@ -89,6 +93,11 @@ type Config struct {
 	} `yaml:"proxy_protocol"`
 }
 
+// DefaultCRLStateFile is where the front keeps the highest CRL number it has seen per
+// issuer unless crl_state_file says otherwise: an older CRL is refused after a restart
+// or reload too (rollback protection). Its directory is created (0700) at start.
+const DefaultCRLStateFile = "/var/lib/imapgate/front-crl-state.json"
+
 // CRLConfig is one CRL source: the CA's /crl URL or a file, and the issuer that signs it.
 type CRLConfig struct {
 	URL        string        `yaml:"url"`
@@ -120,6 +129,9 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 	if c.Listen == "" {
 		c.Listen = ":993"
+	}
+	if c.CRLStateFile == "" {
+		c.CRLStateFile = DefaultCRLStateFile
 	}
 	return &c, nil
 }
@@ -190,6 +202,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 			o.ClientIntermediates = certs
 		}
 	}
+	o.ResumptionMaxAge = c.TLS.ResumptionMaxAge
 	if c.TLS.SessionTickets != nil && !*c.TLS.SessionTickets {
 		o.DisableSessionTickets = true
 	}
@@ -202,7 +215,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		add(errors.New("front config: crl: at least one CRL source is required (url: https://ca.example.org/crl, issuer_file: intermediate.pem)"))
 	}
 	for i, cc := range c.CRL {
-		store, err := cc.store(log)
+		store, err := cc.store(log, c.CRLStateFile)
 		if err != nil {
 			add(fmt.Errorf("front config: crl[%d]: %w", i, err))
 			continue
@@ -279,7 +292,7 @@ func (c *Config) backendTLS(b *BackendOptions) error {
 	return errors.Join(errs...)
 }
 
-func (cc CRLConfig) store(log *slog.Logger) (*crl.Store, error) {
+func (cc CRLConfig) store(log *slog.Logger, stateFile string) (*crl.Store, error) {
 	if cc.IssuerFile == "" {
 		return nil, errors.New("issuer_file is required: the CA certificate that signs this CRL (the intermediate)")
 	}
@@ -302,7 +315,7 @@ func (cc CRLConfig) store(log *slog.Logger) (*crl.Store, error) {
 	return crl.NewStore(crl.Options{
 		URL: cc.URL, File: cc.File, Issuer: issuers[0],
 		Interval: cc.Interval, Grace: cc.Grace, MaxAge: cc.MaxAge,
-		HTTPClient: hc, Logger: log,
+		StateFile: stateFile, HTTPClient: hc, Logger: log,
 	})
 }
 
@@ -376,4 +389,13 @@ func ReadTicketKeys(path string) ([][32]byte, error) {
 		return nil, fmt.Errorf("front config: tls.session_ticket_key_file %s: no keys (create one with: openssl rand -hex 32)", path)
 	}
 	return keys, nil
+}
+
+// prepareStateDir creates the directory of crl_state_file (0700) if it is missing, so
+// that the first CRL's number can be recorded.
+func (c *Config) prepareStateDir() error {
+	if err := os.MkdirAll(filepath.Dir(c.CRLStateFile), 0o700); err != nil {
+		return fmt.Errorf("front config: crl_state_file %s: %w (set crl_state_file to a file in a directory the front may write)", c.CRLStateFile, err)
+	}
+	return nil
 }

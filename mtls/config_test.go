@@ -82,13 +82,14 @@ crl:
   - file: %s/ca.crl
     issuer_file: %s/intermediate.pem
     interval: 1s
+crl_state_file: %s/crl-state.json
 backend:
   address: %s
 throttle:
   base_delay: 10ms
 timeouts:
   drain: 1s
-`, listen, starttls, metrics, srvCert, srvKey, dir, dir, dir, dir, dc.Addr)
+`, listen, starttls, metrics, srvCert, srvKey, dir, dir, dir, dir, dir, dc.Addr)
 		path = filepath.Join(dir, "front.yaml")
 		testenv.WriteFile(t, path, []byte(conf))
 		done = make(chan error, 1)

@@ -69,9 +69,23 @@ func frontCertExpiry(certs []tls.Certificate) time.Time {
 }
 
 // warnFrontCert logs each problem of o's own certificates (at start and at reload:
-// the front still runs with them, `front --check` fails).
+// the front still runs with them, `front --check` fails), and a backend.login_timeout
+// too short for the backend's auth penalty.
 func warnFrontCert(o *Options, when string) {
 	for _, p := range frontCertProblems(o.Certificates, time.Now()) {
 		o.Logger.Warn("front certificate problem", "event", when, "reason", p)
 	}
+	if p := loginTimeoutProblem(o); p != "" {
+		o.Logger.Warn("backend login timeout too short", "event", when, "reason", p)
+	}
+}
+
+// loginTimeoutProblem: a backend.login_timeout set below minLoginTimeout gives up
+// before Dovecot decides a login it delays, and the user reads UNAVAILABLE while
+// Dovecot logs them in.
+func loginTimeoutProblem(o *Options) string {
+	if d := o.Backend.LoginTimeout; d > 0 && d < minLoginTimeout {
+		return fmt.Sprintf("backend.login_timeout %s is shorter than Dovecot's auth penalty (up to %s) plus its auth_failure_delay: the front may give up on a login the backend then accepts; set it to %s or more, and add the front to Dovecot's login_trusted_networks", d, dovecotMaxPenalty, minLoginTimeout)
+	}
+	return ""
 }

@@ -37,6 +37,9 @@ func newTLSConfig(o *Options, acceptable *x509.CertPool) *tls.Config {
 	if o.DisableSessionTickets {
 		cfg.SessionTicketsDisabled = true
 	}
+	if o.Time != nil {
+		cfg.Time = o.Time
+	}
 	return cfg
 }
 
@@ -73,7 +76,7 @@ func (s *session) handshake(ctx context.Context) bool {
 		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
 		return false
 	}
-	tc := tls.Server(s.raw, st.tls)
+	tc := tls.Server(s.raw, st.sessionTLS())
 	hctx, cancel := context.WithTimeout(ctx, st.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()

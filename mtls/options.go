@@ -56,6 +56,13 @@ type Options struct {
 	SessionTicketKeys [][32]byte
 	// DisableSessionTickets turns resumption off.
 	DisableSessionTickets bool
+	// ResumptionMaxAge bounds TLS resumption by the age of the full handshake in
+	// which the client proved its key; default 1h (sessionTLS).
+	ResumptionMaxAge time.Duration
+
+	// Time, when set, is the clock of TLS and of the resumption bound (tests); nil is
+	// time.Now.
+	Time func() time.Time
 
 	// TrustedProxies may send a PROXY protocol v2 header; others may not.
 	TrustedProxies []netip.Prefix
@@ -77,7 +84,8 @@ type BackendOptions struct {
 	TLSConfig *tls.Config
 	// DialTimeout bounds the TCP connect, the TLS handshake and the greeting; default 5s.
 	DialTimeout time.Duration
-	// LoginTimeout bounds ID and LOGIN; default 15s.
+	// LoginTimeout bounds ID and LOGIN; default 30s, which outlasts Dovecot's auth
+	// penalty (up to 15 s) and its auth_failure_delay (2 s).
 	LoginTimeout time.Duration
 }
 
@@ -179,8 +187,9 @@ func (o *Options) setDefaults() {
 	setDefault(&o.PreAuthTimeout, 60*time.Second)
 	setDefault(&o.PreAuthTotal, 2*time.Minute)
 	setDefault(&o.DrainTimeout, 30*time.Second)
+	setDefault(&o.ResumptionMaxAge, time.Hour)
 	setDefault(&o.Backend.DialTimeout, 5*time.Second)
-	setDefault(&o.Backend.LoginTimeout, 15*time.Second)
+	setDefault(&o.Backend.LoginTimeout, 30*time.Second)
 	if o.MaxBadCommands <= 0 {
 		o.MaxBadCommands = 5
 	}
@@ -198,4 +207,12 @@ func setDefault(d *time.Duration, v time.Duration) {
 	if *d <= 0 {
 		*d = v
 	}
+}
+
+// now is the front's clock (Options.Time, or time.Now).
+func (o *Options) now() time.Time {
+	if o.Time != nil {
+		return o.Time()
+	}
+	return time.Now()
 }

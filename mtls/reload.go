@@ -45,6 +45,9 @@ func (r *runner) startCRLs() {
 // also ends the sessions a new CRL set no longer covers), the pollers are swapped and
 // the listeners that moved are served.
 func (r *runner) apply(next *Config) error {
+	if err := next.prepareStateDir(); err != nil {
+		return err
+	}
 	o, err := next.Options(r.log)
 	if err != nil {
 		return err

@@ -24,6 +24,9 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	if err != nil {
 		return err
 	}
+	if err := cfg.prepareStateDir(); err != nil {
+		return err
+	}
 	opts, err := cfg.Options(log)
 	if err != nil {
 		return err

@@ -1,0 +1,80 @@
+package crl_test
+
+import (
+	"math/big"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/crl"
+)
+
+// BenchmarkReload verifies and indexes CRLs in the CA's own format (see caFormat) of
+// 100,000 and 1,000,000 entries: what a front does when the CA publishes a new CRL.
+// Targets: under 200 ms and under 2 s a reload.
+func BenchmarkReload(b *testing.B) {
+	for _, tc := range []struct {
+		name    string
+		entries int
+	}{{"100k", 100_000}, {"1M", 1_000_000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			issuer, der := cachedCRL(b, tc.entries)
+			b.SetBytes(int64(len(der)))
+			b.ReportAllocs()
+			b.ResetTimer()
+			start, cpu := time.Now(), cpuTime(b)
+			for i := 0; i < b.N; i++ {
+				snap, err := crl.Parse(der, issuer, time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if snap.Len() != tc.entries {
+					b.Fatalf("%d entries indexed, want %d", snap.Len(), tc.entries)
+				}
+			}
+			b.ReportMetric(float64(time.Since(start).Microseconds())/1e3/float64(b.N), "ms/reload")
+			b.ReportMetric(float64((cpuTime(b)-cpu).Microseconds())/1e3/float64(b.N), "cpu-ms/reload")
+			b.ReportMetric(float64(len(der))/1e6, "MB-DER")
+		})
+	}
+}
+
+// BenchmarkRevoked is the lookup every handshake makes, in a CRL of a million entries,
+// half of the lookups for listed serials. It must not allocate (run with -benchmem;
+// TestRevokedAllocationFree holds it to that).
+func BenchmarkRevoked(b *testing.B) {
+	issuer, der := cachedCRL(b, 1_000_000)
+	snap, err := crl.Parse(der, issuer, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, listed := caFormatCRL(b, bigCRLs.pki, caFormat{Entries: 1000, Seed: 1_000_000})
+	probes := make([]*big.Int, 0, 2*len(listed))
+	for i, s := range listed {
+		probes = append(probes, s, new(big.Int).Add(s, big.NewInt(int64(i+1))))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := cpuTime(b)
+	hits := 0
+	for i := 0; i < b.N; i++ {
+		if snap.Revoked(probes[i%len(probes)]) {
+			hits++
+		}
+	}
+	b.ReportMetric(float64((cpuTime(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	if b.N >= len(probes) && hits < b.N/2-len(probes) {
+		b.Fatalf("%d hits in %d lookups: the listed serials are not found", hits, b.N)
+	}
+}
+
+// cpuTime is the CPU time the process has used (user and system, all threads, the
+// garbage collector's included). Wall time on a shared machine says as much about the
+// neighbours as about the code; the benchmarks report both.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -1,0 +1,79 @@
+package mtls_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/imapgate/imapgate/mtls"
+	"github.com/imapgate/imapgate/testenv"
+)
+
+// TestBackendLoginOutlasted: a backend that holds a LOGIN past backend.login_timeout
+// (Dovecot's auth penalty for an untrusted front) is told apart from a backend that
+// is down: the log says so, and what to do. A stub stands in for Dovecot because the
+// real one cannot be made to delay one chosen LOGIN for a chosen time.
+func TestBackendLoginOutlasted(t *testing.T) {
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	ln := serveStub(t, localListen(t), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		io.WriteString(c, "* OK stub ready\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			tag, rest, _ := strings.Cut(line, " ")
+			if strings.HasPrefix(strings.ToUpper(rest), "ID") {
+				io.WriteString(c, "* ID (\"name\" \"Dovecot\")\r\n"+tag+" OK ID completed.\r\n")
+				continue
+			}
+			<-release // LOGIN: held, as Dovecot's penalty holds it
+			return
+		}
+	})
+	e := newEnv(t, envOptions{backendAddr: ln.Addr().String(), mod: func(o *mtls.Options) {
+		o.Backend.LoginTimeout = 500 * time.Millisecond
+	}})
+	c := e.dial(t, e.alice)
+	c.line()
+	c.send("a LOGIN " + testenv.Alice.Name + " " + testenv.Alice.Password + "\r\n")
+	if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE]") {
+		t.Fatalf("login: %q", got)
+	}
+	if !strings.Contains(e.logs.String(), "no answer to LOGIN within backend.login_timeout") || !strings.Contains(e.logs.String(), "login_trusted_networks") {
+		t.Fatalf("the log does not name the backend's delay and the fix:\n%s", e.logs)
+	}
+}
+
+// TestLoginTimeoutWarning: a backend.login_timeout shorter than Dovecot's auth penalty
+// is warned about by --check (and at start, by the same function); the default
+// outlasts it.
+func TestLoginTimeoutWarning(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	for _, tc := range []struct {
+		timeout string
+		warn    bool
+	}{{"", false}, {"15s", true}, {"30s", false}} {
+		t.Run("login_timeout="+tc.timeout, func(t *testing.T) {
+			path := checkConfig(t, pki, "good_server", pki.CRL(t, testenv.CRLOptions{}), "")
+			if tc.timeout != "" {
+				appendFile(t, path, "  login_timeout: "+tc.timeout+"\n") // under backend:, the last section
+			}
+			var out bytes.Buffer
+			if err := mtls.Check(context.Background(), path, &out, slog.New(slog.DiscardHandler)); err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(out.String(), "warning: backend.login_timeout"); got != tc.warn {
+				t.Fatalf("warned %v, want %v:\n%s", got, tc.warn, out.String())
+			}
+		})
+	}
+}

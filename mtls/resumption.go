@@ -1,0 +1,61 @@
+package mtls
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"time"
+)
+
+// provedAtLabel marks the session ticket's extra data that carries when the full
+// handshake that proved the client's key took place (8 bytes, Unix seconds).
+var provedAtLabel = []byte("imapgate-proved-at:")
+
+// sessionTLS is the TLS configuration for one connection. With session tickets on, it
+// bounds resumption by tls.resumption_max_age counted from the full handshake in which
+// the client proved its key (signed with its smartcard), not from the last ticket:
+// Go issues a fresh ticket on every resumption, so without this a client that resumes
+// now and then would never need its card again. The time travels inside the ticket
+// (encrypted with the ticket keys, so it holds across fronts that share them) and a
+// resumed connection passes the original time on to its new ticket. A ticket without
+// it, or older than the bound, makes a full handshake.
+func (st *state) sessionTLS() *tls.Config {
+	base := st.tls
+	if base.SessionTicketsDisabled {
+		return base
+	}
+	maxAge, now := st.opts.ResumptionMaxAge, st.opts.now
+	cfg := base.Clone()
+	var provedAt time.Time // set when this connection's ticket was accepted
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := base.DecryptTicket(identity, cs)
+		if err != nil || ss == nil {
+			return nil, err
+		}
+		t, ok := ticketProvedAt(ss.Extra)
+		if age := now().Sub(t); !ok || age > maxAge || age < -time.Minute {
+			return nil, nil // a full handshake: the card must prove the key again
+		}
+		provedAt = t
+		return ss, nil
+	}
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		t := now()
+		if cs.DidResume && !provedAt.IsZero() {
+			t = provedAt
+		}
+		ss.Extra = append(ss.Extra, binary.BigEndian.AppendUint64(bytes.Clone(provedAtLabel), uint64(t.Unix())))
+		return base.EncryptTicket(cs, ss)
+	}
+	return cfg
+}
+
+// ticketProvedAt reads the proof time from a ticket's extra data.
+func ticketProvedAt(extra [][]byte) (time.Time, bool) {
+	for _, e := range extra {
+		if v, ok := bytes.CutPrefix(e, provedAtLabel); ok && len(v) == 8 {
+			return time.Unix(int64(binary.BigEndian.Uint64(v)), 0), true
+		}
+	}
+	return time.Time{}, false
+}
