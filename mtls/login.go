@@ -70,7 +70,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	if login != user {
 		log = log.With("backend_user", login)
 	}
-	b, bbr, caps, err := s.backendLogin(ctx, login, pass)
+	b, bbr, caps, err := s.proto.backendLogin(ctx, s, login, pass)
 	if err != nil {
 		var r *Reply
 		var refused *errLoginRefused
@@ -92,7 +92,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	a.succeeded(time.Now())
 	s.srv.metrics.logins.WithLabelValues("ok").Inc()
 	log.Info("login ok", "event", "login", "result", "ok")
-	if err := s.write(tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"); err != nil {
+	if err := s.write(s.proto.loggedIn(tag, caps)); err != nil {
 		b.Close()
 		return true, nil
 	}
