@@ -83,7 +83,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 			return false, s.failLogin(ctx, log, a, "backend_refused", err.Error(), errUnavailable(textBackendDown, err.Error()))
 		}
 		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
-		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
+		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", s.proto.backendAddress(&st.opts))
 		if s.killed.Load() {
 			return true, nil
 		}

@@ -21,6 +21,8 @@ type POP3Options struct {
 	Backend BackendOptions
 }
 
+func (pop3) backendAddress(o *Options) string { return o.POP3.Backend.Address }
+
 // backendLogin dials the POP3 server, forwards the client's address with XCLIENT
 // (Dovecot's pop3-login takes it from login_trusted_networks, and then logs and
 // penalises the client's address instead of the gate's), then AUTH PLAIN. It returns

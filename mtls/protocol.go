@@ -22,6 +22,8 @@ type protocol interface {
 	// backendLogin dials the backend, forwards the client's address and logs in as
 	// user; see session.login for the errors it must return.
 	backendLogin(ctx context.Context, s *session, user string, pass secret) (net.Conn, *bufio.Reader, string, error)
+	// backendAddress is the backend's host:port in o, for the log.
+	backendAddress(o *Options) string
 	// loggedIn is the line telling the client the login succeeded (caps: the
 	// backend's post-login capabilities, if the protocol relays them).
 	loggedIn(tag, caps string) string
@@ -49,6 +51,8 @@ func (imap) preauth(ctx context.Context, s *session) { s.loop(ctx) }
 func (imap) backendLogin(ctx context.Context, s *session, user string, pass secret) (net.Conn, *bufio.Reader, string, error) {
 	return s.backendLogin(ctx, user, pass)
 }
+
+func (imap) backendAddress(o *Options) string { return o.Backend.Address }
 
 func (imap) loggedIn(tag, caps string) string {
 	return tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"
