@@ -3,6 +3,8 @@ package mtls_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -325,4 +327,81 @@ func runToolErr(env []string, stdin, name string, args ...string) (string, error
 	cmd.Stdin = strings.NewReader(stdin)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// TestPOP3FromConfig runs the gate from a file with a pop3 section, as `imapgate
+// front --config` does: POP3 over TLS serves a login, a reload (SIGHUP) adds the STLS
+// port and the live session goes on, and a cancel (SIGTERM) drains and returns.
+func TestPOP3FromConfig(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true})
+	dir := t.TempDir()
+	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
+	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
+	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
+	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	alice := pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
+	pop3s, stls := freeAddr(t), freeAddr(t)
+	conf := func(stlsListen string) []byte {
+		return []byte(fmt.Sprintf(`listen: %q
+tls:
+  cert_file: %s
+  key_file: %s
+  client_ca_file: %s/roots.pem
+crl:
+  - file: %s/ca.crl
+    issuer_file: %s/intermediate.pem
+crl_state_file: %s/crl-state.json
+backend:
+  address: %s
+pop3:
+  listen: %q
+  stls_listen: %q
+  backend:
+    address: %s
+timeouts:
+  drain: 1s
+`, freeAddr(t), srvCert, srvKey, dir, dir, dir, dir, dc.Addr, pop3s, stlsListen, dc.POP3Addr))
+	}
+	path := filepath.Join(dir, "front.yaml")
+	testenv.WriteFile(t, path, conf(""))
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reload := make(chan struct{}, 1)
+	done := make(chan error, 1)
+	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	waitFor(t, logs, "POP3 gate listening")
+
+	e := &env{pki: pki, pop3Addr: pop3s, pop3PlainAddr: stls}
+	p := e.dialPOP3(t, alice, true)
+	p.line()
+	p.send("USER alice@example.org\r\nPASS alice-secret\r\n")
+	p.line()
+	if got := p.line(); got != "+OK Logged in." {
+		t.Fatalf("login: %q\n%s", got, logs)
+	}
+	testenv.WriteFile(t, path, conf(stls))
+	reload <- struct{}{}
+	waitForLine(t, logs, "POP3 gate listening", `"stls":true`)
+	s := e.dialPOP3(t, nil, false)
+	if got := s.line(); !strings.HasPrefix(got, "+OK imapgate POP3 ready; STLS") {
+		t.Fatalf("STLS port after reload: %q", got)
+	}
+	p.send("STAT\r\n")
+	if got := p.line(); !strings.HasPrefix(got, "+OK 3 ") {
+		t.Fatalf("live session after reload: %q", got)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if lines := p.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "-ERR [SYS/TEMP] This server is shutting down") {
+		t.Fatalf("drained POP3 session ended with %q", lines)
+	}
 }
