@@ -150,6 +150,12 @@ func backendGreeting(ctx context.Context, raw net.Conn, bo *BackendOptions) (net
 	if !strings.HasPrefix(greet, "* OK") {
 		return nil, nil, fmt.Errorf("backend: unexpected greeting from %s: %.100q", bo.Address, greet)
 	}
+	if bo.TLS == BackendPlain && hasCap(greet, "LOGINDISABLED") {
+		// Dovecot takes plaintext logins from clients it counts as secured: those on
+		// login_trusted_networks (and loopback). LOGINDISABLED on a plain connection
+		// says the front is not one of them; LOGIN would be refused.
+		return nil, nil, fmt.Errorf("backend: %s refuses plaintext logins from the front (LOGINDISABLED in its greeting): add the front's address to Dovecot's login_trusted_networks, or set backend.tls to starttls or implicit", bo.Address)
+	}
 	if bo.TLS != BackendStartTLS {
 		return c, br, nil
 	}
@@ -297,4 +303,39 @@ func cutFold(s, prefix string) (string, bool) {
 		return s[len(prefix):], true
 	}
 	return "", false
+}
+
+// hasCap reports whether the [CAPABILITY …] of a greeting lists name.
+func hasCap(greet, name string) bool {
+	i := strings.Index(strings.ToUpper(greet), "[CAPABILITY ")
+	if i < 0 {
+		return false
+	}
+	list, _, _ := strings.Cut(greet[i+len("[CAPABILITY "):], "]")
+	for _, c := range strings.Fields(list) {
+		if strings.EqualFold(c, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// probeBackend connects to the backend once at start and reads its greeting (TLS as
+// configured), so that a backend that is unreachable, fails TLS or refuses the front's
+// plaintext logins is logged before the first user meets it.
+func probeBackend(ctx context.Context, o *Options) {
+	bo := o.Backend
+	d := net.Dialer{Timeout: bo.DialTimeout}
+	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
+	defer cancel()
+	raw, err := d.DialContext(dctx, "tcp", bo.Address)
+	if err != nil {
+		o.Logger.Warn("backend not reachable at start", "event", "start", "backend", bo.Address, "reason", err.Error())
+		return
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
+	if _, _, err := backendGreeting(dctx, raw, &bo); err != nil {
+		o.Logger.Warn("backend check at start failed", "event", "start", "backend", bo.Address, "reason", err.Error())
+	}
 }

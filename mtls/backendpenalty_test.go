@@ -77,3 +77,32 @@ func TestLoginTimeoutWarning(t *testing.T) {
 		})
 	}
 }
+
+// TestBackendNotTrustedWarning: a backend that refuses the front's plaintext logins
+// (LOGINDISABLED in its greeting: Dovecot does not count the front as secured, i.e. it
+// is not on login_trusted_networks) is reported at start, with the fix. A stub stands
+// in for Dovecot, which counts every loopback client as secured.
+func TestBackendNotTrustedWarning(t *testing.T) {
+	ln := serveStub(t, localListen(t), func(c net.Conn) {
+		io.WriteString(c, "* OK [CAPABILITY IMAP4rev1 SASL-IR ID LITERAL+ LOGINDISABLED] Dovecot ready.\r\n")
+		io.Copy(io.Discard, c)
+	})
+	pki := testenv.NewPKI(t)
+	cfg, err := mtls.LoadConfig(checkConfig(t, pki, "good_server", pki.CRL(t, testenv.CRLOptions{}), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = freeAddr(t)
+	cfg.Backend.Address = ln.Addr().String()
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- mtls.RunConfig(ctx, func() (*mtls.Config, error) { return cfg, nil }, nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	}()
+	waitFor(t, logs, "refuses plaintext logins from the front (LOGINDISABLED in its greeting): add the front's address to Dovecot's login_trusted_networks")
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,4 +158,34 @@ func appendFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 	testenv.WriteFile(t, path, append(data, s...))
+}
+
+// TestCRLFetchTimeout: crl[].fetch_timeout bounds a poll of a CRL endpoint that drips
+// its answer: --check gives up on it and says so instead of waiting.
+func TestCRLFetchTimeout(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	stop := make(chan struct{})
+	defer close(stop)
+	ln := serveStub(t, localListen(t), func(c net.Conn) {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				if _, err := c.Write([]byte{0x30}); err != nil {
+					return
+				}
+			}
+		}
+	})
+	path := checkConfig(t, pki, "good_server", nil, "http://"+ln.Addr().String()+"/crl")
+	testenv.WriteFile(t, path, []byte(strings.Replace(string(mustRead(t, path)), "    issuer_file:", "    fetch_timeout: 500ms\n    issuer_file:", 1)))
+	var out bytes.Buffer
+	err := mtls.Check(context.Background(), path, &out, slog.New(slog.DiscardHandler))
+	// The poll's own bound (context deadline) ends it, not the HTTP client's 10 s
+	// (Client.Timeout) that applied before the key was wired.
+	if err == nil || !strings.Contains(out.String(), "context deadline exceeded") || strings.Contains(out.String(), "Client.Timeout") {
+		t.Fatalf("check of a dripping CRL endpoint: %v\n%s", err, out.String())
+	}
 }

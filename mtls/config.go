@@ -112,6 +112,8 @@ type CRLConfig struct {
 	Interval   time.Duration `yaml:"interval"`
 	Grace      time.Duration `yaml:"grace"`
 	MaxAge     time.Duration `yaml:"max_age"`
+	// FetchTimeout bounds one whole poll (connection, headers, body).
+	FetchTimeout time.Duration `yaml:"fetch_timeout"`
 }
 
 // LoadConfig reads and parses a YAML config file. Unknown keys are errors: a typo must
@@ -320,7 +322,7 @@ func (cc CRLConfig) store(log *slog.Logger, stateFile string) (*crl.Store, error
 	return crl.NewStore(crl.Options{
 		URL: cc.URL, File: cc.File, Issuer: issuers[0],
 		Interval: cc.Interval, Grace: cc.Grace, MaxAge: cc.MaxAge,
-		StateFile: stateFile, HTTPClient: hc, Logger: log,
+		FetchTimeout: cc.FetchTimeout, StateFile: stateFile, HTTPClient: hc, Logger: log,
 	})
 }
 

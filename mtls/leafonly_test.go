@@ -8,8 +8,9 @@ import (
 	"time"
 )
 
-// TestLeafOnlyClient: a smartcard usually holds only the user's certificate, and
-// NSS then sends the leaf alone. The CA that signs the CRL is the issuer of user
+// TestLeafOnlyClient: a client may send its leaf alone (a smartcard that holds only
+// the user's certificate, offered because the CertificateRequest names its issuer; see
+// TestCertificateRequestNamesCA). The CA that signs the CRL is the issuer of user
 // certificates, so the front builds the chain through it without a
 // client_intermediates_file.
 func TestLeafOnlyClient(t *testing.T) {

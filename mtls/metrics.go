@@ -107,6 +107,10 @@ func (m *Metrics) observeServer(s *Server) {
 			return float64(n)
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "imapgate_front_sessions_preauth",
+			Help: "Open connections not logged in (yet); at most limits.preauth_share of max_connections.",
+		}, func() float64 { return float64(s.conns.preauth.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "imapgate_front_certificate_expiry_timestamp_seconds",
 			Help: "When the front's own server certificate expires (Unix time; the earliest of several). Alert well before: mail programs refuse an expired one.",
 		}, func() float64 {

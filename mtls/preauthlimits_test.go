@@ -137,6 +137,9 @@ func TestPreAuthShare(t *testing.T) {
 	login(idle) // an IDLE user: no longer counts against the pre-auth share
 	a, b := greeted(), greeted()
 	refused("a third connection before login")
+	if got := counter(t, e.front.Metrics(), "imapgate_front_sessions_preauth"); got != 2 {
+		t.Errorf("imapgate_front_sessions_preauth %v, want 2", got)
+	}
 	if !strings.Contains(e.logs.String(), "limits.preauth_share 50% of 4") {
 		t.Errorf("log does not say the pre-auth share was full")
 	}

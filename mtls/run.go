@@ -44,6 +44,7 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	if err != nil {
 		return err
 	}
+	go probeBackend(ctx, &srv.st.Load().opts)
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	r := &runner{ctx: ctx, runCtx: runCtx, srv: srv, log: log, cfg: cfg, opts: opts,

@@ -41,11 +41,12 @@ tls:
 crl:
   - file: %s/ca.crl
     issuer_file: %s/intermediate.pem
+crl_state_file: %s/crl-state.json
 backend:
   address: 127.0.0.1:1
 timeouts:
   drain: 1h
-`, listen, srvCert, srvKey, dir, dir, dir)))
+`, listen, srvCert, srvKey, dir, dir, dir, dir)))
 
 	cmd := exec.Command(bin, "front", "--config", conf)
 	logs, err := cmd.StderrPipe()
