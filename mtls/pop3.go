@@ -61,6 +61,7 @@ var (
 	pop3BadBase64    = &Reply{Status: "BAD", Text: "Invalid base64 in AUTH."}
 	pop3BadPlain     = &Reply{Status: "BAD", Text: "AUTH PLAIN wants authzid NUL authcid NUL password."}
 	pop3Usage        = &Reply{Status: "BAD", Text: "Wrong arguments."}
+	pop3STLSInject   = &Reply{Status: "BYE", Text: "Data after STLS before the TLS handshake; closing."}
 )
 
 // pop3Command is one pre-auth command line: its keyword (upper case) and the rest.
@@ -181,7 +182,7 @@ func (s *session) pop3Dispatch(ctx context.Context, cmd pop3Command, user *strin
 		}
 		if s.br.Buffered() > 0 {
 			// Commands pipelined after STLS would be injected into the TLS session.
-			return false, &Reply{Status: "BYE", Text: byeStartTLSInject.Text}
+			return false, pop3STLSInject
 		}
 		if s.write("+OK Begin TLS negotiation now.\r\n") != nil || !s.handshake(ctx) {
 			return true, nil
