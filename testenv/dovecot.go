@@ -38,9 +38,13 @@ type Dovecot struct {
 	// POP3Addr is the plain POP3 listener's host:port (with DovecotOptions.POP3),
 	// else empty. It takes XCLIENT from 127.0.0.0/8 (login_trusted_networks).
 	POP3Addr string
-	cmd      *exec.Cmd
-	done     chan struct{}
-	once     sync.Once
+	// SASLSocket is Dovecot's auth socket for Postfix (with
+	// DovecotOptions.Submission), else empty.
+	SASLSocket string
+	uid, gid   int // owner of the mailboxes (Postfix delivers as them)
+	cmd        *exec.Cmd
+	done       chan struct{}
+	once       sync.Once
 
 	greeting string // Dovecot's login_greeting, unique per start
 }
@@ -74,6 +78,9 @@ type DovecotOptions struct {
 	// the same host, plain (its TLS settings follow TLSCert like IMAP's, STLS only),
 	// serving the same users and mailboxes: Dovecot.POP3Addr.
 	POP3 bool
+	// Submission adds an auth socket for Postfix's SASL (smtpd_sasl_type = dovecot):
+	// StartPostfix, which delivers into the users' maildirs itself.
+	Submission bool
 }
 
 // Default test users.
@@ -213,9 +220,15 @@ func RunDovecot(dir string, o DovecotOptions) (*Dovecot, error) {
 		}
 		extra += fmt.Sprintf(pop3Conf, host, pop3Port)
 	}
+	if o.Submission {
+		extra += submissionConf
+	}
 	pop3 := func(d *Dovecot, err error) (*Dovecot, error) {
 		if d != nil && pop3Port != 0 {
 			d.POP3Addr = net.JoinHostPort(host, strconv.Itoa(pop3Port))
+		}
+		if d != nil && o.Submission {
+			d.SASLSocket, d.uid, d.gid = filepath.Join(dir, "run", "auth-postfix"), uid, gid
 		}
 		return d, err
 	}
@@ -252,6 +265,16 @@ service pop3-login {
   }
   inet_listener pop3s {
     port = 0
+  }
+}
+`
+
+// submissionConf adds the auth socket Postfix uses (relative to base_dir), open to
+// all: this is a private test instance.
+const submissionConf = `
+service auth {
+  unix_listener auth-postfix {
+    mode = 0666
   }
 }
 `
