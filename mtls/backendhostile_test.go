@@ -40,7 +40,7 @@ func TestBackendHostile(t *testing.T) {
 		}, "no answer to LOGIN"},
 		{"bye", "", testenv.Alice.Password, func(c net.Conn, br *bufio.Reader, login string) {
 			io.WriteString(c, "* BYE going away\r\n")
-		}, "backend: answered * BYE going away to LOGIN"}, // counted: a backend refusal (login.go)
+		}, "answered * BYE going away to LOGIN"}, // front: an answer to a sent LOGIN is a refusal (backend_refused)
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ln := serveStub(t, localListen(t), func(c net.Conn) {

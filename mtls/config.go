@@ -44,16 +44,9 @@ type Config struct {
 	// CRLStateFile keeps the highest CRL number seen per issuer across restarts.
 	CRLStateFile string `yaml:"crl_state_file"`
 
-	Backend struct {
-		Address      string        `yaml:"address"`
-		TLS          string        `yaml:"tls"`
-		CAFile       string        `yaml:"ca_file"`
-		ServerName   string        `yaml:"server_name"`
-		CertFile     string        `yaml:"cert_file"`
-		KeyFile      string        `yaml:"key_file"`
-		DialTimeout  time.Duration `yaml:"dial_timeout"`
-		LoginTimeout time.Duration `yaml:"login_timeout"`
-	} `yaml:"backend"`
+	Backend BackendConfig `yaml:"backend"`
+	// POP3 is the POP3 gate (pop3config.go); off unless it has a listen address.
+	POP3 POP3Config `yaml:"pop3"`
 
 	Identity struct {
 		Mode    string   `yaml:"mode"`
@@ -91,6 +84,18 @@ type Config struct {
 	ProxyProtocol struct {
 		TrustedNetworks []string `yaml:"trusted_networks"`
 	} `yaml:"proxy_protocol"`
+}
+
+// BackendConfig is a backend section: backend (IMAP) or pop3.backend.
+type BackendConfig struct {
+	Address      string        `yaml:"address"`
+	TLS          string        `yaml:"tls"`
+	CAFile       string        `yaml:"ca_file"`
+	ServerName   string        `yaml:"server_name"`
+	CertFile     string        `yaml:"cert_file"`
+	KeyFile      string        `yaml:"key_file"`
+	DialTimeout  time.Duration `yaml:"dial_timeout"`
+	LoginTimeout time.Duration `yaml:"login_timeout"`
 }
 
 // DefaultCRLStateFile is where the front keeps the highest CRL number it has seen per
@@ -179,7 +184,8 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 		},
 		Logger: log,
 	}
-	add(c.backendTLS(&o.Backend))
+	add(c.Backend.loadTLS("backend", &o.Backend))
+	add(c.pop3Options(&o))
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		add(errors.New("front config: tls.cert_file and tls.key_file are required (the front's own server certificate)"))
 	} else if cert, err := loadKeyPair(c.TLS.CertFile, c.TLS.KeyFile, "front config: tls.key_file"); err != nil {
@@ -259,10 +265,9 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 	return o, nil
 }
 
-// backendTLS loads the files of the backend's TLS settings into b.TLSConfig. Whether
-// they fit backend.tls is checked by buildState.
-func (c *Config) backendTLS(b *BackendOptions) error {
-	bc := c.Backend
+// loadTLS loads the files of a backend section's TLS settings (key: its name in the
+// file) into b.TLSConfig. Whether they fit its tls mode is checked by buildState.
+func (bc BackendConfig) loadTLS(key string, b *BackendOptions) error {
 	if bc.CAFile == "" && bc.ServerName == "" && bc.CertFile == "" && bc.KeyFile == "" {
 		return nil
 	}
@@ -270,7 +275,7 @@ func (c *Config) backendTLS(b *BackendOptions) error {
 	cfg := &tls.Config{ServerName: bc.ServerName, MinVersion: tls.VersionTLS12}
 	if bc.CAFile != "" {
 		if roots, err := readCerts(bc.CAFile); err != nil {
-			errs = append(errs, fmt.Errorf("front config: backend.ca_file: %w", err))
+			errs = append(errs, fmt.Errorf("front config: %s.ca_file: %w", key, err))
 		} else {
 			cfg.RootCAs = x509.NewCertPool()
 			for _, r := range roots {
@@ -281,11 +286,11 @@ func (c *Config) backendTLS(b *BackendOptions) error {
 	switch {
 	case bc.CertFile == "" && bc.KeyFile == "":
 	case bc.CertFile == "" || bc.KeyFile == "":
-		errs = append(errs, errors.New("front config: backend.cert_file and backend.key_file go together (the front's client certificate for the backend)"))
+		errs = append(errs, fmt.Errorf("front config: %[1]s.cert_file and %[1]s.key_file go together (the front's client certificate for the backend)", key))
 	default:
-		cert, err := loadKeyPair(bc.CertFile, bc.KeyFile, "front config: backend.key_file")
+		cert, err := loadKeyPair(bc.CertFile, bc.KeyFile, "front config: "+key+".key_file")
 		if err != nil {
-			errs = append(errs, fmt.Errorf("front config: backend.cert_file/key_file: %w", err))
+			errs = append(errs, fmt.Errorf("front config: %s.cert_file/key_file: %w", key, err))
 		} else {
 			cfg.Certificates = []tls.Certificate{cert}
 		}

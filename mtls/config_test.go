@@ -37,6 +37,11 @@ func TestParseConfigErrors(t *testing.T) {
 		{"identity_bad_mode", "identity:\n  mode: upn\n", "identity.mode \"upn\": use email, local_part, cn or map"},
 		{"identity_map_without_file", "identity:\n  mode: map\n", "identity.mode map needs identity.map_file"},
 		{"identity_file_without_map", "identity:\n  map_file: /x.map\n", "set mode: map"},
+		{"pop3_backend_without_listen", "pop3:\n  backend:\n    address: 127.0.0.1:110\n", "neither pop3.listen nor pop3.stls_listen"},
+		{"pop3_listen_without_backend", "pop3:\n  listen: ':995'\n", "pop3.backend.address is required"},
+		{"pop3_bad_listen", "pop3:\n  stls_listen: '110'\n  backend:\n    address: 127.0.0.1:110\n", "pop3.stls_listen \"110\""},
+		{"pop3_backend_tls_unknown", "pop3:\n  listen: ':995'\n  backend:\n    address: 127.0.0.1:995\n    tls: ssl\n", "pop3: mtls: backend.tls \"ssl\""},
+		{"pop3_backend_cert_without_key", "pop3:\n  listen: ':995'\n  backend:\n    address: 127.0.0.1:995\n    tls: implicit\n    cert_file: /x.pem\n", "pop3.backend.cert_file and pop3.backend.key_file go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := mtls.ParseConfig([]byte(tc.yaml))

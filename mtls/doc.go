@@ -1,4 +1,4 @@
-// Package mtls is imapgate's IMAPS front: it accepts a TLS connection only with a valid,
+// Package mtls is imapgate's mTLS gate for IMAP (and POP3, see Protocols below): it accepts a TLS connection only with a valid,
 // unrevoked client certificate from the configured CA, serves the few IMAP commands a
 // client sends before login itself, binds the login name to the certificate's e-mail
 // address, logs in to the real IMAP server (Dovecot) with the user's password and only
@@ -13,6 +13,24 @@
 // identity binding of identity.go, the backend login of backend.go; plain TCP,
 // implicit TLS or STARTTLS to the backend, its certificate always verified) → splice
 // (splice.go). Every text a user reads is a named reply in errors.go.
+//
+// Protocols. Everything above except the greeting, the pre-auth dialect, the backend
+// login and the spelling of replies is shared by every protocol the gate serves: the
+// TLS policy, the certificate and CRL checks, the identity binding, the throttle and
+// lockout (one instance: failures on any protocol count against the same
+// certificate), PROXY v2 intake, the per-address limits, the registry (a revoked
+// card's sessions end on every protocol), logs and metrics. What differs is the small
+// protocol interface of protocol.go, one implementation per protocol in files of its
+// own:
+//
+//   - imap (protocol.go, wrapping preauth.go, wire.go, backend.go, errors.go):
+//     Server.Serve.
+//   - pop3 (pop3.go: CAPA, USER/PASS, AUTH PLAIN, STLS, QUIT and the RFC 3206 codes;
+//     pop3backend.go: XCLIENT then AUTH PLAIN at Dovecot's POP3): Server.ServePOP3,
+//     backend in Options.POP3.
+//
+// A new protocol adds its own <proto>.go and <proto>backend.go, a Serve method, and
+// its backend options; it never copies the core.
 //
 // Live sessions sit in a registry (registry.go), touched only by the Server
 // (server.go), so that a CRL that newly lists a serial ends its sessions, and a CRL

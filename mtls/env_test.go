@@ -35,6 +35,8 @@ type env struct {
 	logs    *syncBuffer
 	cancel  context.CancelFunc
 
+	pop3Addr, pop3PlainAddr string // with envOptions.pop3: implicit TLS, STLS (pop3_test.go)
+
 	alice, bob *testenv.Leaf
 }
 
@@ -45,6 +47,7 @@ type envOptions struct {
 	crlInterval time.Duration // > 0: run the CRL poller
 	crlGrace    time.Duration // grace past nextUpdate; 0: the default
 	mode        mtls.Mode
+	pop3        bool // Dovecot with POP3, and the POP3 gate on two more ports
 }
 
 // syncBuffer collects log lines from many goroutines.
@@ -70,7 +73,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e := &env{pki: testenv.NewPKI(t), logs: &syncBuffer{}}
 	e.dovecot = o.dovecot
 	if e.dovecot == nil && o.backendAddr == "" {
-		e.dovecot = testenv.StartDovecot(t, testenv.DovecotOptions{})
+		e.dovecot = testenv.StartDovecot(t, testenv.DovecotOptions{POP3: o.pop3})
 	}
 	backend := o.backendAddr
 	if backend == "" {
@@ -102,6 +105,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 		HandshakeTimeout: 20 * time.Second, // generous: CI machines are loaded
 		Logger:           logger,
 	}
+	if o.pop3 {
+		opts.POP3.Backend = mtls.BackendOptions{Address: e.dovecot.POP3Addr, DialTimeout: 5 * time.Second, LoginTimeout: 10 * time.Second}
+	}
 	if o.mod != nil {
 		o.mod(&opts)
 	}
@@ -119,6 +125,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.cancel = cancel
 	served := make(chan struct{})
 	go func() { front.Serve(ctx, ln, o.mode); close(served) }()
+	if o.pop3 {
+		e.pop3Addr, e.pop3PlainAddr = servePOP3(t, ctx, front)
+	}
 	if o.crlInterval > 0 {
 		go store.Run(ctx)
 	}

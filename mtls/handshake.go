@@ -125,7 +125,7 @@ func (s *session) handshake(ctx context.Context) bool {
 func (s *session) refuse(log *slog.Logger, rej *certReject) {
 	s.srv.metrics.handshakes.WithLabelValues(rej.result).Inc()
 	log.Warn("certificate refused", "event", "handshake", "result", rej.result, "reason", rej.reply.Reason)
-	s.write(rej.reply.line("*"))
+	s.write(s.say(rej.reply, "*"))
 }
 
 func leafSerial(cs tls.ConnectionState) string {

@@ -70,7 +70,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	if login != user {
 		log = log.With("backend_user", login)
 	}
-	b, bbr, caps, err := s.backendLogin(ctx, login, pass)
+	b, bbr, caps, err := s.proto.backendLogin(ctx, s, login, pass)
 	if err != nil {
 		var r *Reply
 		var refused *errLoginRefused
@@ -83,7 +83,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 			return false, s.failLogin(ctx, log, a, "backend_refused", err.Error(), errUnavailable(textBackendDown, err.Error()))
 		}
 		s.srv.metrics.logins.WithLabelValues("backend_error").Inc()
-		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", st.opts.Backend.Address)
+		log.Error("login failed: backend unavailable", "event", "login", "result", "backend_error", "reason", err.Error(), "backend", s.proto.backendAddress(&st.opts))
 		if s.killed.Load() {
 			return true, nil
 		}
@@ -92,7 +92,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	a.succeeded(time.Now())
 	s.srv.metrics.logins.WithLabelValues("ok").Inc()
 	log.Info("login ok", "event", "login", "result", "ok")
-	if err := s.write(tag + " OK [CAPABILITY " + caps + "] Logged in.\r\n"); err != nil {
+	if err := s.write(s.proto.loggedIn(tag, caps)); err != nil {
 		b.Close()
 		return true, nil
 	}

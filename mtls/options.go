@@ -30,6 +30,8 @@ type Options struct {
 
 	// Backend is the IMAP server behind the front.
 	Backend BackendOptions
+	// POP3 is the POP3 gate's backend (pop3.go); unused unless ServePOP3 runs.
+	POP3 POP3Options
 
 	// Identity binds the login name to the certificate; nil is IdentityEmail.
 	Identity *IdentityPolicy
@@ -172,6 +174,13 @@ func (o *Options) checkSettings() error {
 	if _, err := backendTLSConfig(&b); err != nil {
 		errs = append(errs, err)
 	}
+	if p := o.POP3.Backend; p.Address != "" {
+		if _, _, err := net.SplitHostPort(p.Address); err != nil {
+			errs = append(errs, fmt.Errorf("mtls: pop3.backend.address %q: %w", p.Address, err))
+		} else if _, err := backendTLSConfig(&p); err != nil {
+			errs = append(errs, fmt.Errorf("pop3: %w", err))
+		}
+	}
 	if err := o.Limits.validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -190,6 +199,8 @@ func (o *Options) setDefaults() {
 	setDefault(&o.ResumptionMaxAge, time.Hour)
 	setDefault(&o.Backend.DialTimeout, 5*time.Second)
 	setDefault(&o.Backend.LoginTimeout, 30*time.Second)
+	setDefault(&o.POP3.Backend.DialTimeout, 5*time.Second)
+	setDefault(&o.POP3.Backend.LoginTimeout, 30*time.Second)
 	if o.MaxBadCommands <= 0 {
 		o.MaxBadCommands = 5
 	}

@@ -25,6 +25,7 @@ type runner struct {
 
 	errc       chan error
 	lns        map[Mode]net.Listener
+	pop3       map[Mode]net.Listener // pop3config.go
 	metricsSrv *http.Server
 	stopCRLs   context.CancelFunc
 }
@@ -56,15 +57,22 @@ func (r *runner) apply(next *Config) error {
 	if err != nil {
 		return err
 	}
+	peps, err := openPOP3(r.cfg, next)
+	if err != nil {
+		eps.close()
+		return err
+	}
 	sameCRLs := reflect.DeepEqual(next.CRL, r.cfg.CRL)
 	if sameCRLs {
 		o.CRLs = r.opts.CRLs // keep the running, polled stores
 	} else if err := loadCRLs(r.ctx, o.CRLs); err != nil {
 		eps.close()
+		peps.close()
 		return err
 	}
 	if err := r.srv.Reload(o); err != nil {
 		eps.close()
+		peps.close()
 		return err
 	}
 	warnFrontCert(&o, "reload")
@@ -77,6 +85,7 @@ func (r *runner) apply(next *Config) error {
 		r.log.Info("CRL sources replaced", "sources", len(o.CRLs))
 	}
 	r.use(eps, next)
+	r.usePOP3(peps, next)
 	r.cfg, r.opts = next, o
 	return nil
 }

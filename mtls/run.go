@@ -57,7 +57,14 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 		srv.Close()
 		return err
 	}
+	pfresh, err := openPOP3(nil, cfg)
+	if err != nil {
+		fresh.close()
+		srv.Close()
+		return err
+	}
 	r.use(fresh, cfg)
+	r.usePOP3(pfresh, cfg)
 
 	for {
 		select {

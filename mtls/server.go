@@ -38,6 +38,11 @@ func buildState(o Options) (*state, error) {
 		return nil, err // validate ran the same check: cannot happen
 	}
 	o.Backend.TLSConfig = backendTLS
+	if o.POP3.Backend.Address != "" {
+		if o.POP3.Backend.TLSConfig, err = backendTLSConfig(&o.POP3.Backend); err != nil {
+			return nil, err
+		}
+	}
 	o.setDefaults()
 	inter := x509.NewCertPool()
 	for _, c := range o.ClientIntermediates {
@@ -164,8 +169,18 @@ const (
 	StartTLS
 )
 
-// Serve accepts connections on ln until ctx ends or Close is called. It closes ln.
+// Serve accepts IMAP connections on ln until ctx ends or Close is called. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener, mode Mode) error {
+	return s.serve(ctx, ln, mode, imap{})
+}
+
+// ServePOP3 is Serve for POP3 (implicit TLS on 995, STLS on 110), with the backend
+// of Options.POP3.
+func (s *Server) ServePOP3(ctx context.Context, ln net.Listener, mode Mode) error {
+	return s.serve(ctx, ln, mode, pop3{})
+}
+
+func (s *Server) serve(ctx context.Context, ln net.Listener, mode Mode, proto protocol) error {
 	// Always wrapped: with no trusted networks the policy skips every connection
 	// (no byte is read as a header), and a reload can add some later.
 	st := s.st.Load()
@@ -200,7 +215,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, mode Mode) error {
 		s.sessions.Add(1)
 		go func() {
 			defer s.sessions.Done()
-			s.handle(ctx, c, mode)
+			s.handle(ctx, c, mode, proto)
 		}()
 	}
 }
@@ -248,7 +263,7 @@ func (s *Server) closeListeners() {
 }
 
 // handle runs one connection from accept to close.
-func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode) {
+func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode, proto protocol) {
 	st := s.st.Load()
 	remote := addrPort(c.RemoteAddr())
 	release, why := s.conns.acquire(remote.Addr(), &st.opts.Limits, time.Now())
@@ -265,7 +280,7 @@ func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode) {
 		c.Close()
 		return
 	}
-	sess := newSession(s, st, c)
+	sess := newSession(s, st, c, proto)
 	sess.preauth = true
 	defer sess.leavePreAuth()
 	s.metrics.active.Inc()

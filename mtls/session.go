@@ -31,6 +31,7 @@ type session struct {
 	remote netip.AddrPort
 	local  netip.AddrPort
 	phase  phase // where the pre-auth loop is; only the session's goroutine uses it
+	proto  protocol
 
 	peer    atomic.Pointer[peer]
 	backend atomic.Pointer[net.Conn]
@@ -52,7 +53,7 @@ type session struct {
 	proxied *proxied // set by a successful login; run then splices
 }
 
-func newSession(srv *Server, st *state, c net.Conn) *session {
+func newSession(srv *Server, st *state, c net.Conn, proto protocol) *session {
 	var idb [9]byte
 	rand.Read(idb[:])
 	s := &session{
@@ -65,8 +66,12 @@ func newSession(srv *Server, st *state, c net.Conn) *session {
 		local:  addrPort(c.LocalAddr()),
 		ended:  make(chan struct{}),
 		start:  time.Now(),
+		proto:  proto,
 	}
 	s.log = st.opts.Logger.With("session", s.id, "remote_ip", s.remote.Addr().Unmap().String(), "remote_port", s.remote.Port())
+	if n := proto.name(); n != "imap" {
+		s.log = s.log.With("protocol", n) // IMAP's lines stay as they were
+	}
 	s.br = bufio.NewReaderSize(c, 1024)
 	s.wr = &wireReader{br: s.br, lim: defaultWireLimits, cont: s.sendContinuation}
 	return s
@@ -91,13 +96,13 @@ func (s *session) run(ctx context.Context, mode Mode) {
 		if !s.handshake(ctx) {
 			return
 		}
-		if s.write("* OK [CAPABILITY "+capsTLS+"] imapgate ready.\r\n") != nil {
+		if s.proto.greet(s, true) != nil {
 			return
 		}
-	} else if s.write("* OK [CAPABILITY "+capsPlain+"] imapgate ready; STARTTLS with your smartcard certificate first.\r\n") != nil {
+	} else if s.proto.greet(s, false) != nil {
 		return
 	}
-	s.loop(ctx)
+	s.proto.preauth(ctx, s)
 	if p := s.proxied; p != nil {
 		s.proxied = nil
 		s.leavePreAuth()
@@ -164,7 +169,7 @@ func (s *session) killNoted(r *Reply, note func()) bool {
 		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
 		s.wmu.Lock()
 		s.raw.SetWriteDeadline(time.Now().Add(3 * time.Second))
-		io.WriteString(s.conn, r.line("*"))
+		io.WriteString(s.conn, s.say(r, "*"))
 		s.closeNotifyLocked()
 		s.wmu.Unlock()
 		s.closeAll()

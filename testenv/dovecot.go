@@ -35,9 +35,16 @@ type Dovecot struct {
 	Addr  string // host:port, 127.0.0.1:port unless DovecotOptions.Addr says otherwise
 	Dir   string
 	Users []DovecotUser
-	cmd   *exec.Cmd
-	done  chan struct{}
-	once  sync.Once
+	// POP3Addr is the plain POP3 listener's host:port (with DovecotOptions.POP3),
+	// else empty. It takes XCLIENT from 127.0.0.0/8 (login_trusted_networks).
+	POP3Addr string
+	// SASLSocket is Dovecot's auth socket for Postfix (with
+	// DovecotOptions.Submission), else empty.
+	SASLSocket string
+	uid, gid   int // owner of the mailboxes (Postfix delivers as them)
+	cmd        *exec.Cmd
+	done       chan struct{}
+	once       sync.Once
 
 	greeting string // Dovecot's login_greeting, unique per start
 }
@@ -67,6 +74,13 @@ type DovecotOptions struct {
 	// to it (ssl_verify_client_cert) and refuse logins without a valid one
 	// (auth_ssl_require_client_cert): a backend that trusts only the front.
 	ClientCA *x509.Certificate
+	// POP3 adds Dovecot's POP3 server (Debian dovecot-pop3d) on another free port of
+	// the same host, plain (its TLS settings follow TLSCert like IMAP's, STLS only),
+	// serving the same users and mailboxes: Dovecot.POP3Addr.
+	POP3 bool
+	// Submission adds an auth socket for Postfix's SASL (smtpd_sasl_type = dovecot):
+	// StartPostfix, which delivers into the users' maildirs itself.
+	Submission bool
 }
 
 // Default test users.
@@ -196,8 +210,30 @@ func RunDovecot(dir string, o DovecotOptions) (*Dovecot, error) {
 	if o.ManyClients {
 		extra += manyClients
 	}
+	pop3Port := 0
+	if o.POP3 {
+		if _, err := os.Stat("/usr/lib/dovecot/pop3-login"); err != nil {
+			return nil, errors.New("testenv: DovecotOptions.POP3 needs Dovecot's POP3 server: install it with `make deps` (Debian package dovecot-pop3d)")
+		}
+		if pop3Port, err = freeLoopbackPort(); err != nil {
+			return nil, err
+		}
+		extra += fmt.Sprintf(pop3Conf, host, pop3Port)
+	}
+	if o.Submission {
+		extra += submissionConf
+	}
+	pop3 := func(d *Dovecot, err error) (*Dovecot, error) {
+		if d != nil && pop3Port != 0 {
+			d.POP3Addr = net.JoinHostPort(host, strconv.Itoa(pop3Port))
+		}
+		if d != nil && o.Submission {
+			d.SASLSocket, d.uid, d.gid = filepath.Join(dir, "run", "auth-postfix"), uid, gid
+		}
+		return d, err
+	}
 	if port != 0 {
-		d, err := launchDovecot(bin, dir, host, port, uid, gid, o.ImplicitTLS, extra, o.Users)
+		d, err := pop3(launchDovecot(bin, dir, host, port, uid, gid, o.ImplicitTLS, extra, o.Users))
 		if err != nil && strings.Contains(err.Error(), "in use") {
 			return nil, fmt.Errorf("%w\n(DovecotOptions.Addr %s is taken: choose another port)", err, o.Addr)
 		}
@@ -210,12 +246,38 @@ func RunDovecot(dir string, o DovecotOptions) (*Dovecot, error) {
 		if err != nil {
 			return nil, err
 		}
-		d, err := launchDovecot(bin, dir, host, port, uid, gid, o.ImplicitTLS, extra, o.Users)
+		d, err := pop3(launchDovecot(bin, dir, host, port, uid, gid, o.ImplicitTLS, extra, o.Users))
 		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "in use") {
 			return d, err
 		}
 	}
 }
+
+// pop3Conf adds the POP3 listener (host, port). A later "protocols" line overrides
+// the template's.
+const pop3Conf = `
+protocols = imap pop3
+pop3_uidl_format = %%08Xu%%08Xv
+service pop3-login {
+  inet_listener pop3 {
+    address = %s
+    port = %d
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+`
+
+// submissionConf adds the auth socket Postfix uses (relative to base_dir), open to
+// all: this is a private test instance.
+const submissionConf = `
+service auth {
+  unix_listener auth-postfix {
+    mode = 0666
+  }
+}
+`
 
 const manyClients = `
 default_process_limit = 100

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -153,4 +154,51 @@ func TestRunDovecotErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDovecotPOP3: with POP3 the same Dovecot serves POP3 for the same users, and takes
+// XCLIENT from 127.0.0.0/8 (login_trusted_networks): the front forwards the client's
+// address with it, and Dovecot logs that address for the login.
+func TestDovecotPOP3(t *testing.T) {
+	d := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true})
+	if d.POP3Addr == "" {
+		t.Fatal("no POP3Addr")
+	}
+	c, err := net.DialTimeout("tcp", d.POP3Addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(c)
+	line := func() string {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return strings.TrimRight(l, "\r\n")
+	}
+	if g := line(); !strings.HasPrefix(g, "+OK") {
+		t.Fatalf("greeting %q", g)
+	}
+	// Dovecot 2.3 does not list XCLIENT in CAPA; it takes it from trusted networks.
+	fmt.Fprintf(c, "XCLIENT ADDR=192.0.2.7 PORT=4711\r\n")
+	if l := line(); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("XCLIENT: %q", l)
+	}
+	fmt.Fprintf(c, "USER %s\r\n", testenv.Alice.Name)
+	if l := line(); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("USER: %q", l)
+	}
+	fmt.Fprintf(c, "PASS %s\r\n", testenv.Alice.Password)
+	if l := line(); !strings.HasPrefix(l, "+OK") {
+		t.Fatalf("PASS: %q", l)
+	}
+	fmt.Fprintf(c, "STAT\r\n")
+	if l := line(); !strings.HasPrefix(l, "+OK ") {
+		t.Fatalf("STAT: %q", l)
+	}
+	fmt.Fprintf(c, "QUIT\r\n")
+	line()
+	d.WaitLog(t, "pop3-login: Info: Login: user=<alice@example.org>", "rip=192.0.2.7")
 }
