@@ -33,20 +33,10 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	bo := s.st.opts.Backend
 	m := s.srv.metrics
 	t0 := time.Now()
-	d := net.Dialer{Timeout: bo.DialTimeout}
-	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
-	raw, err := d.DialContext(dctx, "tcp", bo.Address)
-	cancel()
+	raw, err := s.dialBackend(ctx, &bo)
 	if err != nil {
 		m.backendDial.Observe(time.Since(t0).Seconds())
-		return nil, nil, "", fmt.Errorf("backend: dial %s: %w", bo.Address, err)
-	}
-	// s.backend holds the TCP connection even when TLS runs on top: closing it is what
-	// kill and shutdown must do to cut the session at once.
-	s.backend.Store(&raw)
-	if s.killed.Load() {
-		raw.Close()
-		return nil, nil, "", errors.New("backend: session ended during login")
+		return nil, nil, "", err
 	}
 	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
 		raw.Close()
@@ -338,4 +328,23 @@ func probeBackend(ctx context.Context, o *Options) {
 	if _, _, err := backendGreeting(dctx, raw, &bo); err != nil {
 		o.Logger.Warn("backend check at start failed", "event", "start", "backend", bo.Address, "reason", err.Error())
 	}
+}
+
+// dialBackend connects to bo's address for any protocol's backend login. The session
+// holds the TCP connection, even when TLS runs on top, so that kill and shutdown can
+// cut it at once.
+func (s *session) dialBackend(ctx context.Context, bo *BackendOptions) (net.Conn, error) {
+	d := net.Dialer{Timeout: bo.DialTimeout}
+	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
+	raw, err := d.DialContext(dctx, "tcp", bo.Address)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("backend: dial %s: %w", bo.Address, err)
+	}
+	s.backend.Store(&raw)
+	if s.killed.Load() {
+		raw.Close()
+		return nil, errors.New("backend: session ended during login")
+	}
+	return raw, nil
 }

@@ -87,24 +87,6 @@ func (pop3) backendLogin(ctx context.Context, s *session, user string, pass secr
 	return c, br, l, nil
 }
 
-// dialBackend connects to bo's address; the session holds the TCP connection so
-// that kill and shutdown can cut it at once.
-func (s *session) dialBackend(ctx context.Context, bo *BackendOptions) (net.Conn, error) {
-	d := net.Dialer{Timeout: bo.DialTimeout}
-	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
-	raw, err := d.DialContext(dctx, "tcp", bo.Address)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("backend: dial %s: %w", bo.Address, err)
-	}
-	s.backend.Store(&raw)
-	if s.killed.Load() {
-		raw.Close()
-		return nil, errors.New("backend: session ended during login")
-	}
-	return raw, nil
-}
-
 // pop3Greeting reads the POP3 server's greeting and brings up TLS as configured.
 func pop3Greeting(ctx context.Context, raw net.Conn, bo *BackendOptions) (net.Conn, *bufio.Reader, error) {
 	c := raw
