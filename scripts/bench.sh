@@ -20,6 +20,11 @@
 #   BENCH_PROFILE   1 (default) also takes CPU profiles (2 × BENCH_SECONDS) of the front and
 #                   the bare server under full and resumed load, and a perf profile of
 #                   the shipped front binary when perf is installed
+#   BENCH_SOAK      1 runs the soak last (default 0): BENCH_SOAK_SECONDS (default 600) of
+#                   full handshakes at 80 % of the front's measured maximum rate (--rate,
+#                   open loop) with logins mixed in (BENCH_SOAK_LOGIN_RATE per second,
+#                   default 10); the front's resident memory, goroutines and open files
+#                   every 10 s go to soak-samples.tsv, and a summary to the table
 # The machine is shared: run it as `nice -n 10 scripts/bench.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +45,7 @@ chmod 755 "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 FRONT_PORT=$P BARE_PORT=$((P + 1)) NGINX_PORT=$((P + 2)) DOVECOT_TLS_PORT=$((P + 3))
-BACKEND_PORT=$((P + 4)) PROF_PORT=$((P + 5)) BARE_PPROF_PORT=$((P + 7)) PPROF_PORT=$((P + 8)) AUTH_PORT=$((P + 9))
+BACKEND_PORT=$((P + 4)) PROF_PORT=$((P + 5)) METRICS_PORT=$((P + 6)) BARE_PPROF_PORT=$((P + 7)) PPROF_PORT=$((P + 8)) AUTH_PORT=$((P + 9))
 for port in $(seq "$P" $((P + 9))); do
   if ss -Hltn "sport = :$port" | grep -q .; then
     echo "bench: port $port on 127.0.0.1 is taken: set BENCH_PORT_BASE to a free range of ten" >&2
@@ -228,6 +233,8 @@ limits:
 CONF
 }
 front_conf $FRONT_PORT > "$OUT/front.yaml"
+# The soak reads the front's goroutines from its own metrics.
+echo "metrics_listen: 127.0.0.1:$METRICS_PORT" >> "$OUT/front.yaml"
 start_front() {
   "$B/imapgate" front --config "$OUT/front.yaml" >> "$OUT/front.log" 2>&1 &
   FRONT_PID=$!
@@ -407,6 +414,49 @@ if [ "${BENCH_CRL:-1}" = 1 ]; then
   echo "bench: handshakes per second during the reloads (from $((SECS * 8)) s before the end; the files were replaced after about $SECS s and $((SECS * 3)) s):"
   tr -d '\n ' < "$OUT/res/crl-reload.json" | grep -o '"per_second":\[[0-9,]*\]' | tee "$OUT/crl-reload-buckets.txt"
   cp "$OUT/crl-1000.der" "$K/crl.der"
+fi
+if [ "${BENCH_SOAK:-0}" = 1 ]; then
+  # Target 8: the maximum first (a short full-handshake run, 32 at once), then
+  # BENCH_SOAK_SECONDS at 80 % of it with logins beside, sampling the front from
+  # outside: RSS and open files from /proc, goroutines from its metrics.
+  SOAK=${BENCH_SOAK_SECONDS:-600} LRATE=${BENCH_SOAK_LOGIN_RATE:-10}
+  load front "$OUT/res/soak-max.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}"
+  max=$(grep -m1 -o '"ops_per_s": [0-9.]*' "$OUT/res/soak-max.json" | grep -o '[0-9.]*$')
+  rate=$(awk -v m="$max" 'BEGIN {printf "%.0f", m * 0.8}')
+  goroutines() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "go_goroutines" {print $2}'; }
+  sleep 5
+  base_g=$(goroutines)
+  echo "bench: soak ${SOAK}s at $rate handshakes/s (80 % of $max) + $LRATE logins/s; front goroutines before: $base_g"
+  printf 't_s\trss_kib\tgoroutines\tfds\n' > "$OUT/soak-samples.tsv"
+  load front "$OUT/res/soak-full.json" --mode full --concurrency 64 --rate "$rate" --curve X25519 "${EC[@]}" --duration "${SOAK}s" &
+  fpid=$!
+  load front "$OUT/res/soak-login.json" --mode login --concurrency 8 --rate "$LRATE" --curve X25519 "${EC[@]}" "${LOGIN[@]}" --duration "${SOAK}s" --pid "$FRONT_PID" &
+  lpid=$!
+  t0=$(date +%s)
+  while kill -0 $fpid 2>/dev/null; do
+    printf '%d\t%d\t%s\t%d\n' $(($(date +%s) - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$FRONT_PID/status)" \
+      "$(goroutines)" "$(ls /proc/$FRONT_PID/fd | wc -l)" >> "$OUT/soak-samples.tsv"
+    sleep 10
+  done
+  wait $fpid $lpid || true
+  sleep 10 # sessions' lingering closes and timers end
+  after_g=$(goroutines)
+  {
+    echo
+    echo "Soak, $(date -u '+%Y-%m-%d'): ${SOAK} s of full handshakes at --rate $rate (80 % of the $max/s measured just before, 32 at once) and $LRATE logins/s beside, on the front."
+    echo
+    awk -F'\t' 'NR > 1 && $1 >= 60 {n++; if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2}
+      END {if (n) printf "Resident memory after the first minute: %d–%d KiB (%.1f %% spread); ", min, max, 100 * (max - min) / min}' "$OUT/soak-samples.tsv"
+    echo "goroutines before $base_g, 10 s after $after_g."
+    for f in soak-full soak-login; do
+      printf -- '- %s: %s ops at %s/s, errors %s, missed %s, p99 %s ms\n' "$f" \
+        "$(grep -m1 -o '"ops": [0-9]*' "$OUT/res/$f.json" | grep -o '[0-9]*$')" \
+        "$(grep -m1 -o '"ops_per_s": [0-9.]*' "$OUT/res/$f.json" | grep -o '[0-9.]*$')" \
+        "$(grep -m1 -o '"errors": [0-9]*' "$OUT/res/$f.json" | grep -o '[0-9]*$')" \
+        "$(grep -m1 -o '"missed": [0-9]*' "$OUT/res/$f.json" | grep -o '[0-9]*$' || echo 0)" \
+        "$(tr -d '\n ' < "$OUT/res/$f.json" | grep -o '"greeting_ms":{[^}]*}' | grep -o '"p99":[0-9.]*' | cut -d: -f2)"
+    done
+  } | tee -a "$OUT/table.md"
 fi
 echo "bench: table in $OUT/table.md"
 exit
