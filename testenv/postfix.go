@@ -46,7 +46,7 @@ func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p, err := runPostfix(dir, d)
+	p, err := RunPostfix(dir, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,9 @@ func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
 	return p
 }
 
-func runPostfix(dir string, d *Dovecot) (*Postfix, error) {
+// RunPostfix starts Postfix in dir (which the caller removes) in front of d, for a
+// process that is not a test (the benchmark's backend); the caller stops it with Stop.
+func RunPostfix(dir string, d *Dovecot) (*Postfix, error) {
 	if _, err := exec.LookPath("postfix"); err != nil {
 		return nil, errors.New("testenv: postfix not found: install it with `make deps` (Debian package postfix)")
 	}
