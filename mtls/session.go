@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -180,12 +182,15 @@ func (s *session) killNoted(r *Reply, note func()) bool {
 // lingerClose ends a connection the front is closing: it says it will send no more
 // (TLS close_notify, then TCP FIN) and reads and discards what the client still sends
 // for a moment, so that the kernel does not answer unread data with a reset that would
-// destroy our last line (a BYE) before the client reads it.
+// destroy our last line (a BYE) before the client reads it. A client that has already
+// left (clientLeft) gets none of it: there is no last line of ours to protect and
+// nobody to read a close_notify, whose encryption and write were 6–8 % of the CPU of a
+// connection that only greets (docs/performance.md).
 func (s *session) lingerClose() {
 	if b := s.backend.Load(); b != nil {
 		(*b).Close()
 	}
-	if s.killed.Load() {
+	if s.killed.Load() || s.clientLeft() {
 		s.raw.Close()
 		return
 	}
@@ -200,6 +205,28 @@ func (s *session) lingerClose() {
 	s.raw.SetReadDeadline(time.Now().Add(time.Second))
 	io.CopyN(io.Discard, s.raw, 256<<10)
 	s.raw.Close()
+}
+
+// clientLeft reports whether reading from the client over TLS has already ended: its
+// close_notify or its TCP FIN (both io.EOF), a reset, an alert. crypto/tls keeps such an
+// error and returns it again from every Read without touching the socket; otherwise,
+// with the read deadline already past, the Read fails at once on the deadline, before
+// any system call. So the question costs no system call, and a client that is still
+// there (or has sent more, which the Read then takes) keeps its lingering close: so does
+// every session the front ends itself (a BYE, LOGOUT's answer included). What lands here
+// is a client that closed while the pre-auth loop waited for its next command — the
+// common end of a connection that only checks the server (greeting, then close) — and
+// the end of a splice, where the client's side is closed already. Without TLS there is
+// nothing to ask.
+func (s *session) clientLeft() bool {
+	tc, ok := s.conn.(*tls.Conn)
+	if !ok {
+		return false
+	}
+	s.raw.SetReadDeadline(time.Unix(1, 0))
+	var b [1]byte
+	_, err := tc.Read(b[:])
+	return err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // endTLS ends a session the front or the backend ends after the handshake (the
