@@ -25,13 +25,25 @@ type peer struct {
 	serial  *big.Int
 	issuer  *x509.Certificate
 	resumed bool
+	names   *certNames // the serial and subject as the log spells them
+}
+
+// certNames are a certificate's serial and subject spelt for logs, throttle keys and
+// lines: worked out once per verified chain (the chain cache keeps them), not per
+// connection — pkix.Name.String and big.Int.Text were 1.6 % of a handshake's CPU.
+type certNames struct {
+	serial, subject string
+}
+
+func newCertNames(leaf *x509.Certificate) *certNames {
+	return &certNames{serial: serialHex(leaf.SerialNumber), subject: leaf.Subject.String()}
 }
 
 func (p *peer) serialHex() string {
 	if p == nil {
 		return ""
 	}
-	return serialHex(p.serial)
+	return p.names.serial
 }
 
 // serialHex spells a serial as the CA and openssl do (upper-case hex, even length), so
@@ -48,7 +60,7 @@ func (p *peer) subject() string {
 	if p == nil {
 		return ""
 	}
-	return p.leaf.Subject.String()
+	return p.names.subject
 }
 
 // certReject is a refused certificate: the user sees Text in the BYE; the log gets
@@ -71,14 +83,14 @@ func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *cert
 		return nil, reject("no_cert", byeNoCert, "no client certificate")
 	}
 	leaf := cs.PeerCertificates[0]
-	issuer, rej := st.verifyChain(cs.PeerCertificates, now)
+	cv, rej := st.verifyChain(cs.PeerCertificates, now)
 	if rej != nil {
 		return nil, rej
 	}
-	if rej := st.checkRevocation(leaf, issuer, now); rej != nil {
+	if rej := st.checkRevocation(leaf, cv.issuer, now); rej != nil {
 		return nil, rej
 	}
-	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: issuer, resumed: cs.DidResume}, nil
+	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: cv.issuer, resumed: cs.DidResume, names: cv.names}, nil
 }
 
 // checkRevocation refuses leaf unless its issuer has a CRL source in st whose CRL is
@@ -100,12 +112,13 @@ func (st *state) checkRevocation(leaf, issuer *x509.Certificate, now time.Time) 
 	return nil
 }
 
-// verifyChain verifies the peer's chain at now and returns the leaf's issuer. Results
+// verifyChain verifies the peer's chain at now and returns the leaf's issuer (and the
+// leaf's names for the log) as the cache holds them. Results
 // are cached per state (the roots never change within one) by the hash of the presented
 // certificates, so a user reconnecting or resuming does not pay for chain building and
 // signature checks again; the validity window is still checked against now on every
 // use, and revocation is checked by the caller every time.
-func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Certificate, *certReject) {
+func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*chainResult, *certReject) {
 	h := sha256.New()
 	for _, c := range certs {
 		h.Write(c.Raw)
@@ -115,7 +128,7 @@ func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Ce
 	if v, ok := st.chains.Load(key); ok {
 		cv := v.(*chainResult)
 		if !now.Before(cv.notBefore) && !now.After(cv.notAfter) {
-			return cv.issuer, nil
+			return cv, nil
 		}
 	}
 	leaf := certs[0]
@@ -138,7 +151,7 @@ func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Ce
 	if rej := leafPolicy(leaf); rej != nil {
 		return nil, rej // not cached: a refused chain is looked at again next time
 	}
-	cv := &chainResult{notBefore: leaf.NotBefore, notAfter: leaf.NotAfter}
+	cv := &chainResult{notBefore: leaf.NotBefore, notAfter: leaf.NotAfter, names: newCertNames(leaf)}
 	for _, c := range chains[0][1:] {
 		if c.NotBefore.After(cv.notBefore) {
 			cv.notBefore = c.NotBefore
@@ -155,7 +168,7 @@ func (st *state) verifyChain(certs []*x509.Certificate, now time.Time) (*x509.Ce
 		st.chainCount.Store(0)
 	}
 	st.chains.Store(key, cv)
-	return cv.issuer, nil
+	return cv, nil
 }
 
 // maxChainCache bounds the verified-chain cache; past it the cache starts over.
@@ -164,6 +177,7 @@ const maxChainCache = 50000
 type chainResult struct {
 	issuer              *x509.Certificate
 	notBefore, notAfter time.Time
+	names               *certNames // the leaf's, keyed by the same hash as the chain
 }
 
 func issuerName(issuer, leaf *x509.Certificate) string {

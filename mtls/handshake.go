@@ -109,8 +109,7 @@ func (s *session) handshake(_ context.Context) bool {
 		s.refuse(log, rej)
 		return false
 	}
-	s.log = s.log.With("serial", p.serialHex(), "subject", p.subject())
-	s.peer.Store(p) // publishes s.log to the registry too
+	s.peer.Store(p) // from here s.log's lines carry its serial and subject (sessionLog)
 	// A certificate that expires during a long session (IDLE for days) ends it then.
 	s.expiry = time.AfterFunc(time.Until(p.leaf.NotAfter), func() {
 		s.log.Info("session ended: certificate expired", "event", "expired", "result", "expired", "reason", "certificate expired during the session")
