@@ -268,14 +268,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode, proto protoc
 	remote := addrPort(c.RemoteAddr())
 	release, why := s.conns.acquire(remote.Addr(), &st.opts.Limits, time.Now())
 	if why != "" {
-		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.metrics.handshake("limited").Inc()
 		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
 		c.Close()
 		return
 	}
 	defer release()
 	if why := s.conns.enterPreAuth(&st.opts.Limits); why != "" {
-		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.metrics.handshake("limited").Inc()
 		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
 		c.Close()
 		return
