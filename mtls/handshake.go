@@ -77,7 +77,8 @@ func (s *session) handshake(_ context.Context) bool {
 		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
 		return false
 	}
-	tc := tls.Server(s.raw, st.sessionTLS())
+	cfg, done := st.sessionTLS()
+	tc := tls.Server(s.raw, cfg)
 	// A deadline on the socket bounds the handshake, not a context: a child context per
 	// connection registers with the server-wide parent (one Done channel shared by every
 	// connection on every core), starts a timer, and HandshakeContext adds an AfterFunc
@@ -90,7 +91,9 @@ func (s *session) handshake(_ context.Context) bool {
 	// comes next sets its own before it waits (write, the pre-auth loops' reads,
 	// lingerClose, kill), and nothing reads or writes the client in between.
 	s.raw.SetDeadline(time.Now().Add(st.opts.HandshakeTimeout))
-	if err := tc.Handshake(); err != nil {
+	err := tc.Handshake()
+	done()
+	if err != nil {
 		result := "tls_error"
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			result = "timeout"

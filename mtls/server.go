@@ -25,6 +25,8 @@ type state struct {
 
 	chains     sync.Map // [32]byte → *chainResult: verified chains, see verifyChain
 	chainCount atomic.Int64
+
+	ticketConfigs sync.Pool // *ticketConfig: handshakes' TLS configurations (sessionTLS)
 }
 
 // buildState validates o (every problem at once), fills in the defaults and builds
@@ -53,7 +55,9 @@ func buildState(o Options) (*state, error) {
 	for _, s := range o.CRLs {
 		inter.AddCert(s.Issuer())
 	}
-	return &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}, nil
+	st := &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}
+	st.ticketConfigs.New = func() any { return st.newTicketConfig() }
+	return st, nil
 }
 
 // Server is a running front.
