@@ -78,38 +78,72 @@ func reject(result string, bye *Reply, reason string) *certReject {
 // configured roots, clientAuth, validity at now, and revocation (checkRevocation). It
 // runs on every handshake, resumed ones included, so a revoked certificate cannot come
 // back through a session ticket.
-func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, *certReject) {
+func (st *state) verifyPeer(cs tls.ConnectionState, now time.Time) (*peer, crlSeen, *certReject) {
 	if len(cs.PeerCertificates) == 0 {
-		return nil, reject("no_cert", byeNoCert, "no client certificate")
+		return nil, crlSeen{}, reject("no_cert", byeNoCert, "no client certificate")
 	}
 	leaf := cs.PeerCertificates[0]
 	cv, rej := st.verifyChain(cs.PeerCertificates, now)
 	if rej != nil {
-		return nil, rej
+		return nil, crlSeen{}, rej
 	}
-	if rej := st.checkRevocation(leaf, cv.issuer, now); rej != nil {
-		return nil, rej
+	seen, rej := st.revocation(leaf, cv.issuer, now)
+	if rej != nil {
+		return nil, crlSeen{}, rej
 	}
-	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: cv.issuer, resumed: cs.DidResume, names: cv.names}, nil
+	return &peer{leaf: leaf, serial: leaf.SerialNumber, issuer: cv.issuer, resumed: cs.DidResume, names: cv.names}, seen, nil
+}
+
+// crlSeen is the CRL a revocation check found the certificate absent from: its state,
+// store and snapshot. It lives only as long as the handshake (a session must not keep
+// an old CRL in memory).
+type crlSeen struct {
+	st    *state
+	store *crl.Store
+	snap  *crl.Snapshot
 }
 
 // checkRevocation refuses leaf unless its issuer has a CRL source in st whose CRL is
 // fresh at now and does not list leaf: revocation status unknown means no. The
-// handshake calls it twice, in verifyPeer and again once the session is registered.
+// handshake looks twice, in verifyPeer and again once the session is registered
+// (recheckRevocation).
 func (st *state) checkRevocation(leaf, issuer *x509.Certificate, now time.Time) *certReject {
+	_, rej := st.revocation(leaf, issuer, now)
+	return rej
+}
+
+// revocation is checkRevocation, also saying which CRL it looked in.
+func (st *state) revocation(leaf, issuer *x509.Certificate, now time.Time) (crlSeen, *certReject) {
 	store := st.crlFor(issuer)
 	if store == nil {
-		return reject("crl_unavailable", byeCRLUnavailable,
+		return crlSeen{}, reject("crl_unavailable", byeCRLUnavailable,
 			fmt.Sprintf("no CRL configured for issuer %q", issuerName(issuer, leaf)))
 	}
 	snap, err := store.Fresh(now)
 	if err != nil {
-		return reject("crl_unavailable", byeCRLUnavailable, err.Error())
+		return crlSeen{}, reject("crl_unavailable", byeCRLUnavailable, err.Error())
 	}
 	if snap.Revoked(leaf.SerialNumber) {
-		return reject("revoked", byeRevoked, "certificate revoked (CRL "+snap.NumberString()+")")
+		return crlSeen{}, reject("revoked", byeRevoked, "certificate revoked (CRL "+snap.NumberString()+")")
 	}
-	return nil
+	return crlSeen{st: st, store: store, snap: snap}, nil
+}
+
+// recheckRevocation is the handshake's second look, in st, the configuration of now,
+// once the session is registered: a CRL may have landed or gone stale since the first
+// (seen), or a reload may have replaced the CRL sources, and the registry's walks
+// only see the session from its registration on. When the configuration and its CRL
+// are still the ones seen, the answer of the same immutable snapshot cannot have
+// changed: only the freshness is asked again, not the store's match and the serial's
+// lookup. A CRL or reload landing after this look walks the registry, which holds the
+// session by then.
+func (st *state) recheckRevocation(p *peer, seen crlSeen, now time.Time) *certReject {
+	if st == seen.st && seen.store != nil {
+		if snap, err := seen.store.Fresh(now); err == nil && snap == seen.snap {
+			return nil
+		}
+	}
+	return st.checkRevocation(p.leaf, p.issuer, now)
 }
 
 // verifyChain verifies the peer's chain at now and returns the leaf's issuer (and the

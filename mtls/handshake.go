@@ -105,7 +105,7 @@ func (s *session) handshake(_ context.Context) bool {
 	s.conn = tc
 	s.br.Reset(tc)
 	cs := tc.ConnectionState()
-	p, rej := st.verifyPeer(cs, time.Now())
+	p, seen, rej := st.verifyPeer(cs, time.Now())
 	if rej != nil {
 		log := s.log
 		if len(cs.PeerCertificates) > 0 {
@@ -123,7 +123,7 @@ func (s *session) handshake(_ context.Context) bool {
 	// Look again, in the configuration of now: between the check and the registration
 	// above a CRL may have landed or gone stale, or a reload may have replaced the CRL
 	// sources; the registry walks that these make see the session from here on.
-	if rej := s.srv.st.Load().checkRevocation(p.leaf, p.issuer, time.Now()); rej != nil {
+	if rej := s.srv.st.Load().recheckRevocation(p, seen, time.Now()); rej != nil {
 		s.refuse(s.log, rej)
 		return false
 	}
