@@ -25,6 +25,8 @@ type state struct {
 
 	chains     sync.Map // [32]byte → *chainResult: verified chains, see verifyChain
 	chainCount atomic.Int64
+
+	ticketConfigs sync.Pool // *ticketConfig: handshakes' TLS configurations (sessionTLS)
 }
 
 // buildState validates o (every problem at once), fills in the defaults and builds
@@ -53,7 +55,9 @@ func buildState(o Options) (*state, error) {
 	for _, s := range o.CRLs {
 		inter.AddCert(s.Issuer())
 	}
-	return &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}, nil
+	st := &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}
+	st.ticketConfigs.New = func() any { return st.newTicketConfig() }
+	return st, nil
 }
 
 // Server is a running front.
@@ -268,14 +272,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode, proto protoc
 	remote := addrPort(c.RemoteAddr())
 	release, why := s.conns.acquire(remote.Addr(), &st.opts.Limits, time.Now())
 	if why != "" {
-		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.metrics.handshake("limited").Inc()
 		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
 		c.Close()
 		return
 	}
 	defer release()
 	if why := s.conns.enterPreAuth(&st.opts.Limits); why != "" {
-		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.metrics.handshake("limited").Inc()
 		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
 		c.Close()
 		return
