@@ -336,6 +336,58 @@ func curlCard(t *testing.T, dir, certFile, keyFile string) (args, env []string) 
 	return args, append(tok.Env(), "PKCS11_MODULE_PATH="+tok.Module)
 }
 
+// frontYAML writes the front's certificate and key, the roots, the intermediate and
+// an empty CRL of pki into dir, and returns the shared sections of a front's config
+// file using them (listen on a free port, tls, crl, crl_state_file, the IMAP backend
+// at backend, a 1 s drain).
+func frontYAML(t *testing.T, pki *testenv.PKI, dir, backend string) string {
+	t.Helper()
+	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
+	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
+	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
+	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	return fmt.Sprintf(`listen: %q
+tls:
+  cert_file: %s
+  key_file: %s
+  client_ca_file: %[4]s/roots.pem
+crl:
+  - file: %[4]s/ca.crl
+    issuer_file: %[4]s/intermediate.pem
+crl_state_file: %[4]s/crl-state.json
+backend:
+  address: %s
+timeouts:
+  drain: 1s
+`, freeAddr(t), srvCert, srvKey, dir, backend)
+}
+
+// runFront runs the front from the file at path, as `imapgate front --config` does,
+// until cancel (SIGTERM); a send on reload is a SIGHUP, done says how Run returned.
+func runFront(t *testing.T, path string) (logs *syncBuffer, reload chan struct{}, cancel context.CancelFunc, done chan error) {
+	logs = &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reload = make(chan struct{}, 1)
+	done = make(chan error, 1)
+	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	return logs, reload, cancel, done
+}
+
+// drained cancels a front of runFront and waits for Run to return without error.
+func drained(t *testing.T, cancel context.CancelFunc, done chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
 func port(addr string) string {
 	_, p, _ := net.SplitHostPort(addr)
 	return p
@@ -372,41 +424,20 @@ func TestPOP3FromConfig(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true})
 	dir := t.TempDir()
-	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
-	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
-	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
-	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	shared := frontYAML(t, pki, dir, dc.Addr)
 	alice := pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
 	pop3s, stls := freeAddr(t), freeAddr(t)
 	conf := func(stlsListen string) []byte {
-		return []byte(fmt.Sprintf(`listen: %q
-tls:
-  cert_file: %s
-  key_file: %s
-  client_ca_file: %s/roots.pem
-crl:
-  - file: %s/ca.crl
-    issuer_file: %s/intermediate.pem
-crl_state_file: %s/crl-state.json
-backend:
-  address: %s
-pop3:
+		return []byte(shared + fmt.Sprintf(`pop3:
   listen: %q
   stls_listen: %q
   backend:
     address: %s
-timeouts:
-  drain: 1s
-`, freeAddr(t), srvCert, srvKey, dir, dir, dir, dir, dc.Addr, pop3s, stlsListen, dc.POP3Addr))
+`, pop3s, stlsListen, dc.POP3Addr))
 	}
 	path := filepath.Join(dir, "front.yaml")
 	testenv.WriteFile(t, path, conf(""))
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	reload := make(chan struct{}, 1)
-	done := make(chan error, 1)
-	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	logs, reload, cancel, done := runFront(t, path)
 	waitFor(t, logs, "POP3 gate listening")
 
 	e := &env{pki: pki, pop3Addr: pop3s, pop3PlainAddr: stls}
@@ -428,15 +459,7 @@ timeouts:
 	if got := p.line(); !strings.HasPrefix(got, "+OK 3 ") {
 		t.Fatalf("live session after reload: %q", got)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	drained(t, cancel, done)
 	if lines := p.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "-ERR [SYS/TEMP] This server is shutting down") {
 		t.Fatalf("drained POP3 session ended with %q", lines)
 	}

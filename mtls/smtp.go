@@ -2,13 +2,9 @@ package mtls
 
 import (
 	"context"
-	"encoding/base64"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
-	"time"
 )
 
 // smtp is the SMTP submission dialect (RFC 5321, submission of RFC 6409, STARTTLS of
@@ -116,56 +112,28 @@ type smtpState struct {
 	ehlo bool // EHLO or HELO was answered since the last TLS start
 }
 
+// smtpLines is SMTP's side of the line loop (lineloop.go).
+var smtpLines = lineDialect{
+	startTLS:     "STARTTLS",
+	tooLong:      "500 5.5.2 Line too long.\r\n",
+	timeout:      "421 4.4.2 ",
+	tooManyPlain: "421 4.7.0 Too many commands before STARTTLS.\r\n",
+	tooManyBad:   "421 4.7.0 Too many invalid commands.\r\n",
+}
+
 // preauth is the SMTP session before AUTH as far as the gate serves it.
 func (smtp) preauth(ctx context.Context, s *session) {
 	var st smtpState
-	for !s.killed.Load() {
-		line, err := s.smtpReadLine()
-		if err != nil {
-			s.smtpReadError(err)
-			return
-		}
-		if s.phase == phasePlain {
-			if s.plain++; s.plain > s.st.opts.Limits.MaxPlainCommands {
-				s.log.Info("connection closed", "event", "preauth", "result", "too_many_commands", "reason", "too many commands before STARTTLS")
-				s.write("421 4.7.0 Too many commands before STARTTLS.\r\n")
-				return
-			}
-		}
+	d := smtpLines
+	d.command = func(ctx context.Context, line string) (bool, error) {
 		cmd, err := parseSMTP(line)
-		if err == nil {
-			s.log.Debug("command", "event", "preauth", "command", smtpTraceName(cmd.verb))
-			var done bool
-			done, err = s.smtpDispatch(ctx, cmd, &st)
-			if done {
-				return
-			}
+		if err != nil {
+			return false, err
 		}
-		if err == nil {
-			continue
-		}
-		var r *Reply
-		if !errors.As(err, &r) {
-			return // I/O: the client is gone
-		}
-		if s.write(s.say(r, "")) != nil || r.Status == "BYE" {
-			return
-		}
-		if r.Status == "BAD" {
-			if s.bad++; s.bad >= s.st.opts.MaxBadCommands {
-				s.log.Info("connection closed", "event", "preauth", "result", "too_many_bad_commands", "reason", "too many invalid commands before login")
-				s.write("421 4.7.0 Too many invalid commands.\r\n")
-				return
-			}
-		}
+		s.log.Debug("command", "event", "preauth", "command", smtpTraceName(cmd.verb))
+		return s.smtpDispatch(ctx, cmd, &st)
 	}
-}
-
-// smtpReadLine reads one line within the pre-auth deadlines and the line limit.
-func (s *session) smtpReadLine() (string, error) {
-	s.raw.SetReadDeadline(s.preAuthDeadline())
-	defer s.raw.SetReadDeadline(time.Time{})
-	return readLine(s.br, s.wr.lim.MaxLine)
+	s.lineLoop(ctx, &d)
 }
 
 func smtpTraceName(verb string) string {
@@ -174,21 +142,6 @@ func smtpTraceName(verb string) string {
 		return verb
 	}
 	return "other"
-}
-
-// smtpReadError answers a line that could not be read; the session then ends.
-func (s *session) smtpReadError(err error) {
-	var fe *errFatal
-	switch {
-	case errors.As(err, &fe):
-		s.log.Info("connection closed", "event", "preauth", "result", "protocol_error", "reason", fe.text)
-		s.write("500 5.5.2 Line too long.\r\n")
-	case errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.start.Add(s.st.opts.PreAuthTotal)):
-		s.log.Info("connection closed", "event", "preauth", "result", "preauth_total", "reason", "no login within timeouts.preauth_total")
-		s.write("421 4.4.2 " + byePreAuthTotal.Text + "\r\n")
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.write("421 4.4.2 " + byeAutologout.Text + "\r\n")
-	}
 }
 
 // smtpEHLO is the gate's EHLO reply: what a submission client needs before AUTH, as
@@ -327,24 +280,15 @@ func (s *session) smtpChallenge(challenge string) (string, bool, error) {
 	if err := s.write("334 " + challenge + "\r\n"); err != nil {
 		return "", true, nil
 	}
-	line, err := s.smtpReadLine()
+	line, err := s.readPreAuthLine()
 	if err != nil {
-		s.smtpReadError(err)
+		s.lineReadError(&smtpLines, err)
 		return "", true, nil
 	}
 	if line == "*" {
 		return "", false, smtpAuthAborted
 	}
 	return line, false, nil
-}
-
-// decodeBase64 decodes one SASL line, padded or not.
-func decodeBase64(b64 string) (string, bool) {
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		raw, err = base64.RawStdEncoding.DecodeString(b64)
-	}
-	return string(raw), err == nil
 }
 
 // ServeSMTP is Serve for SMTP submission (implicit TLS on 465, STARTTLS on 587), with

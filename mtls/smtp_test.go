@@ -3,7 +3,6 @@ package mtls_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -29,7 +28,11 @@ type smtpEnv struct {
 func startMail(t *testing.T) (*testenv.Dovecot, *testenv.Postfix) {
 	t.Helper()
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true, Submission: true})
-	return dc, testenv.StartPostfix(t, dc)
+	pf := testenv.StartPostfix(t, dc)
+	// StartPostfix's readiness probe is logged late (through postlogd): wait for it,
+	// so that tests counting Postfix's connections do not count it.
+	waitPostfixLog(t, pf, "disconnect from")
+	return dc, pf
 }
 
 // newSMTPEnv is newEnv with the SMTP gate on pf (o.dovecot is set to dc).
@@ -381,25 +384,11 @@ func TestSMTPFromConfig(t *testing.T) {
 	dc, pf := startMail(t)
 	pki := testenv.NewPKI(t)
 	dir := t.TempDir()
-	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
-	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
-	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
-	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	shared := frontYAML(t, pki, dir, dc.Addr)
 	alice := pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
 	smtps, sub := freeAddr(t), freeAddr(t)
 	conf := func(starttls string) []byte {
-		return []byte(fmt.Sprintf(`listen: %q
-tls:
-  cert_file: %s
-  key_file: %s
-  client_ca_file: %s/roots.pem
-crl:
-  - file: %s/ca.crl
-    issuer_file: %s/intermediate.pem
-crl_state_file: %s/crl-state.json
-backend:
-  address: %s
-smtp:
+		return []byte(shared + fmt.Sprintf(`smtp:
   listen: %q
   starttls_listen: %q
   hostname: gate.example.org
@@ -407,18 +396,11 @@ smtp:
   backend:
     address: %s
     login_timeout: 20s
-timeouts:
-  drain: 1s
-`, freeAddr(t), srvCert, srvKey, dir, dir, dir, dir, dc.Addr, smtps, starttls, pf.Addr))
+`, smtps, starttls, pf.Addr))
 	}
 	path := filepath.Join(dir, "front.yaml")
 	testenv.WriteFile(t, path, conf(""))
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	reload := make(chan struct{}, 1)
-	done := make(chan error, 1)
-	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	logs, reload, cancel, done := runFront(t, path)
 	waitFor(t, logs, "SMTP gate listening")
 
 	e := &smtpEnv{env: &env{pki: pki}, smtpAddr: smtps, smtpPlainAddr: sub}
@@ -443,15 +425,7 @@ timeouts:
 	if got := s.last(); !strings.HasPrefix(got, "250 ") {
 		t.Fatalf("live session after reload: %q", got)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	drained(t, cancel, done)
 	if lines := s.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "421 4.3.2 This server is shutting down") {
 		t.Fatalf("drained SMTP session ended with %q", lines)
 	}

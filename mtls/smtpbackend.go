@@ -63,33 +63,23 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 	if bo.Address == "" {
 		return nil, nil, "", errors.New("backend: no SMTP backend configured (smtp.backend.address)")
 	}
-	m := s.srv.metrics
-	t0 := time.Now()
-	raw, err := s.dialBackend(ctx, &bo)
-	if err != nil {
-		m.backendDial.Observe(time.Since(t0).Seconds())
-		return nil, nil, "", err
-	}
-	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
-		raw.Close()
-		return nil, nil, "", err
-	}
-	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
-	defer stop()
-	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
 	helo := s.client
 	if helo == "" {
 		helo = s.st.opts.SMTP.Hostname
 	}
-	c, br, caps, err := smtpGreeting(ctx, raw, &bo, helo)
-	m.backendDial.Observe(time.Since(t0).Seconds())
+	var caps []string
+	raw, c, br, end, err := s.openBackend(ctx, &bo, func(ctx context.Context, raw net.Conn) (c net.Conn, br *bufio.Reader, err error) {
+		c, br, caps, err = smtpGreeting(ctx, raw, &bo, helo)
+		return c, br, err
+	})
 	if err != nil {
-		return fail(err)
+		return nil, nil, "", err
 	}
-
-	t1 := time.Now()
-	defer func() { m.backendLogin.Observe(time.Since(t1).Seconds()) }()
-	c.SetDeadline(time.Now().Add(bo.LoginTimeout))
+	defer end()
+	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
+		raw.Close()
+		return nil, nil, "", err
+	}
 	if !smtpHasCap(caps, "XCLIENT") {
 		s.log.Warn("backend does not offer XCLIENT; client address not forwarded: add the gate's address to Postfix's smtpd_authorized_xclient_hosts", "backend", bo.Address)
 	} else {
