@@ -1,8 +1,10 @@
 package mtls_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -25,7 +27,7 @@ type smtpEnv struct {
 }
 
 // startMail starts a Dovecot (IMAP, POP3 and the SASL socket) and a Postfix on it.
-func startMail(t *testing.T) (*testenv.Dovecot, *testenv.Postfix) {
+func startMail(t testing.TB) (*testenv.Dovecot, *testenv.Postfix) {
 	t.Helper()
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true, Submission: true})
 	pf := testenv.StartPostfix(t, dc)
@@ -36,7 +38,7 @@ func startMail(t *testing.T) (*testenv.Dovecot, *testenv.Postfix) {
 }
 
 // newSMTPEnv is newEnv with the SMTP gate on pf (o.dovecot is set to dc).
-func newSMTPEnv(t *testing.T, o envOptions, dc *testenv.Dovecot, pf *testenv.Postfix) *smtpEnv {
+func newSMTPEnv(t testing.TB, o envOptions, dc *testenv.Dovecot, pf *testenv.Postfix) *smtpEnv {
 	t.Helper()
 	mod := o.mod
 	o.dovecot = dc
@@ -144,7 +146,7 @@ func TestSMTPTranscripts(t *testing.T) {
 	}
 }
 
-func waitPostfixLog(t *testing.T, pf *testenv.Postfix, s string) {
+func waitPostfixLog(t testing.TB, pf *testenv.Postfix, s string) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if strings.Contains(pf.Log(), s) {
@@ -428,5 +430,157 @@ func TestSMTPFromConfig(t *testing.T) {
 	drained(t, cancel, done)
 	if lines := s.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "421 4.3.2 This server is shutting down") {
 		t.Fatalf("drained SMTP session ended with %q", lines)
+	}
+}
+
+// TestSMTPAfterLoginLimits: after login a command line over limits (8192 bytes, the
+// pre-auth line limit) ends the session and never reaches Postfix, while a message
+// line of any length is the message's (Postfix's own limits apply to it).
+func TestSMTPAfterLoginLimits(t *testing.T) {
+	dc, pf := startMail(t)
+	e := newSMTPEnv(t, envOptions{}, dc, pf)
+	c := e.dialSMTP(t, net.IPv4(127, 0, 1, 40), e.alice, true)
+	smtpLogin(t, c, testenv.Alice.Name, testenv.Alice.Password)
+	c.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+	for _, want := range []string{"250 ", "250 ", "354 "} {
+		if got := c.last(); !strings.HasPrefix(got, want) {
+			t.Fatalf("got %q, want %q", got, want)
+		}
+	}
+	c.send("Subject: long line\r\n\r\n" + strings.Repeat("y", 20000) + "\r\n.\r\n")
+	if got := c.last(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued") {
+		t.Fatalf("a message with a 20000-byte line: %q", got)
+	}
+	c.send("NOOP " + strings.Repeat("z", 9000))
+	if lines := c.closed(); len(lines) != 0 {
+		t.Fatalf("after a too long command line: %q", lines)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if strings.Contains(pf.Log(), "zzzz") || strings.Contains(pf.Log(), "line too long") {
+		t.Errorf("the long command line reached Postfix:\n%s", pf.Log())
+	}
+}
+
+// TestSMTPBackendAnswers: which answers of the backend to AUTH count against the card.
+// A 535 is a wrong password (counted); a 4xx is the backend's trouble (454 4.7.0 to
+// the client, not counted: the card is not locked out after it); any other answer is a
+// counted refusal. A stub stands in for Postfix, which cannot be made to answer a
+// given code on purpose.
+func TestSMTPBackendAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		answer, reply, result string
+		counted               bool
+	}{
+		{"535 5.7.8 Error: authentication failed", "535 5.7.8 Authentication failed.", "bad_password", true},
+		{"454 4.7.0 Temporary authentication failure", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_error", false},
+		{"421 4.4.2 Timeout", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_error", false},
+		{"534 5.7.9 Please log in with your web browser", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_refused", true},
+	} {
+		t.Run(tc.answer[:3], func(t *testing.T) {
+			stub := serveStub(t, localListen(t), func(c net.Conn) {
+				br := bufio.NewReader(c)
+				io.WriteString(c, "220 stub ESMTP\r\n")
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch verb, _, _ := strings.Cut(strings.TrimSpace(l), " "); verb {
+					case "EHLO":
+						io.WriteString(c, "250-stub\r\n250-XCLIENT NAME ADDR PORT\r\n250 AUTH PLAIN LOGIN\r\n")
+					case "XCLIENT":
+						io.WriteString(c, "220 stub ESMTP\r\n")
+					case "AUTH":
+						io.WriteString(c, tc.answer+"\r\n")
+					default:
+						io.WriteString(c, "502 no\r\n")
+					}
+				}
+			})
+			// No IMAP in this test: the stub's address stands in for the IMAP backend.
+			e := newSMTPEnv(t, envOptions{backendAddr: stub.Addr().String(), mod: func(o *mtls.Options) {
+				o.SMTP.Backend.Address = stub.Addr().String()
+				o.Throttle = mtls.Throttle{BaseDelay: 10 * time.Millisecond, MaxDelay: 40 * time.Millisecond, LockoutAfter: 1, LockoutFor: time.Hour}
+			}}, nil, &testenv.Postfix{})
+			c := e.dialSMTP(t, nil, e.alice, true)
+			c.reply()
+			c.send("EHLO c\r\n")
+			c.reply()
+			c.send("AUTH PLAIN " + plain("", testenv.Alice.Name, "first") + "\r\n")
+			if got := c.line(); got != tc.reply {
+				t.Fatalf("backend %q: got %q, want %q", tc.answer, got, tc.reply)
+			}
+			waitFor(t, e.logs, `"result":"`+tc.result+`"`)
+			// With lockout_after 1 a counted failure locks the card out.
+			c.send("AUTH PLAIN " + plain("", testenv.Alice.Name, "second") + "\r\n")
+			locked := strings.HasPrefix(c.line(), "454 4.7.0 Too many failed logins")
+			if locked != tc.counted {
+				t.Errorf("backend %q: counted %v, want %v", tc.answer, locked, tc.counted)
+			}
+		})
+	}
+}
+
+// BenchmarkSMTP measures, against the test Postfix, a login (connect, EHLO, AUTH
+// PLAIN, QUIT) and the submission of an 8 MB message, through the gate (TLS with the
+// card, XCLIENT, the filter) and directly (plain TCP, as the gate itself talks to
+// Postfix). It reports ms per login and MB/s; no assertion on the figures.
+func BenchmarkSMTP(b *testing.B) {
+	dc, pf := startMail(b)
+	e := newSMTPEnv(b, envOptions{}, dc, pf)
+	body := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", 8<<20/1000) + ".\r\n"
+	dials := map[string]func() *lineConn{
+		"gate": func() *lineConn {
+			return e.dialSMTP(b, net.IPv4(127, 0, 1, 50), e.alice, true)
+		},
+		"direct": func() *lineConn {
+			c, err := net.DialTimeout("tcp", pf.Addr, 10*time.Second)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return newLineConn(b, c)
+		},
+	}
+	for _, name := range []string{"direct", "gate"} {
+		dial := dials[name]
+		b.Run("login_"+name, func(b *testing.B) {
+			start := time.Now()
+			for range b.N {
+				c := dial()
+				c.reply()
+				c.send("EHLO bench.example.org\r\n")
+				c.reply()
+				c.send("AUTH PLAIN " + plain("", testenv.Alice.Name, testenv.Alice.Password) + "\r\n")
+				if got := c.line(); !strings.HasPrefix(got, "235 ") {
+					b.Fatalf("login: %q", got)
+				}
+				c.send("QUIT\r\n")
+				c.reply()
+				c.c.Close()
+			}
+			b.ReportMetric(float64(time.Since(start).Milliseconds())/float64(b.N), "ms/login")
+		})
+		b.Run("data8MB_"+name, func(b *testing.B) {
+			c := dial()
+			c.reply()
+			c.send("EHLO bench.example.org\r\n")
+			c.reply()
+			c.send("AUTH PLAIN " + plain("", testenv.Alice.Name, testenv.Alice.Password) + "\r\n")
+			c.line()
+			b.SetBytes(int64(len(body)))
+			b.ResetTimer()
+			for range b.N {
+				c.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+				c.last()
+				c.last()
+				if got := c.last(); !strings.HasPrefix(got, "354 ") {
+					b.Fatalf("DATA: %q", got)
+				}
+				c.send(body)
+				if got := c.last(); !strings.HasPrefix(got, "250 ") {
+					b.Fatalf("end of data: %q", got)
+				}
+			}
+		})
 	}
 }
