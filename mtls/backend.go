@@ -31,29 +31,17 @@ const maxBackendLine = 64 << 10
 // connection, its reader (which may hold bytes already) and the post-login capabilities.
 func (s *session) backendLogin(ctx context.Context, user string, pass secret) (net.Conn, *bufio.Reader, string, error) {
 	bo := s.st.opts.Backend
-	m := s.srv.metrics
-	t0 := time.Now()
-	raw, err := s.dialBackend(ctx, &bo)
+	raw, c, br, end, err := s.openBackend(ctx, &bo, func(ctx context.Context, raw net.Conn) (net.Conn, *bufio.Reader, error) {
+		return backendGreeting(ctx, raw, &bo)
+	})
 	if err != nil {
-		m.backendDial.Observe(time.Since(t0).Seconds())
 		return nil, nil, "", err
 	}
+	defer end()
 	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
 		raw.Close()
 		return nil, nil, "", err
 	}
-	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
-	defer stop()
-	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
-	c, br, err := backendGreeting(ctx, raw, &bo)
-	m.backendDial.Observe(time.Since(t0).Seconds())
-	if err != nil {
-		return fail(err)
-	}
-
-	t1 := time.Now()
-	defer func() { m.backendLogin.Observe(time.Since(t1).Seconds()) }()
-	c.SetDeadline(time.Now().Add(bo.LoginTimeout))
 	w := bufio.NewWriterSize(c, 1024)
 	local := s.local
 	fmt.Fprintf(w, "g1 ID (\"x-originating-ip\" \"%s\" \"x-originating-port\" \"%d\" \"x-connected-ip\" \"%s\" \"x-connected-port\" \"%d\" \"x-session-id\" \"%s\")\r\n",
@@ -368,6 +356,34 @@ func probeBackend(ctx context.Context, o *Options) {
 	if _, _, err := backendGreeting(dctx, raw, &bo); err != nil {
 		o.Logger.Warn("backend check at start failed", "event", "start", "backend", bo.Address, "reason", err.Error())
 	}
+}
+
+// openBackend starts any protocol's backend login: it dials bo, runs greet (the
+// greeting, and TLS as configured) within bo.DialTimeout, then gives the login
+// bo.LoginTimeout. It returns the TCP connection (close it on a failure), the one to
+// speak on (raw or TLS on top) and its reader; end must be called once the login is
+// decided (it stops the cancel watch and records the login's duration). Both phases
+// are in the metrics.
+func (s *session) openBackend(ctx context.Context, bo *BackendOptions, greet func(context.Context, net.Conn) (net.Conn, *bufio.Reader, error)) (raw, c net.Conn, br *bufio.Reader, end func(), err error) {
+	m := s.srv.metrics
+	t0 := time.Now()
+	raw, err = s.dialBackend(ctx, bo)
+	if err != nil {
+		m.backendDial.Observe(time.Since(t0).Seconds())
+		return nil, nil, nil, nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
+	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
+	c, br, err = greet(ctx, raw)
+	m.backendDial.Observe(time.Since(t0).Seconds())
+	if err != nil {
+		stop()
+		raw.Close()
+		return nil, nil, nil, nil, err
+	}
+	t1 := time.Now()
+	c.SetDeadline(time.Now().Add(bo.LoginTimeout))
+	return raw, c, br, func() { stop(); m.backendLogin.Observe(time.Since(t1).Seconds()) }, nil
 }
 
 // dialBackend connects to bo's address for any protocol's backend login. The session

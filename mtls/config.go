@@ -47,6 +47,9 @@ type Config struct {
 	Backend BackendConfig `yaml:"backend"`
 	// POP3 is the POP3 gate (pop3config.go); off unless it has a listen address.
 	POP3 POP3Config `yaml:"pop3"`
+	// SMTP is the SMTP submission gate (smtpconfig.go); off unless it has a listen
+	// address.
+	SMTP SMTPConfig `yaml:"smtp"`
 
 	Identity struct {
 		Mode    string   `yaml:"mode"`
@@ -86,7 +89,7 @@ type Config struct {
 	} `yaml:"proxy_protocol"`
 }
 
-// BackendConfig is a backend section: backend (IMAP) or pop3.backend.
+// BackendConfig is a backend section: backend (IMAP), pop3.backend or smtp.backend.
 type BackendConfig struct {
 	Address      string        `yaml:"address"`
 	TLS          string        `yaml:"tls"`
@@ -186,6 +189,7 @@ func (c *Config) Options(log *slog.Logger) (Options, error) {
 	}
 	add(c.Backend.loadTLS("backend", &o.Backend))
 	add(c.pop3Options(&o))
+	add(c.smtpOptions(&o))
 	if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
 		add(errors.New("front config: tls.cert_file and tls.key_file are required (the front's own server certificate)"))
 	} else if cert, err := loadKeyPair(c.TLS.CertFile, c.TLS.KeyFile, "front config: tls.key_file"); err != nil {

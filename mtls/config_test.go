@@ -41,6 +41,12 @@ func TestParseConfigErrors(t *testing.T) {
 		{"pop3_listen_without_backend", "pop3:\n  listen: ':995'\n", "pop3.backend.address is required"},
 		{"pop3_bad_listen", "pop3:\n  stls_listen: '110'\n  backend:\n    address: 127.0.0.1:110\n", "pop3.stls_listen \"110\""},
 		{"pop3_backend_tls_unknown", "pop3:\n  listen: ':995'\n  backend:\n    address: 127.0.0.1:995\n    tls: ssl\n", "pop3: mtls: backend.tls \"ssl\""},
+		{"smtp_backend_without_listen", "smtp:\n  backend:\n    address: 127.0.0.1:587\n", "neither smtp.listen nor smtp.starttls_listen"},
+		{"smtp_listen_without_backend", "smtp:\n  starttls_listen: ':587'\n", "smtp.backend.address is required"},
+		{"smtp_bad_listen", "smtp:\n  listen: '465'\n  backend:\n    address: 127.0.0.1:587\n", "smtp.listen \"465\""},
+		{"smtp_backend_tls_unknown", "smtp:\n  listen: ':465'\n  backend:\n    address: 127.0.0.1:587\n    tls: ssl\n", "smtp: mtls: backend.tls \"ssl\""},
+		{"smtp_negative_size", "smtp:\n  listen: ':465'\n  max_message_size: -1\n  backend:\n    address: 127.0.0.1:587\n", "smtp.max_message_size -1"},
+		{"smtp_bad_hostname", "smtp:\n  listen: ':465'\n  hostname: 'two words'\n  backend:\n    address: 127.0.0.1:587\n", "smtp.hostname \"two words\""},
 		{"pop3_backend_cert_without_key", "pop3:\n  listen: ':995'\n  backend:\n    address: 127.0.0.1:995\n    tls: implicit\n    cert_file: /x.pem\n", "pop3.backend.cert_file and pop3.backend.key_file go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,4 +1,4 @@
-// Package mtls is imapgate's mTLS gate for IMAP (and POP3, see Protocols below): it accepts a TLS connection only with a valid,
+// Package mtls is imapgate's mTLS gate for IMAP (and POP3 and SMTP submission, see Protocols below): it accepts a TLS connection only with a valid,
 // unrevoked client certificate from the configured CA, serves the few IMAP commands a
 // client sends before login itself, binds the login name to the certificate's e-mail
 // address, logs in to the real IMAP server (Dovecot) with the user's password and only
@@ -28,6 +28,13 @@
 //   - pop3 (pop3.go: CAPA, USER/PASS, AUTH PLAIN, STLS, QUIT and the RFC 3206 codes;
 //     pop3backend.go: XCLIENT then AUTH PLAIN at Dovecot's POP3): Server.ServePOP3,
 //     backend in Options.POP3.
+//   - smtp, submission (smtp.go: EHLO/HELO, STARTTLS, AUTH PLAIN and LOGIN, RSET,
+//     NOOP, QUIT, 530 before AUTH; smtpbackend.go: EHLO, XCLIENT, EHLO, AUTH PLAIN at
+//     Postfix; smtprelay.go: the post-login filter that keeps XCLIENT, XFORWARD,
+//     STARTTLS and BDAT from the backend and CHUNKING from the client): Server.ServeSMTP,
+//     backend in Options.SMTP.
+//
+// POP3 and SMTP, one command per line, share the pre-auth loop of lineloop.go.
 //
 // A new protocol adds its own <proto>.go and <proto>backend.go, a Serve method, and
 // its backend options; it never copies the core.

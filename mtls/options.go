@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/imapgate/imapgate/crl"
@@ -32,6 +33,9 @@ type Options struct {
 	Backend BackendOptions
 	// POP3 is the POP3 gate's backend (pop3.go); unused unless ServePOP3 runs.
 	POP3 POP3Options
+	// SMTP is the SMTP submission gate's backend and settings (smtp.go); unused
+	// unless ServeSMTP runs.
+	SMTP SMTPOptions
 
 	// Identity binds the login name to the certificate; nil is IdentityEmail.
 	Identity *IdentityPolicy
@@ -174,12 +178,20 @@ func (o *Options) checkSettings() error {
 	if _, err := backendTLSConfig(&b); err != nil {
 		errs = append(errs, err)
 	}
-	if p := o.POP3.Backend; p.Address != "" {
-		if _, _, err := net.SplitHostPort(p.Address); err != nil {
-			errs = append(errs, fmt.Errorf("mtls: pop3.backend.address %q: %w", p.Address, err))
-		} else if _, err := backendTLSConfig(&p); err != nil {
-			errs = append(errs, fmt.Errorf("pop3: %w", err))
+	for _, g := range []struct {
+		name string
+		b    BackendOptions
+	}{{"pop3", o.POP3.Backend}, {"smtp", o.SMTP.Backend}} {
+		if p := g.b; p.Address != "" {
+			if _, _, err := net.SplitHostPort(p.Address); err != nil {
+				errs = append(errs, fmt.Errorf("mtls: %s.backend.address %q: %w", g.name, p.Address, err))
+			} else if _, err := backendTLSConfig(&p); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", g.name, err))
+			}
 		}
+	}
+	if h := o.SMTP.Hostname; h != "" && (printable(h) == "" || strings.ContainsAny(h, " ") || len(h) > smtpMaxDomain) {
+		errs = append(errs, fmt.Errorf("mtls: smtp.hostname %q: want a host name (printable, no spaces)", h))
 	}
 	if err := o.Limits.validate(); err != nil {
 		errs = append(errs, err)
@@ -201,6 +213,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.Backend.LoginTimeout, 30*time.Second)
 	setDefault(&o.POP3.Backend.DialTimeout, 5*time.Second)
 	setDefault(&o.POP3.Backend.LoginTimeout, 30*time.Second)
+	o.SMTP.setDefaults()
 	if o.MaxBadCommands <= 0 {
 		o.MaxBadCommands = 5
 	}

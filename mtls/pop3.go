@@ -3,10 +3,7 @@ package mtls
 import (
 	"context"
 	"encoding/base64"
-	"errors"
-	"os"
 	"strings"
-	"time"
 )
 
 // pop3 is the POP3 dialect (RFC 1939, CAPA and response codes of RFC 2449, STLS of
@@ -90,51 +87,28 @@ func parsePOP3(line string) (pop3Command, error) {
 	return pop3Command{name: strings.ToUpper(name), arg: arg}, nil
 }
 
+// pop3Lines is POP3's side of the line loop (lineloop.go).
+var pop3Lines = lineDialect{
+	startTLS:     "STLS",
+	tooLong:      "-ERR Line too long.\r\n",
+	timeout:      "-ERR ",
+	tooManyPlain: "-ERR Too many commands before STLS.\r\n",
+	tooManyBad:   "-ERR Too many invalid commands.\r\n",
+}
+
 // preauth is POP3's AUTHORIZATION state as far as the gate serves it.
 func (pop3) preauth(ctx context.Context, s *session) {
 	user := ""
-	for !s.killed.Load() {
-		s.raw.SetReadDeadline(s.preAuthDeadline())
-		line, err := readLine(s.br, s.wr.lim.MaxLine)
-		s.raw.SetReadDeadline(time.Time{})
-		if err != nil {
-			s.pop3ReadError(err)
-			return
-		}
-		if s.phase == phasePlain {
-			if s.plain++; s.plain > s.st.opts.Limits.MaxPlainCommands {
-				s.log.Info("connection closed", "event", "preauth", "result", "too_many_commands", "reason", "too many commands before STLS")
-				s.write("-ERR Too many commands before STLS.\r\n")
-				return
-			}
-		}
+	d := pop3Lines
+	d.command = func(ctx context.Context, line string) (bool, error) {
 		cmd, err := parsePOP3(line)
-		if err == nil {
-			s.log.Debug("command", "event", "preauth", "command", pop3TraceName(cmd.name))
-			var done bool
-			done, err = s.pop3Dispatch(ctx, cmd, &user)
-			if done {
-				return
-			}
+		if err != nil {
+			return false, err
 		}
-		if err == nil {
-			continue
-		}
-		var r *Reply
-		if !errors.As(err, &r) {
-			return // I/O: the client is gone
-		}
-		if s.write(s.say(r, "")) != nil || r.Status == "BYE" {
-			return
-		}
-		if r.Status == "BAD" {
-			if s.bad++; s.bad >= s.st.opts.MaxBadCommands {
-				s.log.Info("connection closed", "event", "preauth", "result", "too_many_bad_commands", "reason", "too many invalid commands before login")
-				s.write("-ERR Too many invalid commands.\r\n")
-				return
-			}
-		}
+		s.log.Debug("command", "event", "preauth", "command", pop3TraceName(cmd.name))
+		return s.pop3Dispatch(ctx, cmd, &user)
 	}
+	s.lineLoop(ctx, &d)
 }
 
 func pop3TraceName(name string) string {
@@ -143,21 +117,6 @@ func pop3TraceName(name string) string {
 		return name
 	}
 	return "other"
-}
-
-// pop3ReadError answers a line that could not be read; the session then ends.
-func (s *session) pop3ReadError(err error) {
-	var fe *errFatal
-	switch {
-	case errors.As(err, &fe):
-		s.log.Info("connection closed", "event", "preauth", "result", "protocol_error", "reason", fe.text)
-		s.write("-ERR Line too long.\r\n")
-	case errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(s.start.Add(s.st.opts.PreAuthTotal)):
-		s.log.Info("connection closed", "event", "preauth", "result", "preauth_total", "reason", "no login within timeouts.preauth_total")
-		s.write("-ERR " + byePreAuthTotal.Text + "\r\n")
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		s.write("-ERR " + byeAutologout.Text + "\r\n")
-	}
 }
 
 // pop3Dispatch runs one command; done ends the loop (QUIT, a login, a lost client).
@@ -231,11 +190,9 @@ func (s *session) pop3Auth(ctx context.Context, arg string) (bool, error) {
 		if err := s.write("+ \r\n"); err != nil {
 			return true, nil
 		}
-		s.raw.SetReadDeadline(s.preAuthDeadline())
-		line, err := readLine(s.br, s.wr.lim.MaxLine)
-		s.raw.SetReadDeadline(time.Time{})
+		line, err := s.readPreAuthLine()
 		if err != nil {
-			s.pop3ReadError(err)
+			s.lineReadError(&pop3Lines, err)
 			return true, nil
 		}
 		if line == "*" {
@@ -255,16 +212,22 @@ func (s *session) pop3Auth(ctx context.Context, arg string) (bool, error) {
 
 // decodePlain decodes a SASL PLAIN response (RFC 4616), padded or not.
 func decodePlain(b64 string) (authzid, user string, pass secret, r *Reply) {
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		raw, err = base64.RawStdEncoding.DecodeString(b64)
-	}
-	if err != nil {
+	raw, ok := decodeBase64(b64)
+	if !ok {
 		return "", "", "", pop3BadBase64
 	}
-	parts := strings.Split(string(raw), "\x00")
+	parts := strings.Split(raw, "\x00")
 	if len(parts) != 3 || parts[1] == "" {
 		return "", "", "", pop3BadPlain
 	}
 	return parts[0], parts[1], secret(parts[2]), nil
+}
+
+// decodeBase64 decodes one SASL line, padded or not.
+func decodeBase64(b64 string) (string, bool) {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		raw, err = base64.RawStdEncoding.DecodeString(b64)
+	}
+	return string(raw), err == nil
 }

@@ -21,6 +21,12 @@ import (
 // servePOP3 serves the POP3 gate of front on two new 127.0.0.1 ports, implicit TLS
 // and STLS, until ctx ends.
 func servePOP3(t testing.TB, ctx context.Context, front *mtls.Server) (tlsAddr, plainAddr string) {
+	return serveGate(t, ctx, front.ServePOP3)
+}
+
+// serveGate serves one protocol's gate (serve: Server.ServePOP3, ServeSMTP) on two
+// new 127.0.0.1 ports, implicit TLS and STARTTLS, until ctx ends.
+func serveGate(t testing.TB, ctx context.Context, serve func(context.Context, net.Listener, mtls.Mode) error) (tlsAddr, plainAddr string) {
 	t.Helper()
 	var addrs [2]string
 	for i, mode := range []mtls.Mode{mtls.ImplicitTLS, mtls.StartTLS} {
@@ -30,7 +36,7 @@ func servePOP3(t testing.TB, ctx context.Context, front *mtls.Server) (tlsAddr, 
 		}
 		addrs[i] = ln.Addr().String()
 		done := make(chan struct{})
-		go func() { front.ServePOP3(ctx, ln, mode); close(done) }()
+		go func() { serve(ctx, ln, mode); close(done) }()
 		t.Cleanup(func() { ln.Close(); <-done })
 	}
 	return addrs[0], addrs[1]
@@ -44,20 +50,31 @@ func (e *env) dialPOP3(t testing.TB, leaf *testenv.Leaf, implicit bool) *lineCon
 // dialPOP3From is dialPOP3 from a local address (nil: any).
 func (e *env) dialPOP3From(t testing.TB, local net.IP, leaf *testenv.Leaf, implicit bool) *lineConn {
 	t.Helper()
+	addr := e.pop3Addr
+	if !implicit {
+		addr = e.pop3PlainAddr
+	}
+	return e.dialGate(t, addr, local, leaf, implicit)
+}
+
+// dialGate connects to addr from a local address (nil: any): over TLS with leaf (nil:
+// no certificate) when implicit, else plain.
+func (e *env) dialGate(t testing.TB, addr string, local net.IP, leaf *testenv.Leaf, implicit bool) *lineConn {
+	t.Helper()
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	if local != nil {
 		d.LocalAddr = &net.TCPAddr{IP: local}
 	}
 	if !implicit {
-		c, err := d.Dial("tcp", e.pop3PlainAddr)
+		c, err := d.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return newLineConn(t, c)
 	}
-	c, err := tls.DialWithDialer(d, "tcp", e.pop3Addr, e.clientTLS(leaf))
+	c, err := tls.DialWithDialer(d, "tcp", addr, e.clientTLS(leaf))
 	if err != nil {
-		t.Fatalf("dial POP3 gate: %v", err)
+		t.Fatalf("dial gate %s: %v", addr, err)
 	}
 	return newLineConn(t, c)
 }
@@ -108,12 +125,22 @@ func TestPOP3Transcripts(t *testing.T) {
 }
 
 func playPOP3(t *testing.T, e *env, local net.IP, script string) {
+	playScript(t, e, script, func(leaf *testenv.Leaf, implicit bool) *lineConn {
+		return e.dialPOP3From(t, local, leaf, implicit)
+	}, nil)
+}
+
+// playScript plays a golden transcript (see TestPOP3Transcripts) on the connection
+// dial opens at the first line that needs it; extra, if not nil, reads the lines of
+// a protocol's own (it reports whether it knew the line).
+func playScript(t *testing.T, e *env, script string, dial func(leaf *testenv.Leaf, implicit bool) *lineConn, extra func(where, line string) bool) {
+	t.Helper()
 	leaves := map[string]*testenv.Leaf{"alice": e.alice, "bob": e.bob, "none": nil}
 	implicit, leaf := true, e.alice
 	var c *lineConn
 	conn := func() *lineConn {
 		if c == nil {
-			c = e.dialPOP3From(t, local, leaf, implicit)
+			c = dial(leaf, implicit)
 		}
 		return c
 	}
@@ -145,6 +172,7 @@ func playPOP3(t *testing.T, e *env, local net.IP, script string) {
 		case strings.HasPrefix(line, "log: "):
 			want := strings.TrimPrefix(line, "log: ")
 			waitFor(t, e.logs, want)
+		case extra != nil && extra(where, line):
 		default:
 			t.Fatalf("%s: cannot read %q", where, line)
 		}
@@ -272,19 +300,7 @@ func TestPOP3Interop(t *testing.T) {
 		}
 	})
 	t.Run("curl_pop3s_pkcs11", func(t *testing.T) {
-		tok := testenv.SoftHSMLabel(t, "alice-card")
-		keyDER := filepath.Join(dir, "alice.key.der")
-		runTool(t, nil, "", "openssl", "pkcs8", "-topk8", "-nocrypt", "-in", keyFile, "-outform", "DER", "-out", keyDER)
-		certDER := filepath.Join(dir, "alice.crt.der")
-		runTool(t, nil, "", "openssl", "x509", "-in", certFile, "-outform", "DER", "-out", certDER)
-		for _, obj := range [][]string{{"privkey", keyDER}, {"cert", certDER}} {
-			testenv.RunTool(t, tok.Env(), "pkcs11-tool", "--module", tok.Module, "--token-label", tok.Label, "--login", "--pin", tok.PIN,
-				"--write-object", obj[1], "--type", obj[0], "--id", "01", "--label", "alice")
-		}
-		uri := "pkcs11:token=alice-card;object=alice"
-		card := []string{"--engine", "pkcs11", "--cert-type", "ENG", "--cert", uri + ";type=cert",
-			"--key-type", "ENG", "--key", uri + ";type=private;pin-value=" + tok.PIN}
-		env := append(tok.Env(), "PKCS11_MODULE_PATH="+tok.Module)
+		card, env := curlCard(t, dir, certFile, keyFile)
 		out := runTool(t, env, "", "curl", append(card, "-sS", "--max-time", "50", "--cacert", rootFile,
 			"--user", testenv.Alice.Name+":"+testenv.Alice.Password, "pop3s://localhost:"+port(e.pop3Addr)+"/1",
 			"--connect-to", "localhost:"+port(e.pop3Addr)+":"+e.pop3Addr)...)
@@ -298,6 +314,78 @@ func TestPOP3Interop(t *testing.T) {
 			t.Errorf("curl with a wrong password: %v\n%s", err, out)
 		}
 	})
+}
+
+// curlCard puts alice's key and certificate (the PEM files) on a new SoftHSM2 token
+// and returns curl's arguments to use them through OpenSSL's PKCS#11 engine, and the
+// environment that finds the token.
+func curlCard(t *testing.T, dir, certFile, keyFile string) (args, env []string) {
+	t.Helper()
+	tok := testenv.SoftHSMLabel(t, "alice-card")
+	keyDER := filepath.Join(dir, "alice.key.der")
+	runTool(t, nil, "", "openssl", "pkcs8", "-topk8", "-nocrypt", "-in", keyFile, "-outform", "DER", "-out", keyDER)
+	certDER := filepath.Join(dir, "alice.crt.der")
+	runTool(t, nil, "", "openssl", "x509", "-in", certFile, "-outform", "DER", "-out", certDER)
+	for _, obj := range [][]string{{"privkey", keyDER}, {"cert", certDER}} {
+		testenv.RunTool(t, tok.Env(), "pkcs11-tool", "--module", tok.Module, "--token-label", tok.Label, "--login", "--pin", tok.PIN,
+			"--write-object", obj[1], "--type", obj[0], "--id", "01", "--label", "alice")
+	}
+	uri := "pkcs11:token=alice-card;object=alice"
+	args = []string{"--engine", "pkcs11", "--cert-type", "ENG", "--cert", uri + ";type=cert",
+		"--key-type", "ENG", "--key", uri + ";type=private;pin-value=" + tok.PIN}
+	return args, append(tok.Env(), "PKCS11_MODULE_PATH="+tok.Module)
+}
+
+// frontYAML writes the front's certificate and key, the roots, the intermediate and
+// an empty CRL of pki into dir, and returns the shared sections of a front's config
+// file using them (listen on a free port, tls, crl, crl_state_file, the IMAP backend
+// at backend, a 1 s drain).
+func frontYAML(t *testing.T, pki *testenv.PKI, dir, backend string) string {
+	t.Helper()
+	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
+	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
+	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
+	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	return fmt.Sprintf(`listen: %q
+tls:
+  cert_file: %s
+  key_file: %s
+  client_ca_file: %[4]s/roots.pem
+crl:
+  - file: %[4]s/ca.crl
+    issuer_file: %[4]s/intermediate.pem
+crl_state_file: %[4]s/crl-state.json
+backend:
+  address: %s
+timeouts:
+  drain: 1s
+`, freeAddr(t), srvCert, srvKey, dir, backend)
+}
+
+// runFront runs the front from the file at path, as `imapgate front --config` does,
+// until cancel (SIGTERM); a send on reload is a SIGHUP, done says how Run returned.
+func runFront(t *testing.T, path string) (logs *syncBuffer, reload chan struct{}, cancel context.CancelFunc, done chan error) {
+	logs = &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reload = make(chan struct{}, 1)
+	done = make(chan error, 1)
+	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	return logs, reload, cancel, done
+}
+
+// drained cancels a front of runFront and waits for Run to return without error.
+func drained(t *testing.T, cancel context.CancelFunc, done chan error) {
+	t.Helper()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
 }
 
 func port(addr string) string {
@@ -336,41 +424,20 @@ func TestPOP3FromConfig(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	dc := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true})
 	dir := t.TempDir()
-	srvCert, srvKey := pki.Server(t).WriteFiles(t, dir, "server")
-	testenv.WriteFile(t, filepath.Join(dir, "roots.pem"), testenv.CertPEM(pki.Root))
-	testenv.WriteFile(t, filepath.Join(dir, "intermediate.pem"), testenv.CertPEM(pki.Intermediate))
-	testenv.WriteFile(t, filepath.Join(dir, "ca.crl"), pki.CRL(t, testenv.CRLOptions{}))
+	shared := frontYAML(t, pki, dir, dc.Addr)
 	alice := pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
 	pop3s, stls := freeAddr(t), freeAddr(t)
 	conf := func(stlsListen string) []byte {
-		return []byte(fmt.Sprintf(`listen: %q
-tls:
-  cert_file: %s
-  key_file: %s
-  client_ca_file: %s/roots.pem
-crl:
-  - file: %s/ca.crl
-    issuer_file: %s/intermediate.pem
-crl_state_file: %s/crl-state.json
-backend:
-  address: %s
-pop3:
+		return []byte(shared + fmt.Sprintf(`pop3:
   listen: %q
   stls_listen: %q
   backend:
     address: %s
-timeouts:
-  drain: 1s
-`, freeAddr(t), srvCert, srvKey, dir, dir, dir, dir, dc.Addr, pop3s, stlsListen, dc.POP3Addr))
+`, pop3s, stlsListen, dc.POP3Addr))
 	}
 	path := filepath.Join(dir, "front.yaml")
 	testenv.WriteFile(t, path, conf(""))
-	logs := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	reload := make(chan struct{}, 1)
-	done := make(chan error, 1)
-	go func() { done <- mtls.Run(ctx, path, reload, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	logs, reload, cancel, done := runFront(t, path)
 	waitFor(t, logs, "POP3 gate listening")
 
 	e := &env{pki: pki, pop3Addr: pop3s, pop3PlainAddr: stls}
@@ -392,15 +459,7 @@ timeouts:
 	if got := p.line(); !strings.HasPrefix(got, "+OK 3 ") {
 		t.Fatalf("live session after reload: %q", got)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
+	drained(t, cancel, done)
 	if lines := p.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], "-ERR [SYS/TEMP] This server is shutting down") {
 		t.Fatalf("drained POP3 session ended with %q", lines)
 	}

@@ -32,29 +32,17 @@ func (pop3) backendLogin(ctx context.Context, s *session, user string, pass secr
 	if bo.Address == "" {
 		return nil, nil, "", errors.New("backend: no POP3 backend configured (pop3.backend.address)")
 	}
-	m := s.srv.metrics
-	t0 := time.Now()
-	raw, err := s.dialBackend(ctx, &bo)
+	raw, c, br, end, err := s.openBackend(ctx, &bo, func(ctx context.Context, raw net.Conn) (net.Conn, *bufio.Reader, error) {
+		return pop3Greeting(ctx, raw, &bo)
+	})
 	if err != nil {
-		m.backendDial.Observe(time.Since(t0).Seconds())
 		return nil, nil, "", err
 	}
+	defer end()
 	fail := func(err error) (net.Conn, *bufio.Reader, string, error) {
 		raw.Close()
 		return nil, nil, "", err
 	}
-	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Now()) })
-	defer stop()
-	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
-	c, br, err := pop3Greeting(ctx, raw, &bo)
-	m.backendDial.Observe(time.Since(t0).Seconds())
-	if err != nil {
-		return fail(err)
-	}
-
-	t1 := time.Now()
-	defer func() { m.backendLogin.Observe(time.Since(t1).Seconds()) }()
-	c.SetDeadline(time.Now().Add(bo.LoginTimeout))
 	fmt.Fprintf(c, "XCLIENT ADDR=%s PORT=%d SESSION=%s\r\n", s.remote.Addr().Unmap(), s.remote.Port(), s.id)
 	if l, err := readLine(br, maxBackendLine); err != nil {
 		return fail(fmt.Errorf("backend: XCLIENT: %w", err))

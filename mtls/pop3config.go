@@ -1,6 +1,7 @@
 package mtls
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,90 +16,117 @@ type POP3Config struct {
 	Backend    BackendConfig `yaml:"backend"`
 }
 
-func (p *POP3Config) on() bool { return p.Listen != "" || p.STLSListen != "" }
-
 // pop3Options fills o.POP3 from the pop3 section.
 func (c *Config) pop3Options(o *Options) error {
 	p := c.POP3
-	if !p.on() {
-		if p.Backend.Address != "" {
-			return errors.New("front config: pop3.backend is set but neither pop3.listen nor pop3.stls_listen: set one (e.g. pop3.listen: \":995\") or drop the pop3 section")
+	return gateOptions("pop3", [2]string{"listen", "stls_listen"}, gateAddrs{p.Listen, p.STLSListen}, &p.Backend, "POP3 server's host:port (e.g. 127.0.0.1:110)", &o.POP3.Backend)
+}
+
+// gateOptions checks the listen addresses (keys) and the backend of one more
+// protocol's section (pop3, smtp) and fills dst. Without a listen address the gate is
+// off and its backend must not be set.
+func gateOptions(section string, keys [2]string, addrs gateAddrs, b *BackendConfig, what string, dst *BackendOptions) error {
+	if addrs.implicit == "" && addrs.starttls == "" {
+		if b.Address != "" {
+			return fmt.Errorf("front config: %[1]s.backend is set but neither %[1]s.%[2]s nor %[1]s.%[3]s: set one or drop the %[1]s section", section, keys[0], keys[1])
 		}
 		return nil
 	}
 	var errs []error
-	for _, l := range []struct{ key, addr string }{{"pop3.listen", p.Listen}, {"pop3.stls_listen", p.STLSListen}} {
-		if l.addr == "" {
+	for i, addr := range []string{addrs.implicit, addrs.starttls} {
+		if addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			errs = append(errs, fmt.Errorf("front config: %s %q: want host:port or :port", l.key, l.addr))
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("front config: %s.%s %q: want host:port or :port", section, keys[i], addr))
 		}
 	}
-	if p.Backend.Address == "" {
-		errs = append(errs, errors.New("front config: pop3.backend.address is required with a pop3 listener: the POP3 server's host:port (e.g. 127.0.0.1:110)"))
+	if b.Address == "" {
+		errs = append(errs, fmt.Errorf("front config: %s.backend.address is required with a %s listener: the %s", section, section, what))
 	}
-	o.POP3.Backend = BackendOptions{
-		Address:      p.Backend.Address,
-		TLS:          BackendTLS(p.Backend.TLS),
-		DialTimeout:  p.Backend.DialTimeout,
-		LoginTimeout: p.Backend.LoginTimeout,
+	*dst = BackendOptions{
+		Address:      b.Address,
+		TLS:          BackendTLS(b.TLS),
+		DialTimeout:  b.DialTimeout,
+		LoginTimeout: b.LoginTimeout,
 	}
-	errs = append(errs, p.Backend.loadTLS("pop3.backend", &o.POP3.Backend))
+	errs = append(errs, b.loadTLS(section+".backend", dst))
 	return errors.Join(errs...)
 }
 
-// pop3Endpoints are the POP3 listeners opened for a configuration.
-type pop3Endpoints map[Mode]net.Listener
+// openPOP3 binds the POP3 addresses of next that differ from those of cur (all of
+// them when cur is nil); on a failure it closes what it opened.
+func openPOP3(cur, next *Config) (gateEndpoints, error) {
+	var old gateAddrs
+	if cur != nil {
+		old = gateAddrs{cur.POP3.Listen, cur.POP3.STLSListen}
+	}
+	return openGate("POP3", cur == nil, old, gateAddrs{next.POP3.Listen, next.POP3.STLSListen})
+}
 
-func (e pop3Endpoints) close() {
+// usePOP3 serves the POP3 listeners opened for cfg (useGate).
+func (r *runner) usePOP3(eps gateEndpoints, cfg *Config) {
+	r.useGate("POP3", "stls", &r.pop3, eps, gateAddrs{cfg.POP3.Listen, cfg.POP3.STLSListen}, r.srv.ServePOP3)
+}
+
+// gateAddrs are the listen addresses of one more protocol's gate (POP3, SMTP):
+// implicit TLS and STARTTLS (STLS).
+type gateAddrs struct{ implicit, starttls string }
+
+func (a gateAddrs) of(m Mode) string {
+	if m == StartTLS {
+		return a.starttls
+	}
+	return a.implicit
+}
+
+// gateEndpoints are the listeners opened for one protocol's gate.
+type gateEndpoints map[Mode]net.Listener
+
+func (e gateEndpoints) close() {
 	for _, ln := range e {
 		ln.Close()
 	}
 }
 
-// openPOP3 binds the POP3 addresses of next that differ from those of cur (all of
-// them when cur is nil); on a failure it closes what it opened.
-func openPOP3(cur, next *Config) (pop3Endpoints, error) {
-	var old POP3Config
-	if cur != nil {
-		old = cur.POP3
-	}
-	e := pop3Endpoints{}
-	for _, b := range []struct {
-		mode     Mode
-		old, new string
-	}{{ImplicitTLS, old.Listen, next.POP3.Listen}, {StartTLS, old.STLSListen, next.POP3.STLSListen}} {
-		if b.new == "" || (cur != nil && b.old == b.new) {
+// openGate binds the addresses of next that differ from old (all of them when all);
+// on a failure it closes what it opened.
+func openGate(proto string, all bool, old, next gateAddrs) (gateEndpoints, error) {
+	e := gateEndpoints{}
+	for _, mode := range []Mode{ImplicitTLS, StartTLS} {
+		addr := next.of(mode)
+		if addr == "" || (!all && old.of(mode) == addr) {
 			continue
 		}
-		ln, err := net.Listen("tcp", b.new)
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			e.close()
-			return nil, fmt.Errorf("front: POP3 listen on %s: %w (is another server on that port?)", b.new, err)
+			return nil, fmt.Errorf("front: %s listen on %s: %w (is another server on that port?)", proto, addr, err)
 		}
-		e[b.mode] = ln
+		e[mode] = ln
 	}
 	return e, nil
 }
 
-// usePOP3 serves the POP3 listeners opened for cfg: one that moved is served on the
-// new address and the old one closes (its sessions go on); a removed one closes.
-func (r *runner) usePOP3(eps pop3Endpoints, cfg *Config) {
-	if r.pop3 == nil {
-		r.pop3 = map[Mode]net.Listener{}
+// useGate serves the listeners opened for a protocol's gate: one that moved is served
+// on the new address and the old one closes (its sessions go on); a removed one
+// closes. lns holds the protocol's running listeners.
+func (r *runner) useGate(proto, starttlsKey string, lns *map[Mode]net.Listener, eps gateEndpoints, addrs gateAddrs,
+	serve func(context.Context, net.Listener, Mode) error) {
+	if *lns == nil {
+		*lns = map[Mode]net.Listener{}
 	}
-	for mode, addr := range map[Mode]string{ImplicitTLS: cfg.POP3.Listen, StartTLS: cfg.POP3.STLSListen} {
+	for _, mode := range []Mode{ImplicitTLS, StartTLS} {
 		if ln := eps[mode]; ln != nil {
-			if old := r.pop3[mode]; old != nil {
+			if old := (*lns)[mode]; old != nil {
 				old.Close()
 			}
-			r.pop3[mode] = ln
-			r.log.Info("POP3 gate listening", "addr", ln.Addr().String(), "stls", mode == StartTLS)
-			go func() { r.errc <- r.srv.ServePOP3(r.runCtx, ln, mode) }()
-		} else if addr == "" && r.pop3[mode] != nil {
-			r.pop3[mode].Close()
-			delete(r.pop3, mode)
+			(*lns)[mode] = ln
+			r.log.Info(proto+" gate listening", "addr", ln.Addr().String(), starttlsKey, mode == StartTLS)
+			go func() { r.errc <- serve(r.runCtx, ln, mode) }()
+		} else if addrs.of(mode) == "" && (*lns)[mode] != nil {
+			(*lns)[mode].Close()
+			delete(*lns, mode)
 		}
 	}
 }

@@ -10,9 +10,9 @@ import (
 // and CRL checks, identity binding, throttle and lockout, PROXY v2 intake, the
 // live-session registry, logs and metrics, the splice): its greeting, its pre-auth
 // dialect, its backend login and how its replies are spelled. IMAP is preauth.go,
-// backend.go and errors.go; POP3 is pop3*.go.
+// backend.go and errors.go; POP3 is pop3*.go, SMTP smtp*.go.
 type protocol interface {
-	// name is the protocol's label in logs ("imap", "pop3").
+	// name is the protocol's label in logs ("imap", "pop3", "smtp").
 	name() string
 	// greet sends the greeting: tlsOn on an implicit-TLS port after the handshake.
 	greet(s *session, tlsOn bool) error

@@ -26,6 +26,7 @@ type runner struct {
 	errc       chan error
 	lns        map[Mode]net.Listener
 	pop3       map[Mode]net.Listener // pop3config.go
+	smtp       map[Mode]net.Listener // smtpconfig.go
 	metricsSrv *http.Server
 	stopCRLs   context.CancelFunc
 }
@@ -62,17 +63,25 @@ func (r *runner) apply(next *Config) error {
 		eps.close()
 		return err
 	}
+	seps, err := openSMTP(r.cfg, next)
+	if err != nil {
+		eps.close()
+		peps.close()
+		return err
+	}
 	sameCRLs := reflect.DeepEqual(next.CRL, r.cfg.CRL)
 	if sameCRLs {
 		o.CRLs = r.opts.CRLs // keep the running, polled stores
 	} else if err := loadCRLs(r.ctx, o.CRLs); err != nil {
 		eps.close()
 		peps.close()
+		seps.close()
 		return err
 	}
 	if err := r.srv.Reload(o); err != nil {
 		eps.close()
 		peps.close()
+		seps.close()
 		return err
 	}
 	warnFrontCert(&o, "reload")
@@ -86,6 +95,7 @@ func (r *runner) apply(next *Config) error {
 	}
 	r.use(eps, next)
 	r.usePOP3(peps, next)
+	r.useSMTP(seps, next)
 	r.cfg, r.opts = next, o
 	return nil
 }

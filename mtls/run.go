@@ -63,8 +63,16 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 		srv.Close()
 		return err
 	}
+	sfresh, err := openSMTP(nil, cfg)
+	if err != nil {
+		fresh.close()
+		pfresh.close()
+		srv.Close()
+		return err
+	}
 	r.use(fresh, cfg)
 	r.usePOP3(pfresh, cfg)
+	r.useSMTP(sfresh, cfg)
 
 	for {
 		select {

@@ -40,9 +40,11 @@ func buildState(o Options) (*state, error) {
 		return nil, err // validate ran the same check: cannot happen
 	}
 	o.Backend.TLSConfig = backendTLS
-	if o.POP3.Backend.Address != "" {
-		if o.POP3.Backend.TLSConfig, err = backendTLSConfig(&o.POP3.Backend); err != nil {
-			return nil, err
+	for _, b := range []*BackendOptions{&o.POP3.Backend, &o.SMTP.Backend} {
+		if b.Address != "" {
+			if b.TLSConfig, err = backendTLSConfig(b); err != nil {
+				return nil, err
+			}
 		}
 	}
 	o.setDefaults()

@@ -9,6 +9,7 @@ pkgs=(
   softhsm2 opensc p11-kit gnutls-bin libnss3-tools libengine-pkcs11-openssl  # the smartcard in tests
   dovecot-imapd            # the IMAP backend in tests
   dovecot-pop3d postfix    # the POP3 backend and the submission backend (Dovecot SASL) in tests
+  swaks libnet-ssleay-perl libio-socket-ssl-perl  # a real SMTP client (STARTTLS, client certificate) against the SMTP gate
   postgresql               # the shared CA database in tests
   thunderbird              # e2e: the real mail program, headless, driven over Marionette
   chromium                 # the enroll-ui browser tests (chromedp drives it headless)
