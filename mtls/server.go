@@ -72,6 +72,7 @@ type Server struct {
 	throttle *throttle
 
 	sessions sync.WaitGroup
+	accepted atomic.Uint64 // connections accepted so far (memory.go)
 	mu       sync.Mutex
 	lns      []net.Listener
 	subbed   map[*crl.Store]bool
@@ -218,6 +219,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, mode Mode, proto pr
 			return fmt.Errorf("mtls: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
+		s.accepted.Add(1)
 		s.sessions.Add(1)
 		go func() {
 			defer s.sessions.Done()
