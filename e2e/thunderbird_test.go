@@ -398,7 +398,7 @@ func TestThunderbird(t *testing.T) {
 		}
 		d.waitDelivered(t, bob.Name, "sent through the gate")
 		log := d.frontLog.String()[logFrom:]
-		if !strings.Contains(log, `"proto":"smtp"`) || !strings.Contains(log, `"msg":"login ok"`) {
+		if !regexp.MustCompile(`"msg":"login ok"[^\n]*"protocol":"smtp"`).MatchString(log) {
 			t.Errorf("the front logged no SMTP login:\n%s", log)
 		}
 	})

@@ -16,6 +16,8 @@
 #                   before Dovecot (IMAP, POP3) and Postfix with Dovecot SASL
 #   BENCH_SESSIONS  idle sessions (default 2000)
 #   BENCH_IDLE_ROUNDS rounds of the idle row (default BENCH_ROUNDS; each opens every session)
+#   BENCH_IDLE_HOLD seconds the idle sessions stay open before the PSS is read (default 12:
+#                   the steady state of a server holding idle sessions, for every server)
 #   BENCH_PORT_BASE first of fourteen loopback ports (default 19930)
 #   BENCH_OUT       directory for configs, logs, JSON and the table (default: a new one in /tmp)
 #   BENCH_CRL       1 (default) also times CRL reloads of 100,000 and 1,000,000 entries and
@@ -335,7 +337,7 @@ for row in $ROWS; do
           start_front; wait_port $FRONT_PORT "imapgate front"; sleep 1
           pidargs=(--pid "$FRONT_PID")
         fi
-        load "$s" "$f" --mode idle --sessions "$SESSIONS" --concurrency 16 --hold 3s "${EC[@]}" "${LOGIN[@]}" "${pidargs[@]}"
+        load "$s" "$f" --mode idle --sessions "$SESSIONS" --concurrency 16 --hold "${BENCH_IDLE_HOLD:-12}s" "${EC[@]}" "${LOGIN[@]}" "${pidargs[@]}"
       else
         args=()
         for a in $(row_args "$row"); do
