@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1155,4 +1156,48 @@ func TestCertificateExpiresDuringSession(t *testing.T) {
 	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "* BYE [ALERT] Your certificate has expired") {
 		t.Fatalf("got %q", lines)
 	}
+}
+
+// TestSpareSessionGoroutines: a goroutine whose session ended waits for the next
+// connection (its stack stays grown for the next handshake) and serves it; Close
+// ends the waiting ones, so a closed server leaves none behind.
+func TestSpareSessionGoroutines(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
+	for i := 0; i < 5; i++ {
+		c := e.dial(t, e.alice)
+		if got := c.line(); !strings.HasPrefix(got, "* OK") {
+			t.Fatalf("greeting %q", got)
+		}
+		c.send("a LOGOUT\r\n")
+		c.closed()
+	}
+	waitGoroutines(t, "the sessions to end and wait for the next", func(n int) bool { return n >= 1 && n <= 5 })
+	c := e.dial(t, e.alice)
+	if got := c.line(); !strings.HasPrefix(got, "* OK") {
+		t.Fatalf("greeting from a spare goroutine %q", got)
+	}
+	c.c.Close()
+	e.front.Close()
+	waitGoroutines(t, "Close to end the spare goroutines", func(n int) bool { return n == 0 })
+}
+
+// waitGoroutines waits until the number of session goroutines (mtls.(*Server).sessionLoop
+// in a dump of all goroutines) satisfies ok.
+func waitGoroutines(t *testing.T, what string, ok func(int) bool) {
+	t.Helper()
+	buf := make([]byte, 1<<22)
+	var n int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		dump := string(buf[:runtime.Stack(buf, true)])
+		n = 0
+		for _, g := range strings.Split(dump, "\n\n") {
+			if strings.Contains(g, "mtls.(*Server).sessionLoop") {
+				n++
+			}
+		}
+		if ok(n) {
+			return
+		}
+	}
+	t.Fatalf("waited for %s: %d session goroutines", what, n)
 }

@@ -77,7 +77,27 @@ type Server struct {
 	lns      []net.Listener
 	subbed   map[*crl.Store]bool
 	closed   atomic.Bool
+
+	// Session goroutines that ended their session and wait for the next (sessionLoop).
+	spare     chan accepted // unbuffered: a send succeeds only into a waiting goroutine
+	spareN    atomic.Int32  // how many wait
+	quit      chan struct{} // closed when the server closes: the waiting ones end
+	closeOnce sync.Once
 }
+
+// accepted is a connection on its way to its session goroutine.
+type accepted struct {
+	ctx   context.Context
+	c     net.Conn
+	mode  Mode
+	proto protocol
+}
+
+// maxSpare bounds the session goroutines kept waiting for a connection; past it, one
+// whose session ends exits. A busy front keeps about as many as it starts sessions
+// between two ends of one; an idle one holds at most this many small stacks (the GC
+// shrinks a waiting goroutine's stack).
+const maxSpare = 64
 
 // New validates o (all errors at once) and builds a Server. Nothing listens yet.
 func New(o Options, m *Metrics) (*Server, error) {
@@ -95,6 +115,8 @@ func New(o Options, m *Metrics) (*Server, error) {
 		conns:    newConnLimiter(),
 		throttle: newThrottle(),
 		subbed:   map[*crl.Store]bool{},
+		spare:    make(chan accepted),
+		quit:     make(chan struct{}),
 	}
 	s.st.Store(st)
 	s.subscribe(st)
@@ -221,10 +243,36 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, mode Mode, proto pr
 		backoff = 0
 		s.accepted.Add(1)
 		s.sessions.Add(1)
-		go func() {
-			defer s.sessions.Done()
-			s.handle(ctx, c, mode, proto)
-		}()
+		a := accepted{ctx: ctx, c: c, mode: mode, proto: proto}
+		select {
+		case s.spare <- a: // a goroutine that ran a session before takes it
+		default:
+			go s.sessionLoop(a)
+		}
+	}
+}
+
+// sessionLoop runs a's session on this goroutine and then, while fewer than maxSpare
+// wait, waits for the next connection serve hands it, until the server closes. A
+// goroutine that has run a session has the stack that crypto/tls's handshake grew; a
+// new goroutine starts small and copied its stack several times in every handshake
+// (runtime.newstack and copystack: 3.6 % of the front's CPU, docs/performance.md).
+func (s *Server) sessionLoop(a accepted) {
+	for {
+		s.handle(a.ctx, a.c, a.mode, a.proto)
+		s.sessions.Done()
+		a = accepted{} // keeps nothing of the ended session alive while waiting
+		if s.spareN.Add(1) > maxSpare {
+			s.spareN.Add(-1)
+			return
+		}
+		select {
+		case a = <-s.spare:
+			s.spareN.Add(-1)
+		case <-s.quit:
+			s.spareN.Add(-1)
+			return
+		}
 	}
 }
 
@@ -264,6 +312,7 @@ func (s *Server) closeListeners() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed.Store(true)
+	s.closeOnce.Do(func() { close(s.quit) })
 	for _, ln := range s.lns {
 		ln.Close()
 	}
