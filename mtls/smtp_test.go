@@ -3,6 +3,7 @@ package mtls_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -581,6 +582,48 @@ func BenchmarkSMTP(b *testing.B) {
 					b.Fatalf("end of data: %q", got)
 				}
 			}
+		})
+	}
+}
+
+// TestSMTPBackendTLS: the gate reaches Postfix over TLS, STARTTLS (smtp.backend.tls:
+// starttls) or from the first byte (implicit), verifying its certificate against the
+// configured roots; the login, XCLIENT and a message go through, and Postfix logs the
+// TLS connection.
+func TestSMTPBackendTLS(t *testing.T) {
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{Submission: true})
+	backendPKI := testenv.NewPKI(t)
+	pf := testenv.StartPostfixTLS(t, dc, backendPKI.Server(t))
+	for i, tc := range []struct {
+		mode mtls.BackendTLS
+		addr string
+	}{{mtls.BackendStartTLS, pf.Addr}, {mtls.BackendImplicitTLS, pf.TLSAddr}} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			e := newSMTPEnv(t, envOptions{mod: func(o *mtls.Options) {
+				o.SMTP.Backend.Address, o.SMTP.Backend.TLS = tc.addr, tc.mode
+				o.SMTP.Backend.TLSConfig = &tls.Config{RootCAs: backendPKI.Pool()}
+			}}, dc, pf)
+			n := strings.Count(pf.Log(), "TLS connection established from")
+			c := e.dialSMTP(t, net.IPv4(127, 0, 1, byte(60+i)), e.alice, true)
+			smtpLogin(t, c, testenv.Alice.Name, testenv.Alice.Password)
+			c.send("EHLO client.example.org\r\n")
+			if caps := strings.Join(c.reply(), "\n"); strings.Contains(caps, "STARTTLS") {
+				t.Errorf("EHLO after login shows STARTTLS:\n%s", caps)
+			}
+			c.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+			c.last()
+			c.last()
+			c.last()
+			c.send("Subject: over TLS\r\n\r\nHello.\r\n.\r\nQUIT\r\n")
+			if got := c.last(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued") {
+				t.Fatalf("message over a TLS backend: %q", got)
+			}
+			for deadline := time.Now().Add(30 * time.Second); strings.Count(pf.Log(), "TLS connection established from") == n; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("Postfix logged no TLS connection from the gate:\n%s", pf.Log())
+				}
+			}
+			waitPostfixLog(t, pf, fmt.Sprintf("client=unknown[127.0.1.%d]", 60+i))
 		})
 	}
 }

@@ -63,8 +63,11 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 	if bo.Address == "" {
 		return nil, nil, "", errors.New("backend: no SMTP backend configured (smtp.backend.address)")
 	}
+	// The client's EHLO name, as a direct client would give it (Postfix puts it in
+	// the Received line); the gate's own when the client gave none, or one that is
+	// not ASCII (a backend may refuse it, and that is no reason to fail the login).
 	helo := s.client
-	if helo == "" {
+	if helo == "" || printable(helo) == "" {
 		helo = s.st.opts.SMTP.Hostname
 	}
 	var caps []string
