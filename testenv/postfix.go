@@ -30,9 +30,9 @@ type Postfix struct {
 	// from the first byte (smtpd_tls_wrappermode, port 465 style); else empty.
 	TLSAddr string
 	Dir     string
-	cmd  *exec.Cmd
-	done chan struct{}
-	once sync.Once
+	cmd     *exec.Cmd
+	done    chan struct{}
+	once    sync.Once
 }
 
 // StartPostfix starts Postfix in front of d (started with DovecotOptions.Submission)
