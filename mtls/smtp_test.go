@@ -627,3 +627,45 @@ func TestSMTPBackendTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestSMTPCertificateProblems: a card the gate refuses gets one 554 5.7.0 line with
+// the text IMAP puts in its BYE [ALERT], on the implicit-TLS port at once and on the
+// STARTTLS port after STARTTLS; the gate then closes and Postfix is never asked.
+func TestSMTPCertificateProblems(t *testing.T) {
+	dc, pf := startMail(t)
+	e := newSMTPEnv(t, envOptions{}, dc, pf)
+	now := time.Now()
+	revoked := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
+	e.pki.Revoke(revoked.Cert.SerialNumber)
+	e.publishCRL(t, testenv.CRLOptions{})
+	before := postfixConnects(pf)
+	for _, tc := range []struct {
+		name string
+		leaf *testenv.Leaf
+		line string
+	}{
+		{"no_card", nil, "554 5.7.0 No client certificate was presented."},
+		{"expired", e.pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}), "554 5.7.0 Your certificate expired on"},
+		{"revoked", revoked, "554 5.7.0 Your certificate has been revoked. Call the help desk for a new smartcard certificate."},
+		{"other_ca", testenv.NewPKI(t).Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}}), "554 5.7.0 This certificate was not issued by your organisation's mail CA."},
+	} {
+		for _, implicit := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s_implicit_%v", tc.name, implicit), func(t *testing.T) {
+				c := e.dialSMTP(t, nil, tc.leaf, implicit)
+				if !implicit {
+					c.reply()
+					c.send("STARTTLS\r\n")
+					c.line()
+					e.starttls(t, c, tc.leaf)
+				}
+				if lines := c.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], tc.line) {
+					t.Fatalf("got %q, want one line starting %q", lines, tc.line)
+				}
+			})
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := postfixConnects(pf); n != before {
+		t.Errorf("Postfix saw %d connections", n-before)
+	}
+}
