@@ -524,10 +524,14 @@ func TestSMTPBackendAnswers(t *testing.T) {
 
 // BenchmarkSMTP measures, against the test Postfix, a login (connect, EHLO, AUTH
 // PLAIN, QUIT) and the submission of an 8 MB message, through the gate (TLS with the
-// card, XCLIENT, the filter) and directly (plain TCP, as the gate itself talks to
-// Postfix). It reports ms per login and MB/s; no assertion on the figures.
+// card, XCLIENT, the filter, plain TCP to Postfix), directly over plain TCP (as the
+// gate itself talks to Postfix) and directly over TLS (Postfix's port 465 style
+// listener, no client certificate). It reports ms per login and MB/s; no assertion
+// on the figures.
 func BenchmarkSMTP(b *testing.B) {
-	dc, pf := startMail(b)
+	dc := testenv.StartDovecot(b, testenv.DovecotOptions{Submission: true})
+	backendPKI := testenv.NewPKI(b)
+	pf := testenv.StartPostfixTLS(b, dc, backendPKI.Server(b))
 	e := newSMTPEnv(b, envOptions{}, dc, pf)
 	body := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", 8<<20/1000) + ".\r\n"
 	dials := map[string]func() *lineConn{
@@ -541,8 +545,15 @@ func BenchmarkSMTP(b *testing.B) {
 			}
 			return newLineConn(b, c)
 		},
+		"direct_tls": func() *lineConn {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", pf.TLSAddr, &tls.Config{RootCAs: backendPKI.Pool(), ServerName: "localhost"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return newLineConn(b, c)
+		},
 	}
-	for _, name := range []string{"direct", "gate"} {
+	for _, name := range []string{"direct", "direct_tls", "gate"} {
 		dial := dials[name]
 		b.Run("login_"+name, func(b *testing.B) {
 			start := time.Now()
