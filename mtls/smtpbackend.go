@@ -135,7 +135,7 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 		l = "235 2.7.0 Authentication successful"
 	}
 	c.SetDeadline(time.Time{})
-	relay := newSMTPRelay(c, br, s.log, s.wr.lim.MaxLine)
+	relay := newSMTPRelay(c, br, s.log.With("user", user), s.wr.lim.MaxLine)
 	return relay, bufio.NewReaderSize(relay, 16), l, nil
 }
 
