@@ -87,13 +87,16 @@ type deployment struct {
 	card     *testenv.SoftHSMToken
 	serial   string // of alice's certificate on the card
 	front    string // host:port of the front's IMAPS listener
+	smtp     string // host:port of its submission gate (implicit TLS, as port 465)
+	postfix  *testenv.Postfix
 	frontLog *testenv.LockedBuffer
 	roots    []byte // what Thunderbird imports: the CA's root, which the front's certificate chains to
 }
 
 func newDeployment(t *testing.T) *deployment {
 	t.Helper()
-	d := &deployment{ca: testenv.StartCA(t), dovecot: testenv.StartDovecot(t, testenv.DovecotOptions{}), card: testenv.SoftHSM(t)}
+	d := &deployment{ca: testenv.StartCA(t), dovecot: testenv.StartDovecot(t, testenv.DovecotOptions{Submission: true}), card: testenv.SoftHSM(t)}
+	d.postfix = testenv.StartPostfix(t, d.dovecot)
 	dir := t.TempDir()
 
 	// The help desk enrolls alice's card. Enroll writes the CA certificates
@@ -111,6 +114,7 @@ func newDeployment(t *testing.T) *deployment {
 	issuer := filepath.Join(dir, "intermediate.pem")
 	testenv.WriteFile(t, issuer, testenv.CertPEM(d.ca.Intermediate))
 	d.front = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	d.smtp = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	cfg := filepath.Join(dir, "front.yaml")
 	// throttle: short delays keep the refused cases quick (the throttle has
 	// its own tests); the budget stays well above what these cases spend.
@@ -126,11 +130,15 @@ crl:
     interval: 200ms
 backend:
   address: %s
+smtp:
+  listen: %s
+  backend:
+    address: %s
 throttle:
   base_delay: 50ms
   max_delay: 200ms
   lockout_after: 50
-`, d.front, filepath.Join(dir, "crl-state.json"), certFile, keyFile, d.ca.RootsPEM, d.ca.PublicURL, issuer, d.dovecot.Addr)))
+`, d.front, filepath.Join(dir, "crl-state.json"), certFile, keyFile, d.ca.RootsPEM, d.ca.PublicURL, issuer, d.dovecot.Addr, d.smtp, d.postfix.Addr)))
 	imapgate(t, nil, "front", "--config", cfg, "--check")
 	d.startFront(t, cfg)
 	return d
@@ -376,6 +384,25 @@ func TestThunderbird(t *testing.T) {
 		r.wantInbox(t, alice.Name)
 	})
 
+	// Issue 12: the same card and password send mail through the front's
+	// submission gate with Thunderbird's own SMTP client, and it arrives in
+	// bob's maildir through Postfix; the only dialog is the PIN prompt.
+	t.Run("sends_through_submission_gate", func(t *testing.T) {
+		logFrom := len(d.frontLog.String())
+		res, r := d.send(t, d.card.PIN, "sent through the gate")
+		if !res.OK {
+			t.Fatalf("send failed: %+v", *res)
+		}
+		if len(r.dialogs) != r.count("pin") || r.count("pin") != 1 {
+			t.Errorf("dialogs besides one PIN prompt: %+v", r.dialogs)
+		}
+		d.waitDelivered(t, bob.Name, "sent through the gate")
+		log := d.frontLog.String()[logFrom:]
+		if !regexp.MustCompile(`"msg":"login ok"[^\n]*"protocol":"smtp"`).MatchString(log) {
+			t.Errorf("the front logged no SMTP login:\n%s", log)
+		}
+	})
+
 	for _, c := range []struct {
 		name           string
 		user, password string
@@ -421,5 +448,77 @@ func TestThunderbird(t *testing.T) {
 				t.Errorf("%d PIN prompts, want 1", pins)
 			}
 		})
+	}
+
+	// After the revocation the card sends nothing either.
+	t.Run("revoked_card_cannot_send", func(t *testing.T) {
+		res, _ := d.send(t, d.card.PIN, "after the revocation")
+		if res.OK {
+			t.Fatal("a revoked card sent mail through the gate")
+		}
+		time.Sleep(2 * time.Second) // nothing may arrive late either
+		if n := d.delivered(t, bob.Name, "after the revocation"); n != 0 {
+			t.Fatalf("%d messages from a revoked card reached bob", n)
+		}
+	})
+}
+
+// send runs a fresh Thunderbird with alice's card and sends alice's message to bob
+// through the front's submission gate.
+func (d *deployment) send(t *testing.T, pin, subject string) (*testenv.SendResult, *tbRun) {
+	t.Helper()
+	tb := testenv.StartThunderbird(t, testenv.ThunderbirdOptions{Env: []string{"SOFTHSM2_CONF=" + d.card.Conf}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := tb.Setup(ctx, testenv.ThunderbirdSetup{
+		Module: d.card.Module, ModuleName: "imapgate card", TokenLabel: d.card.Label, PIN: pin,
+		Roots: d.roots, Prefs: map[string]any{"security.default_personal_cert": "Select Automatically"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(d.smtp)
+	p, _ := strconv.Atoi(port)
+	alice, bob := testenv.Alice, testenv.Bob
+	id := fmt.Sprintf("%d.imapgate-test@example.org", time.Now().UnixNano())
+	raw := strings.ReplaceAll(fmt.Sprintf("From: %s\nTo: %s\nSubject: %s\nMessage-ID: <%s>\nDate: %s\n\nHello Bob, from Alice's card.\n",
+		alice.Name, bob.Name, subject, id, time.Now().Format(time.RFC1123Z)), "\n", "\r\n")
+	res, err := tb.SendMail(ctx, testenv.Mail{Host: "127.0.0.1", Port: p, User: alice.Name, Password: alice.Password,
+		From: alice.Name, To: bob.Name, Raw: raw, MessageID: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialogs, err := tb.Dialogs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, &tbRun{dialogs: dialogs, tb: tb}
+}
+
+// delivered counts the messages in user's maildir whose Subject is subject.
+func (d *deployment) delivered(t *testing.T, user, subject string) int {
+	t.Helper()
+	n := 0
+	for _, sub := range []string{"new", "cur"} {
+		files, _ := filepath.Glob(filepath.Join(d.dovecot.Dir, "mail", user, sub, "*"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			// Postfix's virtual(8) stores LF lines.
+			if err == nil && bytes.Contains(b, []byte("\nSubject: "+subject)) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// waitDelivered waits until Postfix has put the message into user's maildir.
+func (d *deployment) waitDelivered(t *testing.T, user, subject string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); d.delivered(t, user, subject) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%q did not reach %s's maildir within 30 s", subject, user)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }

@@ -81,8 +81,10 @@ func (s *session) backendLogin(ctx context.Context, user string, pass secret) (n
 	switch r.status {
 	case "OK":
 	case "NO":
-		switch code := respCode(r.text); code {
-		case "", "AUTHENTICATIONFAILED", "AUTHORIZATIONFAILED", "EXPIRED":
+		switch code := respCode(r.text); {
+		case backendAtFault(code, r.text):
+			return fail(&errBackendConfig{answer: "NO " + r.text})
+		case code == "", code == "AUTHENTICATIONFAILED", code == "AUTHORIZATIONFAILED", code == "EXPIRED":
 			return fail(errAuthFailed("backend refused the login: " + r.text))
 		default:
 			return fail(&errLoginRefused{answer: "NO " + r.text})
@@ -201,6 +203,44 @@ func (e *errBackendAnswer) Error() string { return "server said " + e.answer }
 type errLoginRefused struct{ answer string }
 
 func (e *errLoginRefused) Error() string { return "backend: answered " + e.answer + " to LOGIN" }
+
+// errBackendConfig is a refusal of a sent login in which the backend blames itself or
+// the way the front reaches it (a TLS or certificate requirement on the front's own
+// connection, plaintext logins disabled, its auth service down). The password was not
+// the question, so it is not counted against the card: a misconfigured backend must not
+// lock every card out for throttle.lockout_for.
+type errBackendConfig struct{ answer string }
+
+func (e *errBackendConfig) Error() string {
+	return "backend: answered " + e.answer + " to the login; it refuses the front itself: check the backend's TLS, client-certificate and login_trusted_networks settings for the front's address"
+}
+
+// backendAtFault reports whether a refusal (its response code and text, IMAP's or
+// POP3's) blames the backend: the codes that say so (RFC 5530 UNAVAILABLE,
+// PRIVACYREQUIRED, SERVERBUG; RFC 3206 SYS/TEMP), or an uncoded, ALERT or AUTH refusal
+// whose text is about the transport, as Dovecot's "Client didn't present valid SSL
+// certificate" and "Plaintext authentication disallowed on non-secure connections" are.
+func backendAtFault(code, text string) bool {
+	switch code {
+	case "UNAVAILABLE", "PRIVACYREQUIRED", "SERVERBUG", "SYS/TEMP":
+		return true
+	case "", "ALERT", "AUTH":
+		return mentionsTransport(text)
+	}
+	return false
+}
+
+// mentionsTransport reports whether a refusal's text is about TLS or certificates
+// rather than the credentials.
+func mentionsTransport(text string) bool {
+	t := strings.ToLower(text)
+	for _, w := range []string{"ssl", "tls", "certificate", "plaintext authentication disallowed"} {
+		if strings.Contains(t, w) {
+			return true
+		}
+	}
+	return false
+}
 
 // loginAnswer wraps an error met while sending LOGIN or reading its answer: an answer
 // of the backend becomes an errLoginRefused, anything else (I/O) is the backend's

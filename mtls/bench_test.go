@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -336,6 +337,15 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		}
 		time.Sleep(time.Second)
 		afterHeap, afterStack := memInUse()
+		if f := os.Getenv("IMAPGATE_HEAP_PROFILE"); f != "" {
+			// What the idle sessions hold, for go tool pprof -sample_index=inuse_space.
+			out, err := os.Create(f)
+			if err != nil {
+				b.Fatal(err)
+			}
+			pprof.Lookup("heap").WriteTo(out, 0)
+			out.Close()
+		}
 		stdin.Close()
 		go io.Copy(io.Discard, stdout)
 		cmd.Wait()

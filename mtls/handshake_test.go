@@ -6,7 +6,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"errors"
 	"maps"
+	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -87,4 +90,80 @@ func opensslClient(t *testing.T, addr, input string, args ...string) string {
 	cmd.Stdin = strings.NewReader(input)
 	out, _ := cmd.CombinedOutput()
 	return string(out)
+}
+
+// TestShutdownCutsStalledHandshake: a handshake bounds itself by a deadline on the
+// socket rather than by a context, so the end of the server must reach it another way:
+// Shutdown (past its drain time) and Close close the connection of every handshake in
+// flight, at once, instead of waiting out timeouts.handshake. Two stalls: a client that
+// connected and sent nothing, and one that stops while choosing its certificate (the
+// front has answered its ClientHello and waits for the Certificate message).
+func TestShutdownCutsStalledHandshake(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		close func(*mtls.Server)
+	}{
+		{"shutdown", func(s *mtls.Server) { s.Shutdown(context.Background()) }},
+		{"close", func(s *mtls.Server) { s.Close() }},
+	} {
+		for _, stall := range []string{"silent", "choosing_certificate"} {
+			t.Run(tc.name+"_"+stall, func(t *testing.T) {
+				e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) {
+					o.HandshakeTimeout = time.Minute
+					o.DrainTimeout = 100 * time.Millisecond
+				}})
+				conn, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Close()
+				hs := make(chan error, 1)
+				release := make(chan struct{})
+				defer close(release)
+				if stall == "silent" {
+					// The front has the connection once it counts it; give it a moment to
+					// reach its handshake read.
+					for deadline := time.Now().Add(10 * time.Second); counter(t, e.front.Metrics(), "imapgate_front_sessions_active") < 1; time.Sleep(10 * time.Millisecond) {
+						if time.Now().After(deadline) {
+							t.Fatal("the front never took the connection")
+						}
+					}
+					time.Sleep(200 * time.Millisecond)
+				} else {
+					cfg := e.clientTLS(e.alice)
+					get := cfg.GetClientCertificate
+					asked := make(chan struct{})
+					cfg.GetClientCertificate = func(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+						close(asked)
+						<-release
+						return get(cri)
+					}
+					go func() { hs <- tls.Client(conn, cfg).Handshake() }()
+					select {
+					case <-asked:
+					case <-time.After(20 * time.Second):
+						t.Fatal("the front never asked for a certificate")
+					}
+				}
+				start := time.Now()
+				closed := make(chan struct{})
+				go func() { tc.close(e.front); close(closed) }()
+				select {
+				case <-closed:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the server still waits for a stalled handshake after 10 s (timeouts.handshake is a minute)")
+				}
+				if stall == "silent" {
+					// The front closed the connection: the client reads its end, not a timeout.
+					conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+					if n, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+						t.Fatalf("read after the server's end: %d bytes, %v; want the connection closed", n, err)
+					}
+				}
+				if d := time.Since(start); d > 5*time.Second {
+					t.Errorf("the stalled handshake was cut after %v", d)
+				}
+			})
+		}
+	}
 }

@@ -92,6 +92,9 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 	a.succeeded(time.Now())
 	s.srv.metrics.logins.WithLabelValues("ok").Inc()
 	log.Info("login ok", "event", "login", "result", "ok")
+	// The place in the pre-auth share goes back before the client reads its OK: a
+	// client that opens its next connection at once must find it free.
+	s.leavePreAuth()
 	if err := s.write(s.proto.loggedIn(tag, caps)); err != nil {
 		b.Close()
 		return true, nil

@@ -99,15 +99,17 @@ func TestLockoutPerCertificate(t *testing.T) {
 }
 
 // TestBackendRefusalCounted: any answer of the backend other than OK to a LOGIN the
-// front sent — a NO with a code such as UNAVAILABLE, a BAD, a BYE (Dovecot's "Input
+// front sent — a NO with a code such as CONTACTADMIN, a BAD, a BYE (Dovecot's "Input
 // buffer full"), a refused literal — is delayed and counted like a wrong password: what
-// makes a backend answer so must not be a way to ask it without limit.
+// makes a backend answer so must not be a way to ask it without limit. Only refusals
+// that blame the backend itself are not (TestBackendFaultNotCounted).
 func TestBackendRefusalCounted(t *testing.T) {
 	for _, tc := range []struct {
 		name, password string
 		answer         func(tag string) string
 	}{
-		{"no_unavailable", "secret", func(tag string) string { return tag + " NO [UNAVAILABLE] Temporary authentication failure." }},
+		{"no_contactadmin", "secret", func(tag string) string { return tag + " NO [CONTACTADMIN] Ask your administrator." }},
+		{"alert_not_transport", "secret", func(tag string) string { return tag + " NO [ALERT] Account suspended." }},
 		{"bad", "secret", func(tag string) string { return tag + " BAD Error in IMAP command." }},
 		{"bye", "secret", func(string) string { return "* BYE Input buffer full" }},
 		{"literal_refused", "pässwort", func(string) string { return "g2 NO no literals here" }},
@@ -129,6 +131,41 @@ func TestBackendRefusalCounted(t *testing.T) {
 			c.send("a LOGIN alice@example.org secret\r\n")
 			if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] Too many failed logins") {
 				t.Fatalf("after two refused logins: %q, want the certificate locked out", got)
+			}
+		})
+	}
+}
+
+// TestBackendFaultNotCounted: a refusal in which the backend blames itself or the way
+// the front reaches it (its auth service down, TLS or a client certificate required of
+// the front) says nothing about the password; a misconfigured backend must not lock
+// every card out, so these are not counted: more attempts than lockout_after still
+// reach the backend and none is locked out.
+func TestBackendFaultNotCounted(t *testing.T) {
+	for _, tc := range []struct{ name, answer string }{
+		{"unavailable", "NO [UNAVAILABLE] Temporary authentication failure."},
+		{"privacyrequired", "NO [PRIVACYREQUIRED] Plaintext authentication disallowed on non-secure (SSL/TLS) connections."},
+		{"serverbug", "NO [SERVERBUG] Internal error occurred. Refer to server log for more information."},
+		{"alert_certificate", "NO [ALERT] Client didn't present valid SSL certificate"},
+		{"uncoded_tls", "NO Plaintext authentication disallowed on non-secure (SSL/TLS) connections."},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr, logins := recordingBackend(t, func(tag string) string { return tag + " " + tc.answer })
+			e := newEnv(t, envOptions{backendAddr: addr, mod: func(o *mtls.Options) { o.Throttle.LockoutAfter = 2 }})
+			for i := 0; i < 4; i++ {
+				c := e.dial(t, e.alice)
+				c.line()
+				c.send("a LOGIN alice@example.org secret\r\n")
+				if got := c.line(); !strings.HasPrefix(got, "a NO [UNAVAILABLE] The mail server is not available") {
+					t.Fatalf("attempt %d: %q, want the backend reported unavailable (not a lockout)", i+1, got)
+				}
+			}
+			if n := len(logins); n != 4 {
+				t.Fatalf("%d of 4 logins reached the backend, want all: none may be refused as a lockout", n)
+			}
+			waitForLine(t, e.logs, `"result":"backend_error"`, `check the backend's TLS`)
+			if strings.Contains(e.logs.String(), `"result":"locked"`) || strings.Contains(e.logs.String(), `"result":"backend_refused"`) {
+				t.Fatal("a refusal that blames the backend was counted against the card")
 			}
 		})
 	}

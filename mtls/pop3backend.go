@@ -66,6 +66,8 @@ func (pop3) backendLogin(ctx context.Context, s *session, user string, pass secr
 	l = printable(l)
 	switch {
 	case strings.HasPrefix(l, "+OK"):
+	case strings.HasPrefix(l, "-ERR") && backendAtFault(respCode(strings.TrimPrefix(strings.TrimPrefix(l, "-ERR"), " ")), l):
+		return fail(&errBackendConfig{answer: fmt.Sprintf("%.200q", l)})
 	case strings.HasPrefix(l, "-ERR [AUTH]"), l == "-ERR", strings.HasPrefix(l, "-ERR ") && !strings.HasPrefix(l, "-ERR ["):
 		return fail(errAuthFailed("backend refused the login: " + l))
 	default:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -55,7 +56,9 @@ func (s *session) loop(ctx context.Context) {
 		// The debug trace names the command only: arguments may be credentials, and
 		// so may a tag or a command name if a client's framing went wrong (a password
 		// sent where a command was expected), so neither is logged as sent.
-		s.log.Debug("command", "event", "preauth", "command", traceName(cmd.name), "args", len(cmd.args))
+		if s.log.Enabled(ctx, slog.LevelDebug) { // its arguments cost even when it is off
+			s.log.Debug("command", "event", "preauth", "command", traceName(cmd.name), "args", len(cmd.args))
+		}
 		done, err := s.dispatch(ctx, cmd)
 		if err != nil {
 			var r *Reply

@@ -11,23 +11,43 @@ import (
 // handshake that proved the client's key took place (8 bytes, Unix seconds).
 var provedAtLabel = []byte("imapgate-proved-at:")
 
-// sessionTLS is the TLS configuration for one connection. With session tickets on, it
-// bounds resumption by tls.resumption_max_age counted from the full handshake in which
-// the client proved its key (signed with its smartcard), not from the last ticket:
-// Go issues a fresh ticket on every resumption, so without this a client that resumes
-// now and then would never need its card again. The time travels inside the ticket
-// (encrypted with the ticket keys, so it holds across fronts that share them) and a
-// resumed connection passes the original time on to its new ticket. A ticket without
-// it, or older than the bound, makes a full handshake.
-func (st *state) sessionTLS() *tls.Config {
-	base := st.tls
-	if base.SessionTicketsDisabled {
-		return base
+// sessionTLS is the TLS configuration for one connection's handshake; the caller calls
+// done once the handshake has returned. With session tickets on, it bounds resumption
+// by tls.resumption_max_age counted from the full handshake in which the client proved
+// its key (signed with its smartcard), not from the last ticket: Go issues a fresh
+// ticket on every resumption, so without this a client that resumes now and then would
+// never need its card again. The time travels inside the ticket (encrypted with the
+// ticket keys, so it holds across fronts that share them) and a resumed connection
+// passes the original time on to its new ticket. A ticket without it, or older than
+// the bound, makes a full handshake.
+//
+// Passing the time on needs a place per handshake (UnwrapSession learns it,
+// WrapSession uses it), hence a configuration per handshake; they are pooled per state
+// rather than cloned for every connection. A pooled one is handed out again only after
+// the handshake that had it returned: crypto/tls calls UnwrapSession and WrapSession
+// only inside the server's handshake (it sends its one ticket there), and what the
+// finished connection still reads of its configuration never changes.
+func (st *state) sessionTLS() (cfg *tls.Config, done func()) {
+	if st.tls.SessionTicketsDisabled {
+		return st.tls, func() {}
 	}
+	tc := st.ticketConfigs.Get().(*ticketConfig)
+	tc.provedAt = time.Time{}
+	return tc.cfg, func() { st.ticketConfigs.Put(tc) }
+}
+
+// ticketConfig is a handshake's configuration and its place for the proof time.
+type ticketConfig struct {
+	cfg      *tls.Config
+	provedAt time.Time // set when this handshake's ticket was accepted
+}
+
+// newTicketConfig builds a pooled configuration for st (st.ticketConfigs.New).
+func (st *state) newTicketConfig() *ticketConfig {
+	base := st.tls
 	maxAge, now := st.opts.ResumptionMaxAge, st.opts.now
-	cfg := base.Clone()
-	var provedAt time.Time // set when this connection's ticket was accepted
-	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+	tc := &ticketConfig{cfg: base.Clone()}
+	tc.cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		ss, err := base.DecryptTicket(identity, cs)
 		if err != nil || ss == nil {
 			return nil, err
@@ -36,18 +56,18 @@ func (st *state) sessionTLS() *tls.Config {
 		if age := now().Sub(t); !ok || age > maxAge || age < -time.Minute {
 			return nil, nil // a full handshake: the card must prove the key again
 		}
-		provedAt = t
+		tc.provedAt = t
 		return ss, nil
 	}
-	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	tc.cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
 		t := now()
-		if cs.DidResume && !provedAt.IsZero() {
-			t = provedAt
+		if cs.DidResume && !tc.provedAt.IsZero() {
+			t = tc.provedAt
 		}
 		ss.Extra = append(ss.Extra, binary.BigEndian.AppendUint64(bytes.Clone(provedAtLabel), uint64(t.Unix())))
 		return base.EncryptTicket(cs, ss)
 	}
-	return cfg
+	return tc
 }
 
 // ticketProvedAt reads the proof time from a ticket's extra data.

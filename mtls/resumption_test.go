@@ -40,20 +40,7 @@ func TestResumptionMaxAge(t *testing.T) {
 			cfg := e.clientTLS(e.alice)
 			cfg.MaxVersion = version
 			cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
-			dial := func() bool {
-				t.Helper()
-				conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", e.addr, cfg)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c := newLineConn(t, conn)
-				if got := c.line(); !strings.HasPrefix(got, "* OK") { // with TLS 1.3 the ticket comes with it
-					t.Fatalf("greeting %q", got)
-				}
-				c.send("a LOGOUT\r\n")
-				c.closed()
-				return conn.ConnectionState().DidResume
-			}
+			dial := func() bool { t.Helper(); return dialResumed(t, e, cfg) }
 			if dial() {
 				t.Fatal("the first connection resumed")
 			}
@@ -71,4 +58,61 @@ func TestResumptionMaxAge(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResumptionMaxAgePerClient: the proof time is per handshake, although the
+// handshakes' TLS configurations are pooled and one handshake's configuration is the
+// next one's: two clients whose cards signed 50 minutes apart resume in turn, and each
+// keeps its own bound.
+func TestResumptionMaxAgePerClient(t *testing.T) {
+	clock := &testClock{t: time.Now()}
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1", mod: func(o *mtls.Options) {
+		o.Time = clock.Now
+		o.ResumptionMaxAge = time.Hour
+	}})
+	client := func() func() bool {
+		cfg := e.clientTLS(e.alice)
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+		return func() bool { t.Helper(); return dialResumed(t, e, cfg) }
+	}
+	early, late := client(), client()
+	if early() {
+		t.Fatal("the first client's first connection resumed")
+	}
+	clock.Add(50 * time.Minute)
+	if late() {
+		t.Fatal("the second client's first connection resumed")
+	}
+	for i, want := range []struct {
+		advance     time.Duration
+		early, late bool
+	}{
+		{5 * time.Minute, true, true},   // 55 minutes after the first card signed, 5 after the second
+		{10 * time.Minute, false, true}, // 65 and 15
+	} {
+		clock.Add(want.advance)
+		if got := early(); got != want.early {
+			t.Fatalf("round %d: the first client resumed %v, want %v", i, got, want.early)
+		}
+		if got := late(); got != want.late {
+			t.Fatalf("round %d: the second client resumed %v, want %v", i, got, want.late)
+		}
+	}
+}
+
+// dialResumed connects with cfg, reads the greeting (with TLS 1.3 the ticket comes
+// with it), logs out and reports whether the TLS session was resumed.
+func dialResumed(t *testing.T, e *env, cfg *tls.Config) bool {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", e.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newLineConn(t, conn)
+	if got := c.line(); !strings.HasPrefix(got, "* OK") {
+		t.Fatalf("greeting %q", got)
+	}
+	c.send("a LOGOUT\r\n")
+	c.closed()
+	return conn.ConnectionState().DidResume
 }

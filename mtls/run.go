@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"time"
 )
 
@@ -47,6 +48,9 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	go probeBackend(ctx, &srv.st.Load().opts)
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
+	quiet := time.NewTicker(quietAfter)
+	defer quiet.Stop()
+	go returnIdleMemory(runCtx, srv.accepted.Load, quiet.C, debug.FreeOSMemory)
 	r := &runner{ctx: ctx, runCtx: runCtx, srv: srv, log: log, cfg: cfg, opts: opts,
 		errc: make(chan error, 8), lns: map[Mode]net.Listener{}}
 	// The CRL pollers run under their own context so a reload can replace them.

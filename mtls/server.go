@@ -25,6 +25,8 @@ type state struct {
 
 	chains     sync.Map // [32]byte → *chainResult: verified chains, see verifyChain
 	chainCount atomic.Int64
+
+	ticketConfigs sync.Pool // *ticketConfig: handshakes' TLS configurations (sessionTLS)
 }
 
 // buildState validates o (every problem at once), fills in the defaults and builds
@@ -55,7 +57,9 @@ func buildState(o Options) (*state, error) {
 	for _, s := range o.CRLs {
 		inter.AddCert(s.Issuer())
 	}
-	return &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}, nil
+	st := &state{opts: o, tls: newTLSConfig(&o, acceptableCAs(&o)), intermediates: inter}
+	st.ticketConfigs.New = func() any { return st.newTicketConfig() }
+	return st, nil
 }
 
 // Server is a running front.
@@ -68,6 +72,7 @@ type Server struct {
 	throttle *throttle
 
 	sessions sync.WaitGroup
+	accepted atomic.Uint64 // connections accepted so far (memory.go)
 	mu       sync.Mutex
 	lns      []net.Listener
 	subbed   map[*crl.Store]bool
@@ -214,6 +219,7 @@ func (s *Server) serve(ctx context.Context, ln net.Listener, mode Mode, proto pr
 			return fmt.Errorf("mtls: accept on %s: %w", ln.Addr(), err)
 		}
 		backoff = 0
+		s.accepted.Add(1)
 		s.sessions.Add(1)
 		go func() {
 			defer s.sessions.Done()
@@ -270,14 +276,14 @@ func (s *Server) handle(ctx context.Context, c net.Conn, mode Mode, proto protoc
 	remote := addrPort(c.RemoteAddr())
 	release, why := s.conns.acquire(remote.Addr(), &st.opts.Limits, time.Now())
 	if why != "" {
-		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.metrics.handshake("limited").Inc()
 		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
 		c.Close()
 		return
 	}
 	defer release()
 	if why := s.conns.enterPreAuth(&st.opts.Limits); why != "" {
-		s.metrics.handshakes.WithLabelValues("limited").Inc()
+		s.metrics.handshake("limited").Inc()
 		st.opts.Logger.Warn("connection refused", "remote_ip", remote.Addr().String(), "result", "limited", "reason", why)
 		c.Close()
 		return

@@ -98,3 +98,53 @@ func TestCleanClose(t *testing.T) {
 		}
 	})
 }
+
+// TestLeftClientClosedQuietly: a client that ends its side while the front waits for
+// its next command (with close_notify, or with a bare TCP FIN) is gone: the front
+// closes the socket without a close_notify or any other write of its own and without
+// lingering. The front's own ends (BYE, LOGOUT) keep their close_notify (TestCleanClose).
+func TestLeftClientClosedQuietly(t *testing.T) {
+	e := newEnv(t, envOptions{backendAddr: "127.0.0.1:1"})
+	for _, tc := range []struct {
+		name        string
+		closeNotify bool
+	}{
+		{"close_notify", true},
+		{"tcp_fin", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := net.DialTimeout("tcp", e.addr, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			tconn := tls.Client(raw, e.clientTLS(e.alice))
+			if got := newLineConn(t, tconn).line(); !strings.HasPrefix(got, "* OK") {
+				t.Fatalf("greeting %q", got)
+			}
+			// The front sends nothing after the greeting (and TLS 1.3's tickets before
+			// it) until it closes, so what the socket still delivers now is all the
+			// front writes from here on.
+			if tc.closeNotify {
+				if err := tconn.CloseWrite(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := raw.(*net.TCPConn).CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+			rest, err := io.ReadAll(raw)
+			if err != nil {
+				t.Fatalf("read after our end: %v (after %d bytes)", err, len(rest))
+			}
+			if len(rest) != 0 {
+				t.Errorf("the front wrote %d bytes to a client that had left (a close_notify is 24)", len(rest))
+			}
+			if d := time.Since(start); d > 500*time.Millisecond {
+				t.Errorf("the front took %v to close after the client left", d)
+			}
+		})
+	}
+}

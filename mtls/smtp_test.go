@@ -463,9 +463,9 @@ func TestSMTPAfterLoginLimits(t *testing.T) {
 }
 
 // TestSMTPBackendAnswers: which answers of the backend to AUTH count against the card.
-// A 535 is a wrong password (counted); a 4xx is the backend's trouble (454 4.7.0 to
-// the client, not counted: the card is not locked out after it); any other answer is a
-// counted refusal. A stub stands in for Postfix, which cannot be made to answer a
+// A 535 is a wrong password (counted); a 4xx, or a refusal of the gate's link (TLS
+// required of it), is the backend's trouble (454 4.7.0 to the client, not counted: the
+// card is not locked out after it); any other answer is a counted refusal. A stub stands in for Postfix, which cannot be made to answer a
 // given code on purpose.
 func TestSMTPBackendAnswers(t *testing.T) {
 	for _, tc := range []struct {
@@ -476,6 +476,9 @@ func TestSMTPBackendAnswers(t *testing.T) {
 		{"454 4.7.0 Temporary authentication failure", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_error", false},
 		{"421 4.4.2 Timeout", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_error", false},
 		{"534 5.7.9 Please log in with your web browser", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_refused", true},
+		// Postfix with smtpd_tls_auth_only refusing the gate's plain link: a
+		// misconfiguration, not the password (docs/front.md, which refusals count).
+		{"530 5.7.0 Must issue a STARTTLS command first", "454 4.7.0 The mail server is not available right now. Try again in a few minutes.", "backend_error", false},
 	} {
 		t.Run(tc.answer[:3], func(t *testing.T) {
 			stub := serveStub(t, localListen(t), func(c net.Conn) {

@@ -108,8 +108,8 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 	}
 
 	// From here the credentials are on their way: a 535 is a wrong password (counted
-	// by the throttle), a 4xx the backend's trouble (not counted: the user did
-	// nothing wrong), any other answer a counted refusal.
+	// by the throttle), a 4xx or a refusal of the gate's TLS the backend's trouble (not
+	// counted: the user did nothing wrong), any other answer a counted refusal.
 	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + string(pass)))
 	if _, err := io.WriteString(c, "AUTH PLAIN "+ir+"\r\n"); err != nil {
 		return fail(fmt.Errorf("backend: send AUTH: %w", err))
@@ -128,6 +128,11 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 		return fail(errAuthFailed("backend refused the login: " + l))
 	case code >= 400 && code < 500:
 		return fail(fmt.Errorf("backend: %s answered AUTH with %.200q (temporary)", bo.Address, l))
+	case mentionsTransport(l):
+		// Postfix's "530 5.7.0 Must issue a STARTTLS command first", "538 5.7.11
+		// Encryption required…": the backend refuses the gate's link, not the
+		// password (backendAtFault), so nobody is charged for it.
+		return fail(&errBackendConfig{answer: fmt.Sprintf("%.200q", l)})
 	default:
 		return fail(&errLoginRefused{answer: fmt.Sprintf("%.200q", l)})
 	}

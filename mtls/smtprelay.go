@@ -235,7 +235,7 @@ func (r *smtpRelay) Read(p []byte) (int, error) {
 			return 0, r.rerr
 		}
 		if r.rbuf == nil {
-			r.rbuf = make([]byte, spliceBuf)
+			r.rbuf = make([]byte, 4096) // replies are short; the splice's record-sized buffer is for data
 		}
 		k, err := r.src.Read(r.rbuf)
 		if ferr := r.down(r.rbuf[:k]); ferr != nil && err == nil {

@@ -181,3 +181,29 @@ func FuzzReadCommand(f *testing.F) {
 		}
 	})
 }
+
+// TestBackendAtFault: which refusals blame the backend (not counted against the card).
+func TestBackendAtFault(t *testing.T) {
+	for _, tc := range []struct {
+		text string
+		want bool
+	}{
+		{"[UNAVAILABLE] Temporary authentication failure.", true},
+		{"[PRIVACYREQUIRED] Plaintext authentication disallowed", true},
+		{"[SERVERBUG] Internal error", true},
+		{"[SYS/TEMP] Temporary failure", true},
+		{"[ALERT] Client didn't present valid SSL certificate", true},
+		{"[AUTH] Plaintext authentication disallowed on non-secure (SSL/TLS) connections.", true},
+		{"Plaintext authentication disallowed on non-secure connections.", true},
+		{"[AUTHENTICATIONFAILED] Authentication failed.", false},
+		{"[AUTH] Authentication failed.", false},
+		{"Authentication failed.", false},
+		{"[ALERT] Account suspended.", false},
+		{"[CONTACTADMIN] TLS is fine, ask your administrator", false},
+		{"[SYS/PERM] Permanent failure", false},
+	} {
+		if got := backendAtFault(respCode(tc.text), tc.text); got != tc.want {
+			t.Errorf("backendAtFault(%q) = %v, want %v", tc.text, got, tc.want)
+		}
+	}
+}

@@ -11,15 +11,25 @@
 #   BENCH_ROUNDS    rounds per cell (default 3; the table shows the median)
 #   BENCH_ROWS      rows to run (default: all) — full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle;
 #                   "none" for the profiles only
+#   BENCH_PROTO_ROWS the per-protocol table (default: proto4 protologin8; "none" skips it): a
+#                   second front with its IMAP, POP3 and SMTP submission gates side by side,
+#                   before Dovecot (IMAP, POP3) and Postfix with Dovecot SASL
 #   BENCH_SESSIONS  idle sessions (default 2000)
 #   BENCH_IDLE_ROUNDS rounds of the idle row (default BENCH_ROUNDS; each opens every session)
-#   BENCH_PORT_BASE first of ten loopback ports (default 19930)
+#   BENCH_IDLE_HOLD seconds the idle sessions stay open before the PSS is read (default 12:
+#                   the steady state of a server holding idle sessions, for every server)
+#   BENCH_PORT_BASE first of fourteen loopback ports (default 19930)
 #   BENCH_OUT       directory for configs, logs, JSON and the table (default: a new one in /tmp)
 #   BENCH_CRL       1 (default) also times CRL reloads of 100,000 and 1,000,000 entries and
 #                   the front's handshake rate, second by second, while they happen
 #   BENCH_PROFILE   1 (default) also takes CPU profiles (2 × BENCH_SECONDS) of the front and
 #                   the bare server under full and resumed load, and a perf profile of
 #                   the shipped front binary when perf is installed
+#   BENCH_SOAK      1 runs the soak last (default 0): BENCH_SOAK_SECONDS (default 600) of
+#                   full handshakes at 80 % of the front's measured maximum rate (--rate,
+#                   open loop) with logins mixed in (BENCH_SOAK_LOGIN_RATE per second,
+#                   default 10); the front's resident memory, goroutines and open files
+#                   every 10 s go to soak-samples.tsv, and a summary to the table
 # The machine is shared: run it as `nice -n 10 scripts/bench.sh`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,10 +50,13 @@ chmod 755 "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
 FRONT_PORT=$P BARE_PORT=$((P + 1)) NGINX_PORT=$((P + 2)) DOVECOT_TLS_PORT=$((P + 3))
-BACKEND_PORT=$((P + 4)) PROF_PORT=$((P + 5)) BARE_PPROF_PORT=$((P + 7)) PPROF_PORT=$((P + 8)) AUTH_PORT=$((P + 9))
-for port in $(seq "$P" $((P + 9))); do
+BACKEND_PORT=$((P + 4)) PROF_PORT=$((P + 5)) METRICS_PORT=$((P + 6)) BARE_PPROF_PORT=$((P + 7)) PPROF_PORT=$((P + 8)) AUTH_PORT=$((P + 9))
+GIMAP_PORT=$((P + 10)) GPOP3_PORT=$((P + 11)) GSMTP_PORT=$((P + 12)) MAILBACKEND_PORT=$((P + 13))
+PROTO_ROWS=${BENCH_PROTO_ROWS:-"proto4 protologin8"}
+[ "$PROTO_ROWS" = none ] && PROTO_ROWS=""
+for port in $(seq "$P" $((P + 13))); do
   if ss -Hltn "sport = :$port" | grep -q .; then
-    echo "bench: port $port on 127.0.0.1 is taken: set BENCH_PORT_BASE to a free range of ten" >&2
+    echo "bench: port $port on 127.0.0.1 is taken: set BENCH_PORT_BASE to a free range of fourteen" >&2
     exit 1
   fi
 done
@@ -59,6 +72,7 @@ GO=${GO:-go}
 $GO build -o "$OUT/bin/imapgate" ./cmd/imapgate
 $GO build -o "$OUT/bin/imapgate-load" ./cmd/imapgate-load
 for t in baretls authhttp pki frontprof benchtable profsum crlreload; do $GO build -o "$OUT/bin/$t" ./bench/$t; done
+$GO build -o "$OUT/bin/demo-backend" ./testenv/cmd/demo-backend
 B=$OUT/bin K=$OUT/pki
 
 "$B/pki" --dir "$K" --revoked "${BENCH_CRL_ENTRIES:-1000}"
@@ -228,6 +242,8 @@ limits:
 CONF
 }
 front_conf $FRONT_PORT > "$OUT/front.yaml"
+# The soak reads the front's goroutines from its own metrics.
+echo "metrics_listen: 127.0.0.1:$METRICS_PORT" >> "$OUT/front.yaml"
 start_front() {
   "$B/imapgate" front --config "$OUT/front.yaml" >> "$OUT/front.log" 2>&1 &
   FRONT_PID=$!
@@ -321,7 +337,7 @@ for row in $ROWS; do
           start_front; wait_port $FRONT_PORT "imapgate front"; sleep 1
           pidargs=(--pid "$FRONT_PID")
         fi
-        load "$s" "$f" --mode idle --sessions "$SESSIONS" --concurrency 16 --hold 3s "${EC[@]}" "${LOGIN[@]}" "${pidargs[@]}"
+        load "$s" "$f" --mode idle --sessions "$SESSIONS" --concurrency 16 --hold "${BENCH_IDLE_HOLD:-12}s" "${EC[@]}" "${LOGIN[@]}" "${pidargs[@]}"
       else
         args=()
         for a in $(row_args "$row"); do
@@ -343,6 +359,64 @@ done
   "$B/benchtable" --dir "$OUT/res" --rows "$rowspec"
 } | tee "$OUT/table.md"
 
+if [ -n "$PROTO_ROWS" ]; then
+  # Issue 12's per-protocol figures: one more front, its IMAP, POP3 and SMTP
+  # submission gates on three ports, before testenv's mail backend (Dovecot IMAP and
+  # POP3, Postfix submission authenticating through Dovecot SASL); rounds alternate
+  # between the gates as above.
+  rm -f "$OUT/mailbackend.ready"
+  "$B/demo-backend" -dir "$OUT/mailbackend" -addr 127.0.0.1:$MAILBACKEND_PORT -pop3 -submission -many \
+    -ready "$OUT/mailbackend.ready" > "$OUT/mailbackend.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 1 300); do [ -s "$OUT/mailbackend.ready" ] && break; sleep 0.1; done
+  [ -s "$OUT/mailbackend.ready" ] || { echo "bench: the mail backend did not start; $OUT/mailbackend.log:" >&2; tail -20 "$OUT/mailbackend.log" >&2; exit 1; }
+  pop3_backend=$(awk '$1 == "pop3" {print $2}' "$OUT/mailbackend.ready")
+  smtp_backend=$(awk '$1 == "smtp" {print $2}' "$OUT/mailbackend.ready")
+  { front_conf $GIMAP_PORT | sed "s/127.0.0.1:$BACKEND_PORT/127.0.0.1:$MAILBACKEND_PORT/"
+    cat <<CONF
+pop3:
+  listen: "127.0.0.1:$GPOP3_PORT"
+  backend:
+    address: "$pop3_backend"
+smtp:
+  listen: "127.0.0.1:$GSMTP_PORT"
+  backend:
+    address: "$smtp_backend"
+CONF
+  } > "$OUT/gates.yaml"
+  "$B/imapgate" front --config "$OUT/gates.yaml" > "$OUT/gates.log" 2>&1 &
+  GATES_PID=$!
+  PIDS+=($GATES_PID)
+  wait_port $GIMAP_PORT "gates (imap)"; wait_port $GPOP3_PORT "gates (pop3)"; wait_port $GSMTP_PORT "gates (smtp)"
+  PORT[gimap]=$GIMAP_PORT PORT[gpop3]=$GPOP3_PORT PORT[gsmtp]=$GSMTP_PORT
+  declare -A PTITLE=(
+    [proto4]="handshake + greeting, 4 at once"
+    [protologin8]="login + logout through the backend, 8 at once (logins/s, p99 to OK)"
+  )
+  protospec=""
+  for row in $PROTO_ROWS; do
+    protospec+="${protospec:+;}$row=${PTITLE[$row]}"
+    for r in $(seq 1 "$ROUNDS"); do
+      for s in gimap gpop3 gsmtp; do
+        f=$OUT/res/$row.$s.$r.json
+        args=(--proto "${s#g}" --curve X25519 "${EC[@]}" --pid "$GATES_PID")
+        case $row in
+          proto4) args+=(--mode full --concurrency 4) ;;
+          protologin8) args+=(--mode login --concurrency 8 "${LOGIN[@]}") ;;
+        esac
+        load "$s" "$f" "${args[@]}"
+        printf '  %-11s %-6s round %d: %s\n' "$row" "$s" "$r" \
+          "$(grep -m1 -o '"ops_per_s": [0-9.]*' "$f" 2>/dev/null || echo failed) $(grep -m1 -o '"errors": [0-9]*' "$f" 2>/dev/null)"
+      done
+    done
+  done
+  {
+    echo
+    echo "Per protocol: one front process with three gates (ratios against its IMAP gate, round by round); its backends are Dovecot 2.3 (IMAP, POP3) and Postfix $(postconf -h mail_version 2>/dev/null) submission with Dovecot SASL."
+    echo
+    "$B/benchtable" --dir "$OUT/res" --rows "$protospec" --servers "gimap=IMAP gate;gpop3=POP3 gate;gsmtp=SMTP submission gate" --against gimap
+  } | tee -a "$OUT/table.md"
+fi
 if [ "$PROFILE" = 1 ]; then
   # The shipped front has no profiling endpoint: frontprof is the same mtls.Run with
   # net/http/pprof on loopback, on its own port. Both it and the bare server are
@@ -407,6 +481,49 @@ if [ "${BENCH_CRL:-1}" = 1 ]; then
   echo "bench: handshakes per second during the reloads (from $((SECS * 8)) s before the end; the files were replaced after about $SECS s and $((SECS * 3)) s):"
   tr -d '\n ' < "$OUT/res/crl-reload.json" | grep -o '"per_second":\[[0-9,]*\]' | tee "$OUT/crl-reload-buckets.txt"
   cp "$OUT/crl-1000.der" "$K/crl.der"
+fi
+if [ "${BENCH_SOAK:-0}" = 1 ]; then
+  # Target 8: the maximum first (a short full-handshake run, 32 at once), then
+  # BENCH_SOAK_SECONDS at 80 % of it with logins beside, sampling the front from
+  # outside: RSS and open files from /proc, goroutines from its metrics.
+  SOAK=${BENCH_SOAK_SECONDS:-600} LRATE=${BENCH_SOAK_LOGIN_RATE:-10}
+  load front "$OUT/res/soak-max.json" --mode full --concurrency 32 --curve X25519 "${EC[@]}"
+  max=$(grep -m1 -o '"ops_per_s": [0-9.]*' "$OUT/res/soak-max.json" | grep -o '[0-9.]*$')
+  rate=$(awk -v m="$max" 'BEGIN {printf "%.0f", m * 0.8}')
+  goroutines() { curl -s "http://127.0.0.1:$METRICS_PORT/metrics" | awk '$1 == "go_goroutines" {print $2}'; }
+  sleep 5
+  base_g=$(goroutines)
+  echo "bench: soak ${SOAK}s at $rate handshakes/s (80 % of $max) + $LRATE logins/s; front goroutines before: $base_g"
+  printf 't_s\trss_kib\tgoroutines\tfds\n' > "$OUT/soak-samples.tsv"
+  load front "$OUT/res/soak-full.json" --mode full --concurrency 64 --rate "$rate" --curve X25519 "${EC[@]}" --duration "${SOAK}s" &
+  fpid=$!
+  load front "$OUT/res/soak-login.json" --mode login --concurrency 8 --rate "$LRATE" --curve X25519 "${EC[@]}" "${LOGIN[@]}" --duration "${SOAK}s" --pid "$FRONT_PID" &
+  lpid=$!
+  t0=$(date +%s)
+  while kill -0 $fpid 2>/dev/null; do
+    printf '%d\t%d\t%s\t%d\n' $(($(date +%s) - t0)) "$(awk '/^VmRSS/ {print $2}' /proc/$FRONT_PID/status)" \
+      "$(goroutines)" "$(ls /proc/$FRONT_PID/fd | wc -l)" >> "$OUT/soak-samples.tsv"
+    sleep 10
+  done
+  wait $fpid $lpid || true
+  sleep 10 # sessions' lingering closes and timers end
+  after_g=$(goroutines)
+  {
+    echo
+    echo "Soak, $(date -u '+%Y-%m-%d'): ${SOAK} s of full handshakes at --rate $rate (80 % of the $max/s measured just before, 32 at once) and $LRATE logins/s beside, on the front."
+    echo
+    awk -F'\t' 'NR > 1 && $1 >= 60 {n++; if (min == "" || $2 < min) min = $2; if ($2 > max) max = $2}
+      END {if (n) printf "Resident memory after the first minute: %d–%d KiB (%.1f %% spread); ", min, max, 100 * (max - min) / min}' "$OUT/soak-samples.tsv"
+    echo "goroutines before $base_g, 10 s after $after_g."
+    for f in soak-full soak-login; do
+      printf -- '- %s: %s ops at %s/s, errors %s, missed %s, p99 %s ms\n' "$f" \
+        "$(grep -m1 -o '"ops": [0-9]*' "$OUT/res/$f.json" | grep -o '[0-9]*$')" \
+        "$(grep -m1 -o '"ops_per_s": [0-9.]*' "$OUT/res/$f.json" | grep -o '[0-9.]*$')" \
+        "$(grep -m1 -o '"errors": [0-9]*' "$OUT/res/$f.json" | grep -o '[0-9]*$')" \
+        "$(grep -m1 -o '"missed": [0-9]*' "$OUT/res/$f.json" | grep -o '[0-9]*$' || echo 0)" \
+        "$(tr -d '\n ' < "$OUT/res/$f.json" | grep -o '"greeting_ms":{[^}]*}' | grep -o '"p99":[0-9.]*' | cut -d: -f2)"
+    done
+  } | tee -a "$OUT/table.md"
 fi
 echo "bench: table in $OUT/table.md"
 exit

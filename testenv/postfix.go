@@ -66,6 +66,11 @@ func StartPostfixTLS(t testing.TB, d *Dovecot, cert *Leaf) *Postfix {
 	return p
 }
 
+// RunPostfix starts Postfix in dir (which the caller removes) in front of d, for a
+// process that is not a test (the benchmark's backend); the caller stops it with Stop.
+func RunPostfix(dir string, d *Dovecot) (*Postfix, error) { return runPostfix(dir, d, nil) }
+
+// runPostfix is RunPostfix with TLS when cert is not nil (StartPostfixTLS).
 func runPostfix(dir string, d *Dovecot, cert *Leaf) (*Postfix, error) {
 	if _, err := exec.LookPath("postfix"); err != nil {
 		return nil, errors.New("testenv: postfix not found: install it with `make deps` (Debian package postfix)")

@@ -333,17 +333,48 @@ type SyncResult struct {
 // SyncInbox discovers the account's folders, updates INBOX and downloads all of
 // it for offline use, then lists INBOX's messages with their stored bodies.
 func (tb *Thunderbird) SyncInbox(ctx context.Context, serverKey string) (*SyncResult, error) {
+	return poll[SyncResult](ctx, tb, "sync", "syncresult", map[string]any{"server": serverKey})
+}
+
+// Mail is one message SendMail sends.
+type Mail struct {
+	Host      string // the submission server (implicit TLS)
+	Port      int
+	User      string // login name; the password goes to the login manager for smtp://HOST
+	Password  string
+	From, To  string
+	Raw       string // the message as the composer would have built it (CRLF lines)
+	MessageID string // without the angle brackets
+}
+
+// SendResult is how a send ended.
+type SendResult struct {
+	OK     bool   `json:"ok"`
+	Status string `json:"status"` // the nsresult in hex
+	Error  string `json:"error"`  // Thunderbird's message for the user, if any
+}
+
+// SendMail creates an outgoing server (SSL/TLS, normal password) for m.User and
+// sends m.Raw through it with Thunderbird's own SMTP client, as "Send" does.
+func (tb *Thunderbird) SendMail(ctx context.Context, m Mail) (*SendResult, error) {
+	arg := map[string]any{"host": m.Host, "port": m.Port, "user": m.User, "password": m.Password,
+		"from": m.From, "to": m.To, "raw": m.Raw, "messageId": m.MessageID}
+	return poll[SendResult](ctx, tb, "send", "sendresult", arg)
+}
+
+// poll runs the script start (which leaves its result in the window) and then
+// result until it returns one: a script a dialog interrupts returns null.
+func poll[T any](ctx context.Context, tb *Thunderbird, start, result string, arg any) (*T, error) {
 	var started string
-	if err := tb.Script(ctx, "sync", map[string]any{"server": serverKey}, &started); err != nil {
+	if err := tb.Script(ctx, start, arg, &started); err != nil {
 		return nil, err
 	}
 	if started != "started" {
-		return nil, fmt.Errorf("testenv: thunderbird: sync did not start (%q)", started)
+		return nil, fmt.Errorf("testenv: thunderbird: %s did not start (%q)", start, started)
 	}
 	for {
-		var r *SyncResult
-		// A script that a dialog interrupts returns null too: ask again.
-		if err := tb.Script(ctx, "syncresult", nil, &r); err != nil {
+		var r *T
+		if err := tb.Script(ctx, result, nil, &r); err != nil {
 			return nil, err
 		}
 		if r != nil {
@@ -351,7 +382,7 @@ func (tb *Thunderbird) SyncInbox(ctx context.Context, serverKey string) (*SyncRe
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("testenv: thunderbird: sync: %w", ctx.Err())
+			return nil, fmt.Errorf("testenv: thunderbird: %s: %w", start, ctx.Err())
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -18,8 +18,11 @@ import (
 	"github.com/imapgate/imapgate/bench/loadgen"
 )
 
+type server struct{ key, title string }
+
 // servers in table order; the script names its result files with these keys.
-var servers = []struct{ key, title string }{
+// --servers replaces them (the per-protocol table: the front's gates side by side).
+var servers = []server{
 	{"dovecot", "Dovecot with client certs"},
 	{"nginx", "nginx mail proxy"},
 	{"bare", "bare Go crypto/tls server"},
@@ -29,7 +32,16 @@ var servers = []struct{ key, title string }{
 func main() {
 	dir := flag.String("dir", "", "directory of ROW.SERVER.ROUND.json files")
 	rows := flag.String("rows", "", "row=title pairs separated by semicolons, in order")
+	cols := flag.String("servers", "", "key=title pairs separated by semicolons: the columns, instead of the four servers")
+	flag.StringVar(&against, "against", "", "with --servers: the key every other column is given as a ratio of")
 	flag.Parse()
+	if *cols != "" {
+		servers = nil
+		for _, spec := range strings.Split(*cols, ";") {
+			k, t, _ := strings.Cut(spec, "=")
+			servers = append(servers, server{k, t})
+		}
+	}
 	if err := run(*dir, *rows); err != nil {
 		fmt.Fprintln(os.Stderr, "benchtable:", err)
 		os.Exit(1)
@@ -50,7 +62,16 @@ type cell struct {
 	cpuByRound     map[string]float64
 }
 
+// against is --against: a column key, or "".
+var against string
+
 func run(dir, rowSpec string) error {
+	fmt.Print(table(dir, rowSpec))
+	return nil
+}
+
+// table is the markdown of the rows of rowSpec over the servers' columns.
+func table(dir, rowSpec string) string {
 	var b, cpu strings.Builder
 	cpu.WriteString("\n| server CPU per connection (login) in ms |")
 	for _, s := range servers {
@@ -69,7 +90,7 @@ func run(dir, rowSpec string) error {
 		for _, s := range servers {
 			c, err := load(dir, row, s.key)
 			if err != nil {
-				return err
+				return "benchtable: " + err.Error() + "\n"
 			}
 			cells[s.key] = c
 		}
@@ -86,8 +107,7 @@ func run(dir, rowSpec string) error {
 	if cpuRows > 0 {
 		b.WriteString(cpu.String())
 	}
-	fmt.Print(b.String())
-	return nil
+	return b.String()
 }
 
 func load(dir, row, server string) (cell, error) {
@@ -188,6 +208,12 @@ func format(c cell, server string, all map[string]cell) string {
 			s += " = " + strings.Join(r, ", ")
 		}
 	}
+	if a := all[against]; against != "" && server != against && a.ok && a.rate > 0 {
+		s += fmt.Sprintf(" = %.2f×", ratio(c, a)) + spread(c, a)
+		if a.p99 > 0 {
+			s += fmt.Sprintf(", p99 %.2f×", c.p99/a.p99)
+		}
+	}
 	return s
 }
 
@@ -216,6 +242,9 @@ func cpuLine(title string, cells map[string]cell) string {
 		}
 		any = true
 		v := fmt.Sprintf("%.2f", c.cpu)
+		if a := cells[against]; against != "" && s.key != against && a.cpu > 0 {
+			v += fmt.Sprintf(" = %.2f×", ratio(cell{byRound: c.cpuByRound}, cell{byRound: a.cpuByRound}))
+		}
 		if s.key == "front" {
 			for _, other := range []struct{ key, name string }{{"bare", "Go"}, {"nginx", "nginx"}} {
 				if o := cells[other.key]; o.cpu > 0 {

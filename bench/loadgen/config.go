@@ -26,6 +26,8 @@ type Config struct {
 	Addr        string        // host:port of the server (loopback)
 	ServerName  string        // name to verify in the server certificate
 	Mode        Mode          //
+	Proto       Proto         // imap (default), pop3 or smtp: the dialect after the handshake
+	Rate        float64       // if > 0, start operations at this rate (open loop), at most Concurrency at once
 	Concurrency int           // workers (idle: sessions opened at once)
 	Duration    time.Duration // measured time (not idle)
 	Warmup      time.Duration // time before measuring (not counted)
@@ -103,6 +105,18 @@ func (c *Config) check() error {
 	case Full, Resumed, Login, Idle:
 	default:
 		return fmt.Errorf("loadgen: --mode %q: want full, resumed, login or idle", c.Mode)
+	}
+	switch c.Proto {
+	case "", IMAP:
+	case POP3, SMTP:
+		if c.Mode == Idle {
+			return fmt.Errorf("loadgen: --mode idle measures IMAP IDLE sessions; --proto %s has no IDLE", c.Proto)
+		}
+	default:
+		return fmt.Errorf("loadgen: --proto %q: want imap, pop3 or smtp", c.Proto)
+	}
+	if c.Rate < 0 || (c.Rate > 0 && c.Mode == Idle) {
+		return errors.New("loadgen: --rate must be positive, and idle mode opens sessions as fast as it can (no --rate)")
 	}
 	if !strings.HasPrefix(c.Addr, "127.") && !strings.HasPrefix(c.Addr, "[::1]") && !strings.HasPrefix(c.Addr, "localhost:") {
 		return fmt.Errorf("loadgen: --addr %q: the load generator only targets loopback (127.0.0.0/8, [::1])", c.Addr)

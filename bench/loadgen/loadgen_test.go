@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,9 +15,9 @@ import (
 	"github.com/imapgate/imapgate/testenv"
 )
 
-// stubIMAP is a TLS server that requires a client certificate and answers the few
-// commands the load generator sends, enough to drive every mode.
-func stubIMAP(t *testing.T, pki *testenv.PKI) string {
+// stubListener is a TLS server that requires a client certificate and runs serve on
+// each connection.
+func stubListener(t *testing.T, pki *testenv.PKI, serve func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
 	cfg := &tls.Config{
 		Certificates: []tls.Certificate{pki.Server(t).TLSCertificate()},
@@ -35,50 +37,142 @@ func stubIMAP(t *testing.T, pki *testenv.PKI) string {
 			}
 			go func() {
 				defer c.Close()
-				c.Write([]byte("* OK stub ready\r\n"))
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					f := strings.Fields(line)
-					if len(f) < 2 {
-						return
-					}
-					switch strings.ToUpper(f[1]) {
-					case "LOGIN":
-						if f[3] != `"secret"` {
-							c.Write([]byte(f[0] + " NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"))
-							continue
-						}
-						c.Write([]byte(f[0] + " OK logged in\r\n"))
-					case "SELECT":
-						c.Write([]byte("* 0 EXISTS\r\n" + f[0] + " OK selected\r\n"))
-					case "IDLE":
-						c.Write([]byte("+ idling\r\n"))
-					case "LOGOUT":
-						c.Write([]byte("* BYE\r\n" + f[0] + " OK bye\r\n"))
-						return
-					}
-				}
+				serve(c, bufio.NewReader(c))
 			}()
 		}
 	}()
 	return ln.Addr().String()
 }
 
-func TestRun(t *testing.T) {
-	pki := testenv.NewPKI(t)
-	addr := stubIMAP(t, pki)
+// stubIMAP answers the few commands the load generator sends, enough to drive every
+// mode.
+func stubIMAP(t *testing.T, pki *testenv.PKI) string {
+	return stubListener(t, pki, func(c net.Conn, br *bufio.Reader) {
+		c.Write([]byte("* OK stub ready\r\n"))
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				return
+			}
+			switch strings.ToUpper(f[1]) {
+			case "LOGIN":
+				if f[3] != `"secret"` {
+					c.Write([]byte(f[0] + " NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"))
+					continue
+				}
+				c.Write([]byte(f[0] + " OK logged in\r\n"))
+			case "SELECT":
+				c.Write([]byte("* 0 EXISTS\r\n" + f[0] + " OK selected\r\n"))
+			case "IDLE":
+				c.Write([]byte("+ idling\r\n"))
+			case "LOGOUT":
+				c.Write([]byte("* BYE\r\n" + f[0] + " OK bye\r\n"))
+				return
+			}
+		}
+	})
+}
+
+// stubPOP3SMTP speaks just enough POP3 or SMTP (greeting, EHLO with continuation
+// lines, AUTH PLAIN, QUIT) for the login mode; it accepts only alice's "secret".
+func stubPOP3SMTP(t *testing.T, pki *testenv.PKI, p Proto) string {
+	ok, bad := "+OK", "-ERR [AUTH] Authentication failed."
+	greet := "+OK stub ready\r\n"
+	if p == SMTP {
+		ok, bad = "235 2.7.0 Authentication successful", "535 5.7.8 Error: authentication failed"
+		greet = "220-stub.invalid ESMTP\r\n220 stub ready\r\n"
+	}
+	good := "AUTH PLAIN " + base64.StdEncoding.EncodeToString([]byte("\x00alice@example.org\x00secret"))
+	return stubListener(t, pki, func(c net.Conn, br *bufio.Reader) {
+		c.Write([]byte(greet))
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			line = strings.TrimRight(line, "\r\n")
+			switch {
+			case strings.HasPrefix(line, "EHLO ") && p == SMTP:
+				c.Write([]byte("250-stub.invalid\r\n250-AUTH PLAIN LOGIN\r\n250 PIPELINING\r\n"))
+			case line == good:
+				c.Write([]byte(ok + "\r\n"))
+			case strings.HasPrefix(line, "AUTH "):
+				c.Write([]byte(bad + "\r\n"))
+			case line == "QUIT" && p == SMTP:
+				c.Write([]byte("221 2.0.0 Bye\r\n"))
+				return
+			case line == "QUIT":
+				c.Write([]byte("+OK bye\r\n"))
+				return
+			default:
+				c.Write([]byte("500 what?\r\n"))
+			}
+		}
+	})
+}
+
+// testConfig is a short run against addr with alice's certificate.
+func testConfig(t *testing.T, pki *testenv.PKI, addr string) Config {
 	dir := t.TempDir()
 	leaf := pki.Issue(t, testenv.LeafOptions{Emails: []string{"alice@example.org"}})
 	cert, key := leaf.WriteFiles(t, dir, "alice")
 	ca := filepath.Join(dir, "root.pem")
 	testenv.WriteFile(t, ca, testenv.CertPEM(pki.Root))
-	base := Config{Addr: addr, ServerName: "localhost", CertFile: cert, KeyFile: key, CAFile: ca,
+	return Config{Addr: addr, ServerName: "localhost", CertFile: cert, KeyFile: key, CAFile: ca,
 		Concurrency: 2, Duration: 300 * time.Millisecond, Warmup: 50 * time.Millisecond, Curve: "X25519",
 		User: "alice@example.org", Password: "secret", Sessions: 5, Hold: 10 * time.Millisecond, PIDs: []int{os.Getpid()}}
+}
+
+// TestRunProtocols: login mode speaks POP3 and SMTP too; a wrong password is an error.
+func TestRunProtocols(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	for _, p := range []Proto{POP3, SMTP} {
+		addr := stubPOP3SMTP(t, pki, p)
+		for _, tc := range []struct {
+			name, password string
+			wantErrors     bool
+		}{{"good_" + string(p), "secret", false}, {"fail_" + string(p) + "_password", "wrong", true}} {
+			t.Run(tc.name, func(t *testing.T) {
+				c := testConfig(t, pki, addr)
+				c.Mode, c.Proto, c.Password = Login, p, tc.password
+				res, err := Run(context.Background(), c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.wantErrors != (res.Errors > 0 && res.Ops == 0) || !tc.wantErrors && (res.Errors != 0 || res.Ops == 0 || res.Login == nil) {
+					t.Fatalf("%d ops, errors %v, want errors only: %v", res.Ops, res.ErrorKinds, tc.wantErrors)
+				}
+				if res.Proto != p {
+					t.Fatalf("result says proto %q", res.Proto)
+				}
+			})
+		}
+	}
+}
+
+// TestRunRate: --rate paces the operations (open loop): the run starts about the rate
+// asked for, not as many as the workers could do.
+func TestRunRate(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	c := testConfig(t, pki, stubIMAP(t, pki))
+	c.Mode, c.Rate, c.Concurrency, c.Duration = Full, 20, 4, time.Second
+	res, err := Run(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 20/s for 1 s: the unpaced stub does hundreds; allow for the measurement edges.
+	if res.Ops < 10 || res.Ops > 25 || res.TargetRate != 20 {
+		t.Fatalf("rate 20/s for 1 s: %d operations (target %v), want about 20", res.Ops, res.TargetRate)
+	}
+}
+
+func TestRun(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	base := testConfig(t, pki, stubIMAP(t, pki))
 	for _, tc := range []struct {
 		name       string
 		mod        func(*Config)
@@ -147,6 +241,12 @@ func TestConfigCheck(t *testing.T) {
 		{"fail_login_no_user", func(c *Config) { c.Mode = Login }, "--user"},
 		{"fail_idle_no_sessions", func(c *Config) { c.Mode = Idle; c.User, c.Password = "a", "b" }, "--sessions"},
 		{"fail_duration", func(c *Config) { c.Duration = 0 }, "--duration"},
+		{"good_proto_smtp", func(c *Config) { c.Proto = SMTP }, ""},
+		{"fail_proto", func(c *Config) { c.Proto = "nntp" }, "--proto"},
+		{"fail_idle_pop3", func(c *Config) { c.Mode, c.Proto, c.Sessions, c.User, c.Password = Idle, POP3, 1, "a", "b" }, "IDLE"},
+		{"good_rate", func(c *Config) { c.Rate = 100 }, ""},
+		{"fail_rate_negative", func(c *Config) { c.Rate = -1 }, "--rate"},
+		{"fail_rate_idle", func(c *Config) { c.Mode, c.Rate, c.Sessions, c.User, c.Password = Idle, 10, 1, "a", "b" }, "--rate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good

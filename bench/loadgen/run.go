@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"regexp"
 	"sort"
@@ -17,9 +15,14 @@ import (
 
 // Result is what a run reports (JSON on stdout of cmd/imapgate-load).
 type Result struct {
-	Label       string         `json:"label,omitempty"`
-	Addr        string         `json:"addr"`
-	Mode        Mode           `json:"mode"`
+	Label      string  `json:"label,omitempty"`
+	Addr       string  `json:"addr"`
+	Mode       Mode    `json:"mode"`
+	Proto      Proto   `json:"proto"`
+	TargetRate float64 `json:"target_rate,omitempty"` // --rate: operations started per second
+	// Missed counts the operations --rate asked for that found all Concurrency workers
+	// busy: the server (or this machine) could not keep the rate.
+	Missed      int            `json:"missed,omitempty"`
 	Curve       string         `json:"curve"`
 	Concurrency int            `json:"concurrency"`
 	DurationS   float64        `json:"duration_s"`
@@ -57,7 +60,10 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Result{Label: c.Label, Addr: c.Addr, Mode: c.Mode, Curve: c.Curve, Concurrency: c.Concurrency}
+	if c.Proto == "" {
+		c.Proto = IMAP
+	}
+	res := &Result{Label: c.Label, Addr: c.Addr, Mode: c.Mode, Proto: c.Proto, Curve: c.Curve, Concurrency: c.Concurrency, TargetRate: c.Rate}
 	if res.Curve == "" {
 		res.Curve = "default"
 	}
@@ -87,6 +93,31 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			cpu <- cpuSeconds(pids) - c0
 		}()
 	}
+	// With --rate a pacer hands out one ticket per operation; a ticket that finds
+	// every worker busy is missed, not queued, so the rate stays the one asked for.
+	var tickets chan struct{}
+	var missed int
+	pacerDone := make(chan struct{})
+	if c.Rate > 0 {
+		tickets = make(chan struct{})
+		go func() {
+			defer close(pacerDone)
+			defer close(tickets)
+			every := time.Duration(float64(time.Second) / c.Rate)
+			for next := start; ctx.Err() == nil && next.Before(end); next = next.Add(every) {
+				time.Sleep(time.Until(next))
+				select {
+				case tickets <- struct{}{}:
+				default:
+					if !next.Before(measureFrom) {
+						missed++
+					}
+				}
+			}
+		}()
+	} else {
+		close(pacerDone)
+	}
 	var wg sync.WaitGroup
 	for w := 0; w < c.Concurrency; w++ {
 		wg.Add(1)
@@ -102,6 +133,11 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 			var ops, resumed, errs int
 			wk := map[string]int{}
 			for ctx.Err() == nil && time.Now().Before(end) {
+				if tickets != nil {
+					if _, ok := <-tickets; !ok {
+						break
+					}
+				}
 				t0 := time.Now()
 				o, err := c.op(ctx, wcfg)
 				t1 := time.Now()
@@ -140,6 +176,8 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 		}()
 	}
 	wg.Wait()
+	<-pacerDone
+	res.Missed = missed
 	res.DurationS = c.Duration.Seconds()
 	res.OpsPerS = float64(res.Ops) / c.Duration.Seconds()
 	if len(c.PIDs) > 0 {
@@ -182,18 +220,11 @@ func (c *Config) op(ctx context.Context, cfg *tls.Config) (outcome, error) {
 	if c.Mode != Login {
 		return o, nil
 	}
-	if _, err := fmt.Fprintf(tc, "a LOGIN %s %s\r\n", quote(c.User), quote(c.Password)); err != nil {
-		return o, fmt.Errorf("write LOGIN: %w", err)
-	}
-	if err := tagged(br, "a "); err != nil {
-		return o, fmt.Errorf("LOGIN: %w", err)
+	if err := c.Proto.login(tc, br, c.User, c.Password); err != nil {
+		return o, err
 	}
 	o.login = time.Since(t0)
-	io.WriteString(tc, "b LOGOUT\r\n")
-	if err := tagged(br, "b "); err != nil && !errors.Is(err, io.EOF) {
-		return o, fmt.Errorf("LOGOUT: %w", err)
-	}
-	return o, nil
+	return o, c.Proto.logout(tc, br)
 }
 
 // connect dials, handshakes and reads the greeting.
@@ -211,7 +242,10 @@ func (c *Config) connect(ctx context.Context, cfg *tls.Config) (*tls.Conn, *bufi
 	}
 	br := bufio.NewReaderSize(tc, 1024)
 	line, err := br.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "* OK") {
+	if err == nil && c.Proto == SMTP && len(line) >= 4 && line[3] == '-' {
+		err = expect(br, "220", "greeting")
+	}
+	if err != nil || !c.Proto.greeted(line) {
 		tc.Close()
 		return nil, nil, fmt.Errorf("greeting %q: %v", trim(line), err)
 	}

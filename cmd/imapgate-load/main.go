@@ -1,6 +1,7 @@
 // Command imapgate-load is imapgate's load generator (package bench/loadgen): full or
-// resumed mTLS handshakes, LOGIN+LOGOUT, or sessions in IDLE against any IMAPS server
-// on loopback, with a JSON result on stdout. See docs/performance.md.
+// resumed mTLS handshakes, logins (IMAP, POP3 or SMTP submission), or sessions in IDLE
+// against any implicit-TLS server on loopback, at full speed or at a set rate, with a
+// JSON result on stdout. See docs/performance.md.
 //
 //	imapgate-load --addr 127.0.0.1:9930 --mode full --concurrency 32 --duration 5s \
 //	  --cert alice.crt --key alice.key --ca root.pem --curve X25519
@@ -22,10 +23,12 @@ import (
 
 func main() {
 	var c loadgen.Config
-	var mode, pids, out string
+	var mode, proto, pids, out string
 	flag.StringVar(&c.Addr, "addr", "", "host:port of the IMAPS server (loopback only)")
 	flag.StringVar(&c.ServerName, "server-name", "localhost", "name to verify in the server certificate")
 	flag.StringVar(&mode, "mode", "full", "full | resumed | login | idle")
+	flag.StringVar(&proto, "proto", "imap", "imap | pop3 | smtp: the dialect after the handshake (greeting, login, logout); idle mode is IMAP only")
+	flag.Float64Var(&c.Rate, "rate", 0, "start this many operations per second (open loop, at most --concurrency at once; 0: as fast as the workers go); those that find every worker busy are reported as missed")
 	flag.IntVar(&c.Concurrency, "concurrency", 4, "connections at once (idle: sessions opened at once)")
 	flag.DurationVar(&c.Duration, "duration", 5*time.Second, "measured time")
 	flag.DurationVar(&c.Warmup, "warmup", 500*time.Millisecond, "load before measuring, not counted")
@@ -44,6 +47,7 @@ func main() {
 	flag.StringVar(&out, "out", "", "also write the JSON to this file")
 	flag.Parse()
 	c.Mode = loadgen.Mode(mode)
+	c.Proto = loadgen.Proto(proto)
 	for _, p := range strings.Split(pids, ",") {
 		if p = strings.TrimSpace(p); p == "" {
 			continue
