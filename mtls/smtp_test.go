@@ -683,3 +683,28 @@ func TestSMTPCertificateProblems(t *testing.T) {
 		t.Errorf("Postfix saw %d connections", n-before)
 	}
 }
+
+// TestSMTPProbeAtStart: `imapgate front` looks at the SMTP backend once at start and
+// logs what would weaken or fail the logins: here a submission server (a stub: Postfix
+// always offers XCLIENT to the gate in testenv) without XCLIENT, then none at all.
+func TestSMTPProbeAtStart(t *testing.T) {
+	stub := serveStub(t, localListen(t), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		io.WriteString(c, "220 stub ESMTP\r\n")
+		br.ReadString('\n')
+		io.WriteString(c, "250-stub\r\n250 AUTH PLAIN\r\n")
+		br.ReadString('\n')
+	})
+	for _, tc := range []struct{ backend, log string }{
+		{stub.Addr().String(), "backend does not offer XCLIENT"},
+		{freeAddr(t), "backend not reachable at start"},
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "front.yaml")
+		testenv.WriteFile(t, path, []byte(frontYAML(t, testenv.NewPKI(t), dir, stub.Addr().String())+
+			fmt.Sprintf("smtp:\n  listen: %q\n  backend:\n    address: %s\n", freeAddr(t), tc.backend)))
+		logs, _, cancel, done := runFront(t, path)
+		waitForLine(t, logs, tc.log, `"protocol":"smtp"`, tc.backend)
+		drained(t, cancel, done)
+	}
+}
