@@ -46,6 +46,7 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 		return err
 	}
 	go probeBackend(ctx, &srv.st.Load().opts)
+	go probeSMTPBackend(ctx, &srv.st.Load().opts)
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	quiet := time.NewTicker(quietAfter)

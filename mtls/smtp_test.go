@@ -3,6 +3,7 @@ package mtls_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -526,10 +527,14 @@ func TestSMTPBackendAnswers(t *testing.T) {
 
 // BenchmarkSMTP measures, against the test Postfix, a login (connect, EHLO, AUTH
 // PLAIN, QUIT) and the submission of an 8 MB message, through the gate (TLS with the
-// card, XCLIENT, the filter) and directly (plain TCP, as the gate itself talks to
-// Postfix). It reports ms per login and MB/s; no assertion on the figures.
+// card, XCLIENT, the filter, plain TCP to Postfix), directly over plain TCP (as the
+// gate itself talks to Postfix) and directly over TLS (Postfix's port 465 style
+// listener, no client certificate). It reports ms per login and MB/s; no assertion
+// on the figures.
 func BenchmarkSMTP(b *testing.B) {
-	dc, pf := startMail(b)
+	dc := testenv.StartDovecot(b, testenv.DovecotOptions{Submission: true})
+	backendPKI := testenv.NewPKI(b)
+	pf := testenv.StartPostfixTLS(b, dc, backendPKI.Server(b))
 	e := newSMTPEnv(b, envOptions{}, dc, pf)
 	body := "Subject: big\r\n\r\n" + strings.Repeat(strings.Repeat("x", 998)+"\r\n", 8<<20/1000) + ".\r\n"
 	dials := map[string]func() *lineConn{
@@ -543,8 +548,15 @@ func BenchmarkSMTP(b *testing.B) {
 			}
 			return newLineConn(b, c)
 		},
+		"direct_tls": func() *lineConn {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", pf.TLSAddr, &tls.Config{RootCAs: backendPKI.Pool(), ServerName: "localhost"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			return newLineConn(b, c)
+		},
 	}
-	for _, name := range []string{"direct", "gate"} {
+	for _, name := range []string{"direct", "direct_tls", "gate"} {
 		dial := dials[name]
 		b.Run("login_"+name, func(b *testing.B) {
 			start := time.Now()
@@ -585,5 +597,114 @@ func BenchmarkSMTP(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSMTPBackendTLS: the gate reaches Postfix over TLS, STARTTLS (smtp.backend.tls:
+// starttls) or from the first byte (implicit), verifying its certificate against the
+// configured roots; the login, XCLIENT and a message go through, and Postfix logs the
+// TLS connection.
+func TestSMTPBackendTLS(t *testing.T) {
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{Submission: true})
+	backendPKI := testenv.NewPKI(t)
+	pf := testenv.StartPostfixTLS(t, dc, backendPKI.Server(t))
+	for i, tc := range []struct {
+		mode mtls.BackendTLS
+		addr string
+	}{{mtls.BackendStartTLS, pf.Addr}, {mtls.BackendImplicitTLS, pf.TLSAddr}} {
+		t.Run(string(tc.mode), func(t *testing.T) {
+			e := newSMTPEnv(t, envOptions{mod: func(o *mtls.Options) {
+				o.SMTP.Backend.Address, o.SMTP.Backend.TLS = tc.addr, tc.mode
+				o.SMTP.Backend.TLSConfig = &tls.Config{RootCAs: backendPKI.Pool()}
+			}}, dc, pf)
+			n := strings.Count(pf.Log(), "TLS connection established from")
+			c := e.dialSMTP(t, net.IPv4(127, 0, 1, byte(60+i)), e.alice, true)
+			smtpLogin(t, c, testenv.Alice.Name, testenv.Alice.Password)
+			c.send("EHLO client.example.org\r\n")
+			if caps := strings.Join(c.reply(), "\n"); strings.Contains(caps, "STARTTLS") {
+				t.Errorf("EHLO after login shows STARTTLS:\n%s", caps)
+			}
+			c.send("MAIL FROM:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+			c.last()
+			c.last()
+			c.last()
+			c.send("Subject: over TLS\r\n\r\nHello.\r\n.\r\nQUIT\r\n")
+			if got := c.last(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued") {
+				t.Fatalf("message over a TLS backend: %q", got)
+			}
+			for deadline := time.Now().Add(30 * time.Second); strings.Count(pf.Log(), "TLS connection established from") == n; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("Postfix logged no TLS connection from the gate:\n%s", pf.Log())
+				}
+			}
+			waitPostfixLog(t, pf, fmt.Sprintf("client=unknown[127.0.1.%d]", 60+i))
+		})
+	}
+}
+
+// TestSMTPCertificateProblems: a card the gate refuses gets one 554 5.7.0 line with
+// the text IMAP puts in its BYE [ALERT], on the implicit-TLS port at once and on the
+// STARTTLS port after STARTTLS; the gate then closes and Postfix is never asked.
+func TestSMTPCertificateProblems(t *testing.T) {
+	dc, pf := startMail(t)
+	e := newSMTPEnv(t, envOptions{}, dc, pf)
+	now := time.Now()
+	revoked := e.pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}})
+	e.pki.Revoke(revoked.Cert.SerialNumber)
+	e.publishCRL(t, testenv.CRLOptions{})
+	before := postfixConnects(pf)
+	for _, tc := range []struct {
+		name string
+		leaf *testenv.Leaf
+		line string
+	}{
+		{"no_card", nil, "554 5.7.0 No client certificate was presented."},
+		{"expired", e.pki.Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour)}), "554 5.7.0 Your certificate expired on"},
+		{"revoked", revoked, "554 5.7.0 Your certificate has been revoked. Call the help desk for a new smartcard certificate."},
+		{"other_ca", testenv.NewPKI(t).Issue(t, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}}), "554 5.7.0 This certificate was not issued by your organisation's mail CA."},
+	} {
+		for _, implicit := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s_implicit_%v", tc.name, implicit), func(t *testing.T) {
+				c := e.dialSMTP(t, nil, tc.leaf, implicit)
+				if !implicit {
+					c.reply()
+					c.send("STARTTLS\r\n")
+					c.line()
+					e.starttls(t, c, tc.leaf)
+				}
+				if lines := c.closed(); len(lines) != 1 || !strings.HasPrefix(lines[0], tc.line) {
+					t.Fatalf("got %q, want one line starting %q", lines, tc.line)
+				}
+			})
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := postfixConnects(pf); n != before {
+		t.Errorf("Postfix saw %d connections", n-before)
+	}
+}
+
+// TestSMTPProbeAtStart: `imapgate front` looks at the SMTP backend once at start and
+// logs what would weaken or fail the logins: here a submission server (a stub: Postfix
+// always offers XCLIENT to the gate in testenv) without XCLIENT, then none at all.
+func TestSMTPProbeAtStart(t *testing.T) {
+	stub := serveStub(t, localListen(t), func(c net.Conn) {
+		br := bufio.NewReader(c)
+		io.WriteString(c, "220 stub ESMTP\r\n")
+		br.ReadString('\n')
+		io.WriteString(c, "250-stub\r\n250 AUTH PLAIN\r\n")
+		br.ReadString('\n')
+	})
+	for _, tc := range []struct{ backend, log string }{
+		{stub.Addr().String(), "backend does not offer XCLIENT"},
+		{freeAddr(t), "backend not reachable at start"},
+	} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "front.yaml")
+		testenv.WriteFile(t, path, []byte(frontYAML(t, testenv.NewPKI(t), dir, stub.Addr().String())+
+			fmt.Sprintf("smtp:\n  listen: %q\n  backend:\n    address: %s\n", freeAddr(t), tc.backend)))
+		logs, _, cancel, done := runFront(t, path)
+		waitForLine(t, logs, tc.log, `"protocol":"smtp"`, tc.backend)
+		drained(t, cancel, done)
 	}
 }

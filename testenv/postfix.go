@@ -22,18 +22,30 @@ import (
 // and delivers mail for example.org into that Dovecot's maildirs (virtual(8)). It takes
 // XCLIENT from 127.0.0.0/8 (smtpd_authorized_xclient_hosts).
 type Postfix struct {
-	// Addr is the submission service's host:port (plain, STARTTLS not offered:
-	// the gate in front speaks TLS to clients, Postfix is internal).
+	// Addr is the submission service's host:port: plain, STARTTLS not offered (the
+	// gate in front speaks TLS to clients, Postfix is internal), or offered with
+	// StartPostfixTLS.
 	Addr string
-	Dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
-	once sync.Once
+	// TLSAddr is, with StartPostfixTLS, a second submission listener that speaks TLS
+	// from the first byte (smtpd_tls_wrappermode, port 465 style); else empty.
+	TLSAddr string
+	Dir     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	once    sync.Once
 }
 
 // StartPostfix starts Postfix in front of d (started with DovecotOptions.Submission)
 // and stops it when the test ends. It needs root and Debian's postfix (make deps).
 func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
+	t.Helper()
+	return StartPostfixTLS(t, d, nil)
+}
+
+// StartPostfixTLS is StartPostfix with TLS when cert is not nil: Addr offers
+// STARTTLS, TLSAddr speaks TLS at once, both with cert (e.g. PKI.Server) and TLS 1.2
+// or later; Postfix logs each TLS connection ("TLS connection established from").
+func StartPostfixTLS(t testing.TB, d *Dovecot, cert *Leaf) *Postfix {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("testenv: Postfix tests run as root (postfix start-fg)")
@@ -46,7 +58,7 @@ func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	p, err := RunPostfix(dir, d)
+	p, err := runPostfix(dir, d, cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +68,10 @@ func StartPostfix(t testing.TB, d *Dovecot) *Postfix {
 
 // RunPostfix starts Postfix in dir (which the caller removes) in front of d, for a
 // process that is not a test (the benchmark's backend); the caller stops it with Stop.
-func RunPostfix(dir string, d *Dovecot) (*Postfix, error) {
+func RunPostfix(dir string, d *Dovecot) (*Postfix, error) { return runPostfix(dir, d, nil) }
+
+// runPostfix is RunPostfix with TLS when cert is not nil (StartPostfixTLS).
+func runPostfix(dir string, d *Dovecot, cert *Leaf) (*Postfix, error) {
 	if _, err := exec.LookPath("postfix"); err != nil {
 		return nil, errors.New("testenv: postfix not found: install it with `make deps` (Debian package postfix)")
 	}
@@ -73,6 +88,18 @@ func RunPostfix(dir string, d *Dovecot) (*Postfix, error) {
 	port, err := freeLoopbackPort()
 	if err != nil {
 		return nil, err
+	}
+	tlsMain, tlsPort := "smtpd_tls_security_level = none\n", 0
+	if cert != nil {
+		if tlsPort, err = freeLoopbackPort(); err != nil {
+			return nil, err
+		}
+		// writeDovecotTLS's files suit Postfix too (chain, then PKCS#8 key, 0600).
+		if _, err := writeDovecotTLS(conf, cert); err != nil {
+			return nil, err
+		}
+		tlsMain = fmt.Sprintf("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %[1]s/server.crt\nsmtpd_tls_key_file = %[1]s/server.key\n"+
+			"smtpd_tls_protocols = >=TLSv1.2\nsmtpd_tls_mandatory_protocols = >=TLSv1.2\nsmtpd_tls_loglevel = 1\n", conf)
 	}
 	main := fmt.Sprintf(`# Written by imapgate testenv; removed with its directory.
 compatibility_level = 3.6
@@ -95,13 +122,12 @@ virtual_gid_maps = static:%[5]d
 smtpd_sasl_type = dovecot
 smtpd_sasl_path = %[3]s
 smtpd_sasl_auth_enable = yes
-smtpd_tls_security_level = none
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
 smtpd_recipient_restrictions = permit_sasl_authenticated, reject
 smtpd_sender_restrictions = reject_sender_login_mismatch
 smtpd_sender_login_maps = regexp:%[1]s/conf/sender_login
-`, dir, d.Dir, d.SASLSocket, d.uid, d.gid)
+`, dir, d.Dir, d.SASLSocket, d.uid, d.gid) + tlsMain
 	if err := os.WriteFile(filepath.Join(conf, "main.cf"), []byte(main), 0o644); err != nil {
 		return nil, err
 	}
@@ -135,6 +161,9 @@ smtpd_sender_login_maps = regexp:%[1]s/conf/sender_login
 		out = append(out, l)
 	}
 	out = append(out, fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd", port))
+	if tlsPort != 0 {
+		out = append(out, fmt.Sprintf("127.0.0.1:%d inet n - n - - smtpd -o smtpd_tls_wrappermode=yes", tlsPort))
+	}
 	if err := os.WriteFile(filepath.Join(conf, "master.cf"), []byte(strings.Join(out, "\n")+"\n"), 0o644); err != nil {
 		return nil, err
 	}
@@ -150,6 +179,9 @@ smtpd_sender_login_maps = regexp:%[1]s/conf/sender_login
 		return nil, fmt.Errorf("testenv: start postfix: %w", err)
 	}
 	p := &Postfix{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, cmd: cmd, done: make(chan struct{})}
+	if tlsPort != 0 {
+		p.TLSAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(tlsPort))
+	}
 	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
 	for deadline := time.Now().Add(60 * time.Second); ; {
 		select {
