@@ -338,26 +338,6 @@ func hasCap(greet, name string) bool {
 	return false
 }
 
-// probeBackend connects to the backend once at start and reads its greeting (TLS as
-// configured), so that a backend that is unreachable, fails TLS or refuses the front's
-// plaintext logins is logged before the first user meets it.
-func probeBackend(ctx context.Context, o *Options) {
-	bo := o.Backend
-	d := net.Dialer{Timeout: bo.DialTimeout}
-	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
-	defer cancel()
-	raw, err := d.DialContext(dctx, "tcp", bo.Address)
-	if err != nil {
-		o.Logger.Warn("backend not reachable at start", "event", "start", "backend", bo.Address, "reason", err.Error())
-		return
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
-	if _, _, err := backendGreeting(dctx, raw, &bo); err != nil {
-		o.Logger.Warn("backend check at start failed", "event", "start", "backend", bo.Address, "reason", err.Error())
-	}
-}
-
 // openBackend starts any protocol's backend login: it dials bo, runs greet (the
 // greeting, and TLS as configured) within bo.DialTimeout, then gives the login
 // bo.LoginTimeout. It returns the TCP connection (close it on a failure), the one to

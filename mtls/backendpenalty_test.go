@@ -53,25 +53,40 @@ func TestBackendLoginOutlasted(t *testing.T) {
 	}
 }
 
-// TestLoginTimeoutWarning: a backend.login_timeout shorter than Dovecot's auth penalty
-// is warned about by --check (and at start, by the same function); the default
-// outlasts it.
+// TestLoginTimeoutWarning: a login_timeout shorter than Dovecot's auth penalty, for
+// the IMAP backend or a POP3 or SMTP gate's, is warned about by --check (and at start,
+// by the same function); the default outlasts it.
 func TestLoginTimeoutWarning(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	for _, tc := range []struct {
-		timeout string
-		warn    bool
-	}{{"", false}, {"15s", true}, {"30s", false}} {
-		t.Run("login_timeout="+tc.timeout, func(t *testing.T) {
+		section, timeout string
+		warn             bool
+	}{
+		{"backend", "", false}, {"backend", "15s", true}, {"backend", "30s", false},
+		{"pop3.backend", "15s", true}, {"pop3.backend", "", false},
+		{"smtp.backend", "10s", true}, {"smtp.backend", "45s", false},
+	} {
+		t.Run(tc.section+".login_timeout="+tc.timeout, func(t *testing.T) {
 			path := checkConfig(t, pki, "good_server", pki.CRL(t, testenv.CRLOptions{}), "")
+			timeout := ""
 			if tc.timeout != "" {
-				appendFile(t, path, "  login_timeout: "+tc.timeout+"\n") // under backend:, the last section
+				timeout = "\n    login_timeout: " + tc.timeout
+			}
+			switch tc.section {
+			case "backend":
+				if tc.timeout != "" {
+					appendFile(t, path, "  login_timeout: "+tc.timeout+"\n") // under backend:, the last section
+				}
+			case "pop3.backend":
+				appendFile(t, path, "pop3:\n  listen: 127.0.0.1:0\n  backend:\n    address: 127.0.0.1:1"+timeout+"\n")
+			case "smtp.backend":
+				appendFile(t, path, "smtp:\n  listen: 127.0.0.1:0\n  backend:\n    address: 127.0.0.1:1"+timeout+"\n")
 			}
 			var out bytes.Buffer
 			if err := mtls.Check(context.Background(), path, &out, slog.New(slog.DiscardHandler)); err != nil {
 				t.Fatal(err)
 			}
-			if got := strings.Contains(out.String(), "warning: backend.login_timeout"); got != tc.warn {
+			if got := strings.Contains(out.String(), "warning: "+tc.section+".login_timeout"); got != tc.warn {
 				t.Fatalf("warned %v, want %v:\n%s", got, tc.warn, out.String())
 			}
 		})

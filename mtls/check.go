@@ -44,7 +44,7 @@ func Check(ctx context.Context, path string, w io.Writer, log *slog.Logger) erro
 	for _, p := range frontCertProblems(o.Certificates, time.Now()) {
 		errs = append(errs, errors.New("front config: "+p))
 	}
-	if p := loginTimeoutProblem(&o); p != "" {
+	for _, p := range loginTimeoutProblems(&o) {
 		fmt.Fprintf(w, "warning: %s\n", p)
 	}
 	for i, store := range o.CRLs {
@@ -55,6 +55,10 @@ func Check(ctx context.Context, path string, w io.Writer, log *slog.Logger) erro
 			errs = append(errs, fmt.Errorf("front config: %s: %w", name, err))
 		}
 	}
+	// The backends, as the start looks at them: reported, never failing the check
+	// (it may run where they are not reachable).
+	o.setDefaults() // the timeouts a start would use
+	printBackendProbes(ctx, &o, w)
 	return errors.Join(errs...)
 }
 

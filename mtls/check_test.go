@@ -203,3 +203,34 @@ func TestCRLFetchTimeout(t *testing.T) {
 		t.Fatalf("check of a dripping CRL endpoint: %v\n%s", err, out.String())
 	}
 }
+
+// TestCheckProbesBackends: --check looks at every configured backend as the start
+// does — a real Dovecot for IMAP and POP3 (greeting read), an SMTP backend that is not
+// there (reported with the fix, not failing the check: it may run where the backends
+// are not reachable).
+func TestCheckProbesBackends(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	dc := testenv.StartDovecot(t, testenv.DovecotOptions{POP3: true})
+	path := checkConfig(t, pki, "good_server", pki.CRL(t, testenv.CRLOptions{}), "")
+	conf, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := freeAddr(t)
+	conf = bytes.Replace(conf, []byte("address: 127.0.0.1:143"), []byte("address: "+dc.Addr), 1)
+	conf = append(conf, fmt.Sprintf("pop3:\n  listen: 127.0.0.1:0\n  backend:\n    address: %s\nsmtp:\n  listen: 127.0.0.1:0\n  backend:\n    address: %s\n", dc.POP3Addr, gone)...)
+	testenv.WriteFile(t, path, conf)
+	var out bytes.Buffer
+	if err := mtls.Check(context.Background(), path, &out, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("check failed: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"backend imap " + dc.Addr + ": reachable, greeting read (plain TCP)",
+		"backend pop3 " + dc.POP3Addr + ": reachable, greeting read (plain TCP)",
+		"warning: backend smtp " + gone + ": not reachable at start: ",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("check output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

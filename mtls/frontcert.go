@@ -75,17 +75,27 @@ func warnFrontCert(o *Options, when string) {
 	for _, p := range frontCertProblems(o.Certificates, time.Now()) {
 		o.Logger.Warn("front certificate problem", "event", when, "reason", p)
 	}
-	if p := loginTimeoutProblem(o); p != "" {
+	for _, p := range loginTimeoutProblems(o) {
 		o.Logger.Warn("backend login timeout too short", "event", when, "reason", p)
 	}
 }
 
-// loginTimeoutProblem: a backend.login_timeout set below minLoginTimeout gives up
+// loginTimeoutProblems: a login_timeout set below minLoginTimeout, for any gate's
+// backend (POP3 is Dovecot too, and Postfix asks Dovecot's auth service), gives up
 // before Dovecot decides a login it delays, and the user reads UNAVAILABLE while
 // Dovecot logs them in.
-func loginTimeoutProblem(o *Options) string {
-	if d := o.Backend.LoginTimeout; d > 0 && d < minLoginTimeout {
-		return fmt.Sprintf("backend.login_timeout %s is shorter than Dovecot's auth penalty (up to %s) plus its auth_failure_delay: the front may give up on a login the backend then accepts; set it to %s or more, and add the front to Dovecot's login_trusted_networks", d, dovecotMaxPenalty, minLoginTimeout)
+func loginTimeoutProblems(o *Options) []string {
+	var out []string
+	for _, b := range []struct {
+		key string
+		bo  *BackendOptions
+	}{{"backend", &o.Backend}, {"pop3.backend", &o.POP3.Backend}, {"smtp.backend", &o.SMTP.Backend}} {
+		if b.key != "backend" && b.bo.Address == "" {
+			continue // that gate is off
+		}
+		if d := b.bo.LoginTimeout; d > 0 && d < minLoginTimeout {
+			out = append(out, fmt.Sprintf("%s.login_timeout %s is shorter than Dovecot's auth penalty (up to %s) plus its auth_failure_delay: the front may give up on a login the backend then accepts; set it to %s or more, and add the front to Dovecot's login_trusted_networks", b.key, d, dovecotMaxPenalty, minLoginTimeout))
+		}
 	}
-	return ""
+	return out
 }

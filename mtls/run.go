@@ -45,8 +45,7 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	if err != nil {
 		return err
 	}
-	go probeBackend(ctx, &srv.st.Load().opts)
-	go probeSMTPBackend(ctx, &srv.st.Load().opts)
+	go logBackendProbes(ctx, &srv.st.Load().opts, log)
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	quiet := time.NewTicker(quietAfter)

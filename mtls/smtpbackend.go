@@ -144,38 +144,6 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 	return relay, bufio.NewReaderSize(relay, 16), l, nil
 }
 
-// probeSMTPBackend connects to the SMTP gate's backend once at start, as the gate's
-// logins will (TLS as configured, EHLO), and logs what would fail or weaken them
-// before the first user meets it: no answer, no AUTH PLAIN for the gate, no XCLIENT.
-func probeSMTPBackend(ctx context.Context, o *Options) {
-	bo := o.SMTP.Backend
-	if bo.Address == "" {
-		return
-	}
-	log := o.Logger.With("event", "start", "backend", bo.Address, "protocol", "smtp")
-	d := net.Dialer{Timeout: bo.DialTimeout}
-	dctx, cancel := context.WithTimeout(ctx, bo.DialTimeout)
-	defer cancel()
-	raw, err := d.DialContext(dctx, "tcp", bo.Address)
-	if err != nil {
-		log.Warn("backend not reachable at start", "reason", err.Error())
-		return
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(bo.DialTimeout))
-	c, _, caps, err := smtpGreeting(dctx, raw, &bo, o.SMTP.Hostname)
-	switch {
-	case err != nil:
-		log.Warn("backend check at start failed", "reason", err.Error())
-		return
-	case !smtpHasAuthPlain(caps):
-		log.Warn("backend check at start failed", "reason", "the submission server offers the gate no AUTH PLAIN: enable SASL (smtpd_sasl_auth_enable) on it, and allow it without TLS from the gate or set smtp.backend.tls")
-	case !smtpHasCap(caps, "XCLIENT"):
-		log.Warn("backend does not offer XCLIENT; client address not forwarded: add the gate's address to Postfix's smtpd_authorized_xclient_hosts")
-	}
-	io.WriteString(c, "QUIT\r\n")
-}
-
 // smtpGreeting reads the submission server's greeting, says EHLO and brings up TLS as
 // configured (implicit at once, or STARTTLS after EHLO and EHLO again). It returns the
 // connection, its reader and the EHLO keywords.
