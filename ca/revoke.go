@@ -113,7 +113,6 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	if err := checkRevocation(reasonCode, comment); err != nil {
 		return nil, err
 	}
-	dec := serial.String()
 	cert, err := c.lookup(serial)
 	if errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("ca: revoke %s: %w: the CA database holds no certificate with this serial (check with 'imapgate cert list'); "+
@@ -123,16 +122,9 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	if err != nil {
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
 	}
-	rev, err := c.db.IsRevoked(dec)
+	dec, reason, err := c.prepareRevocation(serial, reasonCode, comment)
 	if err != nil {
-		return nil, fmt.Errorf("ca: revoke %s: check the revocation table: %w", hexSerial, err)
-	}
-	if rev {
-		return nil, c.alreadyRevoked(hexSerial)
-	}
-	reason := ReasonName(reasonCode)
-	if comment != "" {
-		reason += ": " + comment
+		return nil, err
 	}
 	target := cert.Subject.CommonName
 	if len(cert.EmailAddresses) > 0 {
@@ -166,6 +158,29 @@ func (c *CA) Revoke(ctx context.Context, serial *big.Int, reasonCode int, commen
 	// pending is read with the certificate's status (revoked).
 	_ = pending.finish(ctx, "", resultOK, "")
 	return c.publishRevocation(ctx, hexSerial)
+}
+
+// prepareRevocation is what every revocation checks before its audit entry: a
+// reason and comment the CRL can carry, and the serial not revoked already. It
+// returns the serial in the database's decimal form and the reason text stored.
+func (c *CA) prepareRevocation(serial *big.Int, reasonCode int, comment string) (dec, reason string, err error) {
+	hexSerial := SerialHex(serial)
+	if err := checkRevocation(reasonCode, comment); err != nil {
+		return "", "", err
+	}
+	dec = serial.String()
+	rev, err := c.db.IsRevoked(dec)
+	if err != nil {
+		return "", "", fmt.Errorf("ca: revoke %s: check the revocation table: %w", hexSerial, err)
+	}
+	if rev {
+		return "", "", c.alreadyRevoked(hexSerial)
+	}
+	reason = ReasonName(reasonCode)
+	if comment != "" {
+		reason += ": " + comment
+	}
+	return dec, reason, nil
 }
 
 // publishRevocation counts a revocation that has just been stored and

@@ -128,20 +128,9 @@ func (c *CA) RevokeUnknownSerial(ctx context.Context, serial *big.Int, reasonCod
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, fmt.Errorf("ca: revoke %s: %w", hexSerial, err)
 	}
-	if err := checkRevocation(reasonCode, comment); err != nil {
-		return nil, err
-	}
-	dec := serial.String()
-	rev, err := c.db.IsRevoked(dec)
+	dec, reason, err := c.prepareRevocation(serial, reasonCode, comment)
 	if err != nil {
-		return nil, fmt.Errorf("ca: revoke %s: check the revocation table: %w", hexSerial, err)
-	}
-	if rev {
-		return nil, c.alreadyRevoked(hexSerial)
-	}
-	reason := ReasonName(reasonCode)
-	if comment != "" {
-		reason += ": " + comment
+		return nil, err
 	}
 	pending, err := c.beginAudit(ctx, AuditEntry{Action: "revoke-unknown-serial", Kind: KindUnknown, Serial: hexSerial,
 		Reason: reason + "; the serial is not in the CA database"}, by)
