@@ -196,10 +196,19 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a := action{Operator: in.operator, Action: "enroll", User: in.user, TokenSerial: in.token.Serial}
+	var caSerial string // set once the CA issued
 	fail := func(err error, pinChanged bool) {
 		msg := explain(err)
 		if pinChanged {
 			msg += " The token's PIN is already the new one: use it when you try again."
+		}
+		if errors.Is(err, pkcs11.ErrKeyLeft) {
+			msg += " The new key could not be removed while the token was out: enrolling the token again removes it."
+		}
+		if caSerial != "" {
+			// Issued, but never written beside its key: no one can use it,
+			// yet the CA lists it as valid.
+			msg += " The CA had issued certificate " + caSerial + " for the new key, which did not reach the token: revoke it (reason: cessation of operation) on the Revoke page, or ask an administrator to."
 		}
 		var ce *caclient.Error
 		if errors.As(err, &ce) {
@@ -229,7 +238,6 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 	j.set("pin", stepOK)
 	j.set("key", stepRun)
 
-	var caSerial string
 	sign := func(ctx context.Context, csrDER []byte) ([]*x509.Certificate, error) {
 		// Enroll calls this once the key exists and the CSR is signed with it.
 		j.set("key", stepOK)

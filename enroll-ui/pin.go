@@ -112,6 +112,8 @@ func explain(err error) string {
 	switch {
 	case errors.Is(err, pkcs11.ErrPINLocked):
 		return "The PIN is locked. Unblock it with the SO PIN (YubiKey: the PUK) on the PIN page; never guess. Details: " + err.Error() + "."
+	case errors.Is(err, pkcs11.ErrPINFinalTry):
+		return "Wrong PIN, and the token has one try left: one more wrong PIN locks it. Check the PIN with the user before anyone types it again, or set a new one with the SO PIN (YubiKey: the PUK) on the PIN page. Details: " + err.Error() + "."
 	case errors.Is(err, pkcs11.ErrPINIncorrect):
 		return "Wrong PIN. Ask the user to type it again carefully; after too many wrong PINs the token locks. Details: " + err.Error() + "."
 	case errors.Is(err, pkcs11.ErrTokenGone), errors.Is(err, pkcs11.ErrNoToken):

@@ -313,7 +313,7 @@ func (t *Token) removeKey(k *Key, soPIN *PIN) error {
 // token was pulled out, say), and what will remove it.
 func keyLeft(err error, id []byte, cleanup error) error {
 	why := strings.ReplaceAll(cleanup.Error(), "\n", "; ")
-	return fmt.Errorf("%w; removing the new key %x failed too (%s): it stays on the token without a certificate until the token's next enrollment removes it (or imapgate token wipe)", err, id, why)
+	return fmt.Errorf("%w; removing the new key %x failed too (%s): %w: it stays on the token without a certificate until the token's next enrollment removes it (or imapgate token wipe)", err, id, why, ErrKeyLeft)
 }
 
 // removeOrphans deletes the key pairs among creds that have no certificate —

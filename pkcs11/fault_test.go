@@ -44,6 +44,9 @@ func TestFaultPINCounter(t *testing.T) {
 		if !errors.Is(err, c.wantErr) || !strings.Contains(err.Error(), c.wantMsg) {
 			t.Fatalf("%s: %v; want %v saying %q", c.name, err, c.wantErr, c.wantMsg)
 		}
+		if errors.Is(err, ErrPINFinalTry) != c.final {
+			t.Fatalf("%s: %v: ErrPINFinalTry %v, want %v", c.name, err, !c.final, c.final)
+		}
 		if f := s.tok.Info().Flags; f.PINFinalTry != c.final || f.PINLocked != c.locked {
 			t.Fatalf("%s: flags %v", c.name, f.Words())
 		}
@@ -174,7 +177,7 @@ func TestFaultTokenPulledOut(t *testing.T) {
 		if nc := countClass(objs, ClassCertificate); nc != 0 || len(objs) != 2 || !bytes.Equal(objs[0].ID, objs[1].ID) {
 			t.Fatalf("after %d calls: a failed enrollment left %d certificates among %+v", n, nc, objs)
 		}
-		if !strings.Contains(err.Error(), "stays on the token without a certificate until the token's next enrollment removes it") {
+		if !errors.Is(err, ErrKeyLeft) || !strings.Contains(err.Error(), "stays on the token without a certificate until the token's next enrollment removes it") {
 			t.Fatalf("after %d calls: the error does not say the key stays: %v", n, err)
 		}
 		orphans++
