@@ -112,10 +112,8 @@ func TestBrowser(t *testing.T) {
 	}
 
 	// The open page follows the token's state without a reload: a wrong PIN
-	// typed elsewhere shows. (SoftHSM2 cannot be "inserted": a token
-	// initialised while the module is loaded stays invisible until it is
-	// loaded again, so a real insertion is not tested here; the page re-reads
-	// the slot list, C_GetSlotList, every scan_interval.)
+	// typed elsewhere shows. (SoftHSM2 cannot be pulled out or inserted;
+	// TestBrowserFaults does both through p11fault.)
 	u.wrongPIN(t)
 	b.do("the list shows the wrong PIN", chromedp.WaitVisible(css(row+` .badge.warn`)))
 	b.shot("tokens")

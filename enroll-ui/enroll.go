@@ -208,7 +208,7 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 		if caSerial != "" {
 			// Issued, but never written beside its key: no one can use it,
 			// yet the CA lists it as valid.
-			msg += " The CA had issued certificate " + caSerial + " for the new key, which did not reach the token: revoke it (reason: cessation of operation) on the Revoke page, or ask an administrator to."
+			msg += " The CA had issued certificate " + caSerial + " for the new key, which did not reach the token: revoke it (reason superseded) on the Revoke page, or ask an administrator to."
 		}
 		var ce *caclient.Error
 		if errors.As(err, &ce) {
