@@ -12,8 +12,8 @@ import (
 	"github.com/imapgate/imapgate/testenv"
 )
 
-// TestFaultMessages: the faults SoftHSM2 cannot produce — a PIN try counter
-// running down, a locked PIN, a full token, a token pulled out in the middle
+// TestFaultMessages: the faults SoftHSM2 cannot produce — an expired PIN,
+// a PIN try counter running down, a locked PIN, a full token, a token pulled out in the middle
 // of an enrollment — made by p11fault in front of the real SoftHSM2
 // (testenv.NewP11Fault), each give their message on the page, and leave the
 // token clean: the credential it had intact, no key without a certificate
@@ -23,6 +23,16 @@ func TestFaultMessages(t *testing.T) {
 	csrf := u.login(t)
 	const wrong, pin = "000999", "735194"
 	set := func(f testenv.Fault) { u.fault.Set(t, f) }
+
+	// An expired PIN (a factory PIN the card wants changed): the Tokens page
+	// says so, and a PIN change goes through.
+	set(testenv.Fault{Mode: testenv.FaultPINExpired})
+	u.waitRow(t, "default PIN still set")
+	if a := u.post(t, "/pin/change", u.form(csrf, "auth", u.tok.PIN, "new_pin", "482915", "new_pin2", "482915")); a.status != http.StatusOK ||
+		!strings.Contains(a.body, "The PIN was changed") {
+		t.Fatalf("change an expired PIN: %d\n%s", a.status, a.body)
+	}
+	u.tokenObjects(t, "482915")
 
 	// The PIN counter: the Tokens page shows it, a wrong PIN says what is
 	// left, the last wrong one locks.

@@ -53,6 +53,10 @@ const (
 	// CKF_USER_PIN_FINAL_TRY; one more wrong user PIN locks it
 	// (FaultPINLocked), a good one resets the counter.
 	FaultFinalTry FaultMode = "final_try"
+	// FaultPINExpired: a good user login answers CKR_PIN_EXPIRED (logged
+	// in for C_SetPIN only) and the token flags CKF_USER_PIN_TO_BE_CHANGED,
+	// until the PIN is changed (C_SetPIN) or set by the SO (C_InitPIN).
+	FaultPINExpired FaultMode = "pin_expired"
 	// FaultRemoveAfter: after Fault.After further calls (of Fault.On, if
 	// given) the token is pulled out: its sessions close, C_GetSlotList
 	// (TRUE) leaves it out, calls on the slot answer CKR_TOKEN_NOT_PRESENT

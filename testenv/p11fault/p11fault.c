@@ -18,6 +18,10 @@
  *   mode=final_try      token flags COUNT_LOW|FINAL_TRY; one more wrong user
  *                       PIN locks the token (as pin_locked)
  *                       (both: a good user login or C_InitPIN resets them)
+ *   mode=pin_expired    a good user login answers CKR_PIN_EXPIRED (logged in
+ *                       for C_SetPIN only, as the standard says); token flags
+ *                       CKF_USER_PIN_TO_BE_CHANGED; a good C_SetPIN or
+ *                       C_InitPIN ends it
  *   mode=remove_after   after=N further counted calls the token is pulled
  *                       out: the real sessions are closed (as a reader does),
  *                       C_GetSlotList(TRUE) omits it, slot calls answer
@@ -44,7 +48,7 @@
 
 #include <p11-kit/pkcs11.h>
 
-enum mode { M_NONE, M_PIN_LOCKED, M_PIN_COUNT_LOW, M_FINAL_TRY, M_REMOVE_AFTER, M_MEMORY_FULL, M_HIDDEN };
+enum mode { M_NONE, M_PIN_LOCKED, M_PIN_COUNT_LOW, M_FINAL_TRY, M_PIN_EXPIRED, M_REMOVE_AFTER, M_MEMORY_FULL, M_HIDDEN };
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t loaded = PTHREAD_ONCE_INIT;
@@ -108,6 +112,8 @@ static void reload(void)
 			mode = M_PIN_COUNT_LOW;
 		else if (strcmp(w, "mode=final_try") == 0)
 			mode = M_FINAL_TRY;
+		else if (strcmp(w, "mode=pin_expired") == 0)
+			mode = M_PIN_EXPIRED;
 		else if (strcmp(w, "mode=remove_after") == 0)
 			mode = M_REMOVE_AFTER;
 		else if (strcmp(w, "mode=memory_full") == 0)
@@ -269,6 +275,8 @@ static CK_RV f_C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO *info)
 		info->flags |= CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY;
 	} else if (s.mode == M_PIN_COUNT_LOW) {
 		info->flags |= CKF_USER_PIN_COUNT_LOW;
+	} else if (s.mode == M_PIN_EXPIRED) {
+		info->flags |= CKF_USER_PIN_TO_BE_CHANGED;
 	}
 	if (s.mode == M_MEMORY_FULL)
 		info->ulFreePublicMemory = info->ulFreePrivateMemory = 0;
@@ -293,7 +301,7 @@ static CK_RV f_C_InitPIN(CK_SESSION_HANDLE sh, CK_UTF8CHAR *pin, CK_ULONG n)
 		return s.gone_rv;
 	rv = real->C_InitPIN(sh, pin, n);
 	/* The SO set a new user PIN: the card unblocks and resets its counter. */
-	if (rv == CKR_OK && (s.locked || s.mode == M_PIN_COUNT_LOW || s.mode == M_FINAL_TRY || s.mode == M_PIN_LOCKED))
+	if (rv == CKR_OK && (s.mode == M_PIN_LOCKED || s.mode == M_PIN_COUNT_LOW || s.mode == M_FINAL_TRY || s.mode == M_PIN_EXPIRED))
 		set_mode(M_NONE, 0);
 	return rv;
 }
@@ -301,6 +309,7 @@ static CK_RV f_C_InitPIN(CK_SESSION_HANDLE sh, CK_UTF8CHAR *pin, CK_ULONG n)
 static CK_RV f_C_SetPIN(CK_SESSION_HANDLE sh, CK_UTF8CHAR *o, CK_ULONG on_, CK_UTF8CHAR *n, CK_ULONG nn)
 {
 	struct state s;
+	CK_RV rv;
 
 	NOT_LOADED;
 	s = step("C_SetPIN", 1);
@@ -308,7 +317,10 @@ static CK_RV f_C_SetPIN(CK_SESSION_HANDLE sh, CK_UTF8CHAR *o, CK_ULONG on_, CK_U
 		return s.gone_rv;
 	if (s.locked)
 		return CKR_PIN_LOCKED;
-	return real->C_SetPIN(sh, o, on_, n, nn);
+	rv = real->C_SetPIN(sh, o, on_, n, nn);
+	if (rv == CKR_OK && s.mode == M_PIN_EXPIRED)
+		set_mode(M_NONE, 0); /* changed: no longer expired */
+	return rv;
 }
 
 static CK_RV f_C_CloseSession(CK_SESSION_HANDLE sh)
@@ -346,6 +358,8 @@ static CK_RV f_C_Login(CK_SESSION_HANDLE sh, CK_USER_TYPE who, CK_UTF8CHAR *pin,
 		set_mode(M_FINAL_TRY, 1);
 	else if (user && (s.mode == M_FINAL_TRY || s.mode == M_PIN_COUNT_LOW) && rv == CKR_OK)
 		set_mode(M_NONE, 0); /* a good PIN resets the counter */
+	else if (who == CKU_USER && s.mode == M_PIN_EXPIRED && rv == CKR_OK)
+		rv = CKR_PIN_EXPIRED;
 	return rv;
 }
 
