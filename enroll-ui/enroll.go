@@ -165,11 +165,10 @@ func (s *Server) enrollStart(c *gin.Context) {
 	if d.Revoke {
 		steps = append(steps, jobStep{Key: "revoke", Name: "Old certificate revoked", State: stepTodo})
 	}
-	j := s.jobs.start(sessionOf(c).id, steps, func(j *job) {
-		defer s.busy.release(t.Serial)
-		defer s.tokens.invalidate(t.Serial)
-		s.runEnroll(j, in)
-	})
+	j := s.jobs.start(sessionOf(c).id, steps, func() {
+		s.busy.release(t.Serial)
+		s.tokens.invalidate(t.Serial)
+	}, func(j *job) { s.runEnroll(j, in) })
 	c.Redirect(http.StatusSeeOther, "/enroll/job/"+j.id)
 }
 

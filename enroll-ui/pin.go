@@ -61,15 +61,19 @@ func (s *Server) pinAction(c *gin.Context, act, authWhat string, do func(tok *pk
 		fail(http.StatusConflict, "Another action is running on this token. Wait for it to finish.")
 		return
 	}
-	defer s.busy.release(t.Serial)
 	auth, newPIN := pkcs11.NewPIN(authS), pkcs11.NewPIN(c.PostForm("new_pin"))
 	defer auth.Wipe()
 	defer newPIN.Wipe()
-	tok, err := s.mod.OpenToken(t.Serial)
-	if err == nil {
-		err = do(tok, auth, newPIN)
-		tok.Close()
-	}
+	err := func() error {
+		// Free again before the page below reads the token's state.
+		defer s.busy.release(t.Serial)
+		tok, err := s.mod.OpenToken(t.Serial)
+		if err != nil {
+			return err
+		}
+		defer tok.Close()
+		return do(tok, auth, newPIN)
+	}()
 	s.tokens.invalidate(t.Serial)
 	op := sessionOf(c).operator
 	res, reason := result(err)

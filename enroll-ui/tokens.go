@@ -121,10 +121,13 @@ func (w *tokenWatch) stop() { w.once.Do(func() { close(w.quit) }) }
 
 // invalidate makes the next scan read the token's objects again once the
 // token is not busy; until then the last read stands (a scan during the
-// action must not show the token without its credential).
+// action must not show the token without its credential). The next look at
+// the list scans at once, so a page loaded right after an action shows its
+// result.
 func (w *tokenWatch) invalidate(serial string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.at = time.Time{}
 	for k := range w.creds {
 		if strings.HasPrefix(k, serial+"\x00") {
 			w.stale[k] = true
