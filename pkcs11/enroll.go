@@ -329,7 +329,9 @@ func (t *Token) removeOrphans(creds []Credential) ([]Credential, []string, error
 	var keep []Credential
 	var removed []string
 	for _, c := range creds {
-		if len(c.Certs) > 0 {
+		if len(c.Certs) > 0 || t.hasCertID(c.ID) {
+			// A certificate with the key's ID that Credentials did not
+			// pair (no public key to compare) is not an interruption's.
 			keep = append(keep, c)
 			continue
 		}
@@ -341,6 +343,18 @@ func (t *Token) removeOrphans(creds []Credential) ([]Credential, []string, error
 		removed = append(removed, fmt.Sprintf("removed %s, left by an interrupted enrollment", c))
 	}
 	return keep, removed, nil
+}
+
+// hasCertID says whether a certificate with CKA_ID id is on the token (or
+// whether that cannot be read: then the key is kept).
+func (t *Token) hasCertID(id []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	hs, err := t.findLocked([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_CERTIFICATE),
+		p11.NewAttribute(p11.CKA_ID, id),
+	})
+	return err != nil || len(hs) > 0
 }
 
 // removeID deletes the objects of the given classes with CKA_ID id:

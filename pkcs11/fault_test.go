@@ -326,3 +326,25 @@ func (s *softToken) wipe(t *testing.T, tok *Token) {
 		t.Fatal(err)
 	}
 }
+
+// TestStrayKeyNeedsNoCertificate: only a key with no certificate of its ID
+// at all is taken for an interrupted enrollment's. A credential whose public
+// key object is gone (so its certificate cannot be paired by key) is kept,
+// and an enrollment without Replace refuses the token.
+func TestStrayKeyNeedsNoCertificate(t *testing.T) {
+	s := newSoftToken(t)
+	ca := newTestCA(t)
+	alice, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org", PIN: s.pin()}, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.tok.removeID(alice.KeyID, p11.CKO_PUBLIC_KEY); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "bob@example.org", PIN: s.pin()}, ca.sign); err == nil || !strings.Contains(err.Error(), "already holds") {
+		t.Fatalf("enroll over a credential without its public key object: %v", err)
+	}
+	if _, err := s.tok.FindKey(alice.KeyID); err != nil {
+		t.Fatalf("alice's key: %v", err)
+	}
+}
