@@ -119,6 +119,7 @@ func TestFaultMessages(t *testing.T) {
 	}
 	u.waitRowGone(t)
 	u.fault.Clear(t)
+	u.waitRow(t, "unfinished enrollment: enroll again")
 	u.waitRow(t, first)
 	if keys := countKeys(u.tokenObjects(t, pin)); keys != 2 {
 		t.Fatalf("put back: %d private keys, want alice's and the stray one", keys)
@@ -136,6 +137,9 @@ func TestFaultMessages(t *testing.T) {
 		t.Fatal("the token still holds alice's first certificate")
 	}
 	assertOnToken(t, u, pin, second)
+	if body := u.get(t, "/tokens/fragment").body; strings.Contains(body, "unfinished enrollment") {
+		t.Fatalf("the token enrolled again still shows an unfinished enrollment:\n%s", body)
+	}
 	if strings.Contains(u.logs.String(), pin) || strings.Contains(u.logs.String(), wrong) {
 		t.Fatal("a PIN reached the log")
 	}
@@ -198,6 +202,10 @@ func TestBrowserFaults(t *testing.T) {
 		t.Fatalf("pulled out mid-enrollment, the page says: %q", got)
 	}
 	u.fault.Clear(t)
+	b.do("put back: an unfinished enrollment", chromedp.Navigate(u.base+"/"), chromedp.WaitVisible(css(row)))
+	if got := b.text(row); !strings.Contains(got, "unfinished enrollment: enroll again") || !strings.Contains(got, "blank") {
+		t.Fatalf("the token put back: %q", got)
+	}
 	if keys := countKeys(u.tokenObjects(t, "735194")); keys != 1 {
 		t.Fatalf("put back: %d private keys, want the stray one", keys)
 	}
