@@ -60,6 +60,7 @@ static long after;
 static char on[512];          /* ",C_X,C_Y," or "" */
 static CK_RV gone_rv = CKR_DEVICE_REMOVED;
 static int removed, locked;
+static unsigned long gen;     /* counts the control file's changes */
 
 static void load(void)
 {
@@ -104,6 +105,7 @@ static void reload(void)
 	if (strcmp(buf, seen) == 0)
 		return;
 	memcpy(seen, buf, sizeof seen);
+	gen++;
 	mode = M_NONE, after = 0, on[0] = '\0', gone_rv = CKR_DEVICE_REMOVED, removed = 0, locked = 0;
 	for (w = strtok_r(buf, " \t\r\n", &save); w != NULL; w = strtok_r(NULL, " \t\r\n", &save)) {
 		if (strcmp(w, "mode=pin_locked") == 0)
@@ -147,6 +149,7 @@ struct state {
 	enum mode mode;
 	int removed, locked, listed;
 	CK_RV gone_rv;
+	unsigned long gen;
 };
 
 /* step re-reads the control file and, for a call on a slot or session
@@ -163,16 +166,18 @@ static struct state step(const char *fn, int counted)
 		else
 			after--;
 	}
-	s.mode = mode, s.removed = removed, s.locked = locked, s.listed = listed(fn), s.gone_rv = gone_rv;
+	s.mode = mode, s.removed = removed, s.locked = locked, s.listed = listed(fn), s.gone_rv = gone_rv, s.gen = gen;
 	pthread_mutex_unlock(&mu);
 	return s;
 }
 
-/* set_mode changes the fault from inside (a login that locks or resets). */
-static void set_mode(enum mode m, int lock)
+/* set_mode changes the fault from inside (a login that locks or resets),
+ * unless the control file changed since the call's step. */
+static void set_mode(const struct state *s, enum mode m, int lock)
 {
 	pthread_mutex_lock(&mu);
-	mode = m, locked = lock;
+	if (s->gen == gen)
+		mode = m, locked = lock;
 	pthread_mutex_unlock(&mu);
 }
 
@@ -216,7 +221,7 @@ static CK_RV f_C_Initialize(void *args)
 	pthread_mutex_lock(&mu);
 	snprintf(control, sizeof control, "%s", ctl ? ctl : "");
 	seen[0] = '\0';
-	mode = M_NONE, removed = 0, locked = 0;
+	mode = M_NONE, removed = 0, locked = 0, gen++;
 	pthread_mutex_unlock(&mu);
 	return real->C_Initialize(args);
 }
@@ -302,7 +307,7 @@ static CK_RV f_C_InitPIN(CK_SESSION_HANDLE sh, CK_UTF8CHAR *pin, CK_ULONG n)
 	rv = real->C_InitPIN(sh, pin, n);
 	/* The SO set a new user PIN: the card unblocks and resets its counter. */
 	if (rv == CKR_OK && (s.mode == M_PIN_LOCKED || s.mode == M_PIN_COUNT_LOW || s.mode == M_FINAL_TRY || s.mode == M_PIN_EXPIRED))
-		set_mode(M_NONE, 0);
+		set_mode(&s, M_NONE, 0);
 	return rv;
 }
 
@@ -319,7 +324,7 @@ static CK_RV f_C_SetPIN(CK_SESSION_HANDLE sh, CK_UTF8CHAR *o, CK_ULONG on_, CK_U
 		return CKR_PIN_LOCKED;
 	rv = real->C_SetPIN(sh, o, on_, n, nn);
 	if (rv == CKR_OK && s.mode == M_PIN_EXPIRED)
-		set_mode(M_NONE, 0); /* changed: no longer expired */
+		set_mode(&s, M_NONE, 0); /* changed: no longer expired */
 	return rv;
 }
 
@@ -353,11 +358,11 @@ static CK_RV f_C_Login(CK_SESSION_HANDLE sh, CK_USER_TYPE who, CK_UTF8CHAR *pin,
 	rv = real->C_Login(sh, who, pin, n);
 	/* A card with three tries: count low, final try, locked. */
 	if (user && s.mode == M_PIN_COUNT_LOW && rv == CKR_PIN_INCORRECT)
-		set_mode(M_FINAL_TRY, 0);
+		set_mode(&s, M_FINAL_TRY, 0);
 	else if (user && s.mode == M_FINAL_TRY && rv == CKR_PIN_INCORRECT)
-		set_mode(M_FINAL_TRY, 1);
+		set_mode(&s, M_FINAL_TRY, 1);
 	else if (user && (s.mode == M_FINAL_TRY || s.mode == M_PIN_COUNT_LOW) && rv == CKR_OK)
-		set_mode(M_NONE, 0); /* a good PIN resets the counter */
+		set_mode(&s, M_NONE, 0); /* a good PIN resets the counter */
 	else if (who == CKU_USER && s.mode == M_PIN_EXPIRED && rv == CKR_OK)
 		rv = CKR_PIN_EXPIRED;
 	return rv;
