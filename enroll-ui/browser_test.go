@@ -80,9 +80,21 @@ func (b *browser) text(sel string) string {
 	return s
 }
 
+// shot gives Chromium 30 seconds, twice: its capture once hung for ten
+// minutes under load (a full package run), which no assertion here is about.
 func (b *browser) shot(name string) {
 	b.t.Helper()
-	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	var png []byte
+	var err error
+	for try := 0; try < 2; try++ {
+		ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+		png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		cancel()
+		if err == nil {
+			break
+		}
+		b.t.Logf("screenshot %s, try %d: %v", name, try+1, err)
+	}
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)
 	}
