@@ -165,11 +165,10 @@ func (s *Server) enrollStart(c *gin.Context) {
 	if d.Revoke {
 		steps = append(steps, jobStep{Key: "revoke", Name: "Old certificate revoked", State: stepTodo})
 	}
-	j := s.jobs.start(sessionOf(c).id, steps, func(j *job) {
-		defer s.busy.release(t.Serial)
-		defer s.tokens.invalidate(t.Serial)
-		s.runEnroll(j, in)
-	})
+	j := s.jobs.start(sessionOf(c).id, steps, func() {
+		s.busy.release(t.Serial)
+		s.tokens.invalidate(t.Serial)
+	}, func(j *job) { s.runEnroll(j, in) })
 	c.Redirect(http.StatusSeeOther, "/enroll/job/"+j.id)
 }
 
@@ -196,10 +195,19 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	a := action{Operator: in.operator, Action: "enroll", User: in.user, TokenSerial: in.token.Serial}
+	var caSerial string // set once the CA issued
 	fail := func(err error, pinChanged bool) {
 		msg := explain(err)
 		if pinChanged {
 			msg += " The token's PIN is already the new one: use it when you try again."
+		}
+		if errors.Is(err, pkcs11.ErrKeyLeft) {
+			msg += " The new key could not be removed while the token was out: enrolling the token again removes it."
+		}
+		if caSerial != "" {
+			// Issued, but never written beside its key: no one can use it,
+			// yet the CA lists it as valid.
+			msg += " The CA had issued certificate " + caSerial + " for the new key, which did not reach the token: revoke it (reason superseded) on the Revoke page, or ask an administrator to."
 		}
 		var ce *caclient.Error
 		if errors.As(err, &ce) {
@@ -229,7 +237,6 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 	j.set("pin", stepOK)
 	j.set("key", stepRun)
 
-	var caSerial string
 	sign := func(ctx context.Context, csrDER []byte) ([]*x509.Certificate, error) {
 		// Enroll calls this once the key exists and the CSR is signed with it.
 		j.set("key", stepOK)

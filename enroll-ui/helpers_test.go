@@ -30,6 +30,9 @@ type testUI struct {
 	client *http.Client // with a cookie jar, logged out
 	logs   *lockedWriter
 	cfg    *Config
+	// fault is the p11fault module the UI loads instead of SoftHSM2
+	// (startFaultUI), nil otherwise.
+	fault *testenv.P11Fault
 }
 
 const testAccessToken = "test-access-token-not-secret"
@@ -38,7 +41,23 @@ const testAccessToken = "test-access-token-not-secret"
 // for example.org, so another domain is a mailbox the CA refuses.
 func startUI(t *testing.T, edit func(*Config)) *testUI {
 	t.Helper()
+	return startUIWith(t, edit, false)
+}
+
+// startFaultUI is startUI with the UI loading the token through p11fault,
+// which injects the faults SoftHSM2 cannot produce (testenv.NewP11Fault).
+func startFaultUI(t *testing.T, edit func(*Config)) *testUI {
+	t.Helper()
+	return startUIWith(t, edit, true)
+}
+
+func startUIWith(t *testing.T, edit func(*Config), fault bool) *testUI {
+	t.Helper()
 	tok := testenv.SoftHSM(t)
+	var f *testenv.P11Fault
+	if fault {
+		f = testenv.NewP11Fault(t, tok)
+	}
 	c := testenv.StartCA(t, testenv.CAOptions{Configure: func(cfg *ca.Config) {
 		cfg.Certificates.AllowedDomains = []string{"example.org", "refused.example.net"}
 	}})
@@ -48,6 +67,9 @@ func startUI(t *testing.T, edit func(*Config)) *testUI {
 	}
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Module = tok.Module
+	if f != nil {
+		cfg.Module = f.Module
+	}
 	cfg.CAURL = c.URL
 	cfg.AgentCred = c.EnrollCred
 	cfg.AdminCred = c.AdminCred
@@ -76,7 +98,7 @@ func startUI(t *testing.T, edit func(*Config)) *testUI {
 			t.Errorf("close: %v", err)
 		}
 	})
-	u := &testUI{srv: srv, base: "http://" + ln.Addr().String(), ca: c, tok: tok, logs: logs, cfg: cfg}
+	u := &testUI{srv: srv, base: "http://" + ln.Addr().String(), ca: c, tok: tok, logs: logs, cfg: cfg, fault: f}
 	u.client = u.newClient()
 	return u
 }
@@ -155,10 +177,26 @@ func (u *testUI) post(t *testing.T, path string, form url.Values) answer {
 	return u.do(t, req)
 }
 
+// form is a POST form for the test token with the session's CSRF token.
+func (u *testUI) form(csrf string, kv ...string) url.Values {
+	v := url.Values{"csrf": {csrf}, "token": {u.tok.Serial}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v
+}
+
+// enrollForm is the enrollment form for alice with the token's PIN and a
+// new PIN 735194; kv overrides fields.
+func (u *testUI) enrollForm(csrf string, kv ...string) url.Values {
+	base := []string{"user", "alice@example.org", "pin", u.tok.PIN, "new_pin", "735194", "new_pin2", "735194", "key_type", "ec-p256"}
+	return u.form(csrf, append(base, kv...)...)
+}
+
 // tokenObjects lists the test token's objects after a user login.
 func (u *testUI) tokenObjects(t *testing.T, pin string) []pkcs11.Object {
 	t.Helper()
-	mod, err := pkcs11.Open(u.tok.Module)
+	mod, err := pkcs11.Open(u.cfg.Module) // the UI's own module: one SoftHSM2 per process
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +226,7 @@ func waitABit() { time.Sleep(50 * time.Millisecond) }
 // wrongPIN types a wrong PIN into the test token from outside the UI.
 func (u *testUI) wrongPIN(t *testing.T) {
 	t.Helper()
-	mod, err := pkcs11.Open(u.tok.Module)
+	mod, err := pkcs11.Open(u.cfg.Module) // the UI's own module: one SoftHSM2 per process
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package enrollui
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,25 +13,13 @@ import (
 // TestBadInput: every kind of bad input and fault gives its message on the
 // page, and leaves the token as it was (PIN unchanged, no key left behind).
 //
-// Not covered here because SoftHSM2 cannot produce them: a locked PIN
-// (SoftHSM never locks), a full token, a token pulled out mid-enrollment;
-// the UI maps them from pkcs11's ErrPINLocked, ErrTokenFull and ErrTokenGone
-// (TestExplain).
+// The faults SoftHSM2 cannot produce (a locked PIN, a PIN try counter, a
+// full token, a token pulled out) are in TestFaultMessages.
 func TestBadInput(t *testing.T) {
 	u := startUI(t, nil)
 	csrf := u.login(t)
-	serial := u.tok.Serial
-	f := func(kv ...string) url.Values {
-		v := url.Values{"csrf": {csrf}, "token": {serial}}
-		for i := 0; i+1 < len(kv); i += 2 {
-			v.Set(kv[i], kv[i+1])
-		}
-		return v
-	}
-	start := func(kv ...string) url.Values {
-		base := []string{"user", "alice@example.org", "pin", u.tok.PIN, "new_pin", "735194", "new_pin2", "735194", "key_type", "ec-p256"}
-		return f(append(base, kv...)...)
-	}
+	f := func(kv ...string) url.Values { return u.form(csrf, kv...) }
+	start := func(kv ...string) url.Values { return u.enrollForm(csrf, kv...) }
 	cases := []struct {
 		name   string
 		path   string
@@ -109,24 +98,30 @@ func (u *testUI) runJob(t *testing.T, form url.Values) string {
 	if a.status != http.StatusSeeOther {
 		t.Fatalf("enroll/start: %d %s", a.status, a.body)
 	}
-	loc := a.header.Get("Location")
+	body := u.followJob(t, a.header.Get("Location"))
+	if m := jobErrRE.FindStringSubmatch(body); m != nil {
+		return htmlUnescape(m[1])
+	}
+	if !strings.Contains(body, `id="receipt"`) {
+		t.Fatalf("job ended with neither receipt nor error: %s", body)
+	}
+	return ""
+}
+
+// followJob reloads the job page at loc until the job ends, and returns
+// the last page.
+func (u *testUI) followJob(t *testing.T, loc string) string {
+	t.Helper()
 	for {
-		a = u.get(t, loc)
+		a := u.get(t, loc)
 		if a.status != http.StatusOK {
 			t.Fatalf("%s: %d", loc, a.status)
 		}
 		if !strings.Contains(a.body, `http-equiv="refresh"`) {
-			break
+			return a.body
 		}
 		waitABit()
 	}
-	if m := jobErrRE.FindStringSubmatch(a.body); m != nil {
-		return htmlUnescape(m[1])
-	}
-	if !strings.Contains(a.body, `id="receipt"`) {
-		t.Fatalf("job ended with neither receipt nor error: %s", a.body)
-	}
-	return ""
 }
 
 // assertNoKey checks the token holds no private key (a failed enrollment
@@ -140,7 +135,7 @@ func (u *testUI) assertNoKey(t *testing.T, pin string) {
 	}
 }
 
-// TestExplain: the faults SoftHSM2 cannot produce still get their sentence.
+// TestExplain: each error pkcs11 marks gets its sentence and status.
 func TestExplain(t *testing.T) {
 	for _, tc := range []struct {
 		err    error
@@ -149,6 +144,7 @@ func TestExplain(t *testing.T) {
 	}{
 		{pkcs11.ErrPINLocked, http.StatusLocked, "Unblock it with the SO PIN"},
 		{pkcs11.ErrPINIncorrect, http.StatusBadRequest, "Wrong PIN"},
+		{fmt.Errorf("%w (%w)", pkcs11.ErrPINIncorrect, pkcs11.ErrPINFinalTry), http.StatusBadRequest, "one try left"},
 		{pkcs11.ErrTokenGone, http.StatusNotFound, "pulled out"},
 		{pkcs11.ErrTokenFull, http.StatusInsufficientStorage, "The token is full"},
 	} {

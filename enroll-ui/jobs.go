@@ -20,6 +20,11 @@ type job struct {
 	id, owner string
 	started   time.Time
 
+	// atEnd frees the token once the work is over, before the job shows
+	// as done: a page loaded after the receipt must find the token free.
+	atEnd   func()
+	endOnce sync.Once
+
 	mu      sync.Mutex
 	steps   []jobStep
 	done    bool
@@ -57,8 +62,17 @@ func (j *job) set(key, state string) {
 	}
 }
 
+func (j *job) end() {
+	j.endOnce.Do(func() {
+		if j.atEnd != nil {
+			j.atEnd()
+		}
+	})
+}
+
 // fail marks the running step (or the first todo one) failed, the rest skipped.
 func (j *job) fail(msg string) {
+	j.end()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	failed := false
@@ -74,6 +88,7 @@ func (j *job) fail(msg string) {
 }
 
 func (j *job) finish(r *receipt) {
+	j.end()
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.receipt, j.done = r, true
@@ -87,8 +102,10 @@ type jobs struct {
 
 func newJobs() *jobs { return &jobs{m: map[string]*job{}} }
 
-func (js *jobs) start(owner string, steps []jobStep, run func(*job)) *job {
-	j := &job{id: randomToken(16), owner: owner, started: time.Now(), steps: steps}
+// start runs run in the background; atEnd runs once when it fails or
+// finishes (or returns without either).
+func (js *jobs) start(owner string, steps []jobStep, atEnd func(), run func(*job)) *job {
+	j := &job{id: randomToken(16), owner: owner, started: time.Now(), steps: steps, atEnd: atEnd}
 	js.mu.Lock()
 	for id, o := range js.m {
 		if time.Since(o.started) > time.Hour {
@@ -100,6 +117,7 @@ func (js *jobs) start(owner string, steps []jobStep, run func(*job)) *job {
 	js.wg.Add(1)
 	go func() {
 		defer js.wg.Done()
+		defer j.end()
 		run(j)
 	}()
 	return j

@@ -61,15 +61,19 @@ func (s *Server) pinAction(c *gin.Context, act, authWhat string, do func(tok *pk
 		fail(http.StatusConflict, "Another action is running on this token. Wait for it to finish.")
 		return
 	}
-	defer s.busy.release(t.Serial)
 	auth, newPIN := pkcs11.NewPIN(authS), pkcs11.NewPIN(c.PostForm("new_pin"))
 	defer auth.Wipe()
 	defer newPIN.Wipe()
-	tok, err := s.mod.OpenToken(t.Serial)
-	if err == nil {
-		err = do(tok, auth, newPIN)
-		tok.Close()
-	}
+	err := func() error {
+		// Free again before the page below reads the token's state.
+		defer s.busy.release(t.Serial)
+		tok, err := s.mod.OpenToken(t.Serial)
+		if err != nil {
+			return err
+		}
+		defer tok.Close()
+		return do(tok, auth, newPIN)
+	}()
 	s.tokens.invalidate(t.Serial)
 	op := sessionOf(c).operator
 	res, reason := result(err)
@@ -112,6 +116,8 @@ func explain(err error) string {
 	switch {
 	case errors.Is(err, pkcs11.ErrPINLocked):
 		return "The PIN is locked. Unblock it with the SO PIN (YubiKey: the PUK) on the PIN page; never guess. Details: " + err.Error() + "."
+	case errors.Is(err, pkcs11.ErrPINFinalTry):
+		return "Wrong PIN, and the token has one try left: one more wrong PIN locks it. Check the PIN with the user before anyone types it again, or set a new one with the SO PIN (YubiKey: the PUK) on the PIN page. Details: " + err.Error() + "."
 	case errors.Is(err, pkcs11.ErrPINIncorrect):
 		return "Wrong PIN. Ask the user to type it again carefully; after too many wrong PINs the token locks. Details: " + err.Error() + "."
 	case errors.Is(err, pkcs11.ErrTokenGone), errors.Is(err, pkcs11.ErrNoToken):

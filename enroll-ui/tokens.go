@@ -32,6 +32,9 @@ type tokenView struct {
 	SOForWrite bool // a YubiKey: enrollment needs the management key
 	UsePUK     bool // unblock with the PUK (YubiKey) rather than the SO PIN
 	Creds      []credView
+	// Unfinished: a key imapgate made has no certificate — an enrollment
+	// was interrupted (the token pulled out); the next one removes it.
+	Unfinished bool
 	Busy       bool
 	Problem    string // the token's objects could not be read
 }
@@ -121,10 +124,13 @@ func (w *tokenWatch) stop() { w.once.Do(func() { close(w.quit) }) }
 
 // invalidate makes the next scan read the token's objects again once the
 // token is not busy; until then the last read stands (a scan during the
-// action must not show the token without its credential).
+// action must not show the token without its credential). The next look at
+// the list scans at once, so a page loaded right after an action shows its
+// result.
 func (w *tokenWatch) invalidate(serial string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.at = time.Time{}
 	for k := range w.creds {
 		if strings.HasPrefix(k, serial+"\x00") {
 			w.stale[k] = true
@@ -185,9 +191,9 @@ func (w *tokenWatch) scan() {
 		stale := w.stale[key]
 		w.mu.Unlock()
 		if v.Busy || known && !stale {
-			v.Creds, v.Problem = old.Creds, old.Problem
+			v.Creds, v.Unfinished, v.Problem = old.Creds, old.Unfinished, old.Problem
 		} else {
-			v.Creds, v.Problem = w.readCreds(ti.Serial)
+			v.Creds, v.Unfinished, v.Problem = w.readCreds(ti.Serial)
 			w.mu.Lock()
 			w.creds[key] = v
 			delete(w.stale, key)
@@ -206,18 +212,41 @@ func (w *tokenWatch) scan() {
 	w.mu.Unlock()
 }
 
-// readCreds reads the token's certificates without a login.
-func (w *tokenWatch) readCreds(serial string) ([]credView, string) {
+// readCreds reads the token's certificates, and whether a key of an
+// interrupted enrollment is on it, without a login.
+func (w *tokenWatch) readCreds(serial string) ([]credView, bool, string) {
 	tok, err := w.mod.OpenToken(serial)
 	if err != nil {
-		return nil, err.Error()
+		return nil, false, err.Error()
 	}
 	defer tok.Close()
 	objs, err := tok.Objects()
 	if err != nil {
-		return nil, err.Error()
+		return nil, false, err.Error()
 	}
-	return credentialsOf(tok.Profile(), objs), ""
+	return credentialsOf(tok.Profile(), objs), strayKey(tok.Profile(), objs), ""
+}
+
+// strayKey says whether a public key imapgate made (labelled imapgate-…;
+// public keys are readable without a login) has no certificate of its ID:
+// what a token pulled out mid-enrollment keeps. Where key slots are fixed
+// the next key generation overwrites the slot, so it is not looked for.
+func strayKey(prof *pkcs11.Profile, objs []pkcs11.Object) bool {
+	if prof.FixedKeyID != nil {
+		return false
+	}
+	certs := map[string]bool{}
+	for _, o := range objs {
+		if o.Class == pkcs11.ClassCertificate {
+			certs[string(o.ID)] = true
+		}
+	}
+	for _, o := range objs {
+		if o.Class == pkcs11.ClassPublicKey && len(o.ID) > 0 && strings.HasPrefix(o.Label, pkcs11.LabelPrefix+"-") && !certs[string(o.ID)] {
+			return true
+		}
+	}
+	return false
 }
 
 // credentialsOf picks the user certificates imapgate put on a token: not a

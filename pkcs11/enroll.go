@@ -126,6 +126,10 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 	if err != nil {
 		return nil, err
 	}
+	old, removedOrphans, err := t.removeOrphans(old)
+	if err != nil {
+		return nil, err
+	}
 	if len(old) > 0 && !req.Replace {
 		how := "the old key is deleted once the new certificate is on the token"
 		if prof.FixedKeyID != nil {
@@ -143,14 +147,15 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 
 	key, err := t.GenerateKey(kt, label)
 	if err != nil {
-		return nil, fmt.Errorf("%w (no objects were written)", err)
+		return nil, err
 	}
 	defer func() {
 		if err == nil {
 			return
 		}
 		if cerr := t.removeKey(key, req.SOPIN); cerr != nil {
-			err = fmt.Errorf("%w; cleaning up also failed, remove key %x by hand (imapgate token wipe): %v", err, key.ID, cerr)
+			// A token pulled out mid-enrollment cannot be cleaned now.
+			err = keyLeft(err, key.ID, cerr)
 		} else {
 			err = fmt.Errorf("%w (the new key was removed from the token again)", err)
 		}
@@ -202,6 +207,7 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		Serial: SerialHex(leaf.SerialNumber), NotAfter: leaf.NotAfter,
 		TokenLabel: t.info.Label, TokenSerial: t.info.Serial,
 	}
+	res.Warnings = append(res.Warnings, removedOrphans...)
 	res.Warnings = append(res.Warnings, t.writeChain(req, chain)...)
 	if !prof.SOForWrite {
 		// ykcs11's slot 9a was overwritten at key generation; elsewhere
@@ -303,12 +309,64 @@ func (t *Token) removeKey(k *Key, soPIN *PIN) error {
 	return errors.Join(errs...)
 }
 
-// removeID deletes the key pair and certificates with CKA_ID id.
-func (t *Token) removeID(id []byte) error {
+// keyLeft adds to err that the new key pair id could not be removed (the
+// token was pulled out, say), and what will remove it.
+func keyLeft(err error, id []byte, cleanup error) error {
+	why := strings.ReplaceAll(cleanup.Error(), "\n", "; ")
+	return fmt.Errorf("%w; removing the new key %x failed too (%s): %w: it stays on the token without a certificate until the token's next enrollment removes it (or imapgate token wipe)", err, id, why, ErrKeyLeft)
+}
+
+// removeOrphans deletes the key pairs among creds that have no certificate —
+// what an enrollment interrupted after the key generation leaves when the
+// token is pulled out before it can clean up — and returns the others, with
+// a line for the receipt per key removed. Such a key is no credential: no
+// mail client can use it, and no CA knows it. Profiles with a fixed key slot
+// are left alone: their next key generation overwrites the slot anyway.
+func (t *Token) removeOrphans(creds []Credential) ([]Credential, []string, error) {
+	if t.mod.profile.FixedKeyID != nil {
+		return creds, nil, nil
+	}
+	var keep []Credential
+	var removed []string
+	for _, c := range creds {
+		if len(c.Certs) > 0 || t.hasCertID(c.ID) {
+			// A certificate with the key's ID that Credentials did not
+			// pair (no public key to compare) is not an interruption's.
+			keep = append(keep, c)
+			continue
+		}
+		// The key pair only: a certificate that merely shares the ID is
+		// not this key's (Credentials pairs by public key).
+		if err := t.removeID(c.ID, p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY); err != nil {
+			return nil, nil, fmt.Errorf("pkcs11: token %s: remove %s, left by an interrupted enrollment: %w", t.info.Label, c, err)
+		}
+		removed = append(removed, fmt.Sprintf("removed %s, left by an interrupted enrollment", c))
+	}
+	return keep, removed, nil
+}
+
+// hasCertID says whether a certificate with CKA_ID id is on the token (or
+// whether that cannot be read: then the key is kept).
+func (t *Token) hasCertID(id []byte) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	hs, err := t.findLocked([]*p11.Attribute{
+		p11.NewAttribute(p11.CKA_CLASS, p11.CKO_CERTIFICATE),
+		p11.NewAttribute(p11.CKA_ID, id),
+	})
+	return err != nil || len(hs) > 0
+}
+
+// removeID deletes the objects of the given classes with CKA_ID id:
+// certificates and the key pair when no class is given.
+func (t *Token) removeID(id []byte, classes ...uint) error {
+	if len(classes) == 0 {
+		classes = []uint{p11.CKO_CERTIFICATE, p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var errs []error
-	for _, class := range []uint{p11.CKO_CERTIFICATE, p11.CKO_PRIVATE_KEY, p11.CKO_PUBLIC_KEY} {
+	for _, class := range classes {
 		if _, err := t.deleteLocked([]*p11.Attribute{
 			p11.NewAttribute(p11.CKA_CLASS, class),
 			p11.NewAttribute(p11.CKA_ID, id),

@@ -10,14 +10,21 @@ import (
 // Errors to match with errors.Is. The errors this package returns wrap them
 // together with the PKCS#11 return value and a sentence saying what to do.
 var (
-	ErrPINIncorrect   = errors.New("wrong PIN")
-	ErrPINLocked      = errors.New("PIN locked")
+	ErrPINIncorrect = errors.New("wrong PIN")
+	ErrPINLocked    = errors.New("PIN locked")
+	// ErrPINFinalTry comes with ErrPINIncorrect when the token says one
+	// more wrong PIN locks it.
+	ErrPINFinalTry    = errors.New("one PIN try left")
 	ErrPINInvalid     = errors.New("PIN not acceptable")
 	ErrTokenFull      = errors.New("token full")
 	ErrNotLoggedIn    = errors.New("not logged in")
 	ErrTokenGone      = errors.New("token removed")
 	ErrNotSupported   = errors.New("not supported by this token")
 	ErrWriteProtected = errors.New("token write-protected")
+	// ErrKeyLeft comes with a failed enrollment whose new key could not be
+	// removed (the token was pulled out): the token's next enrollment
+	// removes it.
+	ErrKeyLeft = errors.New("new key left on the token")
 )
 
 // pinError explains a failed login, with the tries left when the token tells.
@@ -25,6 +32,7 @@ func pinError(label string, who string, err error, ti *TokenInfo) error {
 	switch {
 	case errors.Is(err, p11.Error(p11.CKR_PIN_INCORRECT)):
 		left := "the token does not say how many tries are left"
+		var final error
 		// The flags describe the user and SO PINs only; a PUK's counter is
 		// not reported through PKCS#11.
 		if ti != nil && (who == "user" || who == "SO") {
@@ -37,10 +45,13 @@ func pinError(label string, who string, err error, ti *TokenInfo) error {
 			case lockedFlag:
 				return fmt.Errorf("pkcs11: token %s: wrong %s; the %s is now locked: %w: %s: %w", label, whoNoun(who), whoNoun(who), ErrPINLocked, unblockHint(who), err)
 			case finalFlag:
-				left = "1 try left: one more wrong PIN locks the token"
+				left, final = "1 try left: one more wrong PIN locks the token", ErrPINFinalTry
 			case lowFlag:
 				left = "few tries left, the token reports its retry counter as low"
 			}
+		}
+		if final != nil {
+			return fmt.Errorf("pkcs11: token %s: %w for the %s: %s (%w): %w", label, ErrPINIncorrect, whoNoun(who), left, final, err)
 		}
 		return fmt.Errorf("pkcs11: token %s: %w for the %s: %s: %w", label, ErrPINIncorrect, whoNoun(who), left, err)
 	case errors.Is(err, p11.Error(p11.CKR_PIN_LOCKED)):

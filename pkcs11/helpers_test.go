@@ -31,7 +31,27 @@ type softToken struct {
 func newSoftToken(t testing.TB) *softToken {
 	t.Helper()
 	env := testenv.SoftHSM(t)
-	mod, err := Open(env.Module)
+	return openSoftToken(t, env, env.Module)
+}
+
+// faultToken is a fresh SoftHSM2 token opened through the p11fault module,
+// which injects the faults SoftHSM2 cannot produce (testenv.P11Fault).
+type faultToken struct {
+	*softToken
+	fault *testenv.P11Fault
+}
+
+func newFaultToken(t testing.TB) *faultToken {
+	t.Helper()
+	env := testenv.SoftHSM(t)
+	f := testenv.NewP11Fault(t, env)
+	return &faultToken{softToken: openSoftToken(t, env, f.Module), fault: f}
+}
+
+// openSoftToken opens env's token through the module at path.
+func openSoftToken(t testing.TB, env *testenv.SoftHSMToken, path string) *softToken {
+	t.Helper()
+	mod, err := Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}

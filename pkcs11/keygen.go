@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/asn1"
+	"errors"
 	"fmt"
 	"math/big"
 
@@ -70,14 +71,17 @@ func (t *Token) GenerateKey(kt KeyType, label string) (*Key, error) {
 	defer t.mu.Unlock()
 	pubH, privH, err := t.mod.ctx.GenerateKeyPair(t.sh, []*p11.Mechanism{p11.NewMechanism(mech, nil)}, pubT, privT)
 	if err != nil {
-		return nil, tokenError(t.info.Label, "generate "+string(kt)+" key pair", err)
+		return nil, fmt.Errorf("%w (no objects were written)", tokenError(t.info.Label, "generate "+string(kt)+" key pair", err))
 	}
 	k := &Key{ID: id, Label: label, Type: kt, priv: privH, pub: pubH, t: t}
 	if k.Public, err = t.readPublicLocked(pubH, kt); err != nil {
 		// A key we cannot describe is a key we cannot certify: remove it.
-		_ = t.mod.ctx.DestroyObject(t.sh, privH)
-		_ = t.mod.ctx.DestroyObject(t.sh, pubH)
-		return nil, err
+		// A token pulled out just now keeps it; the next enrollment of
+		// the token removes such a key (it has no certificate).
+		if derr := errors.Join(t.mod.ctx.DestroyObject(t.sh, privH), t.mod.ctx.DestroyObject(t.sh, pubH)); derr != nil {
+			return nil, keyLeft(err, id, derr)
+		}
+		return nil, fmt.Errorf("%w (the new key was removed from the token again)", err)
 	}
 	return k, nil
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // cryptoki is the part of the PKCS#11 API this package uses. *p11.Ctx
-// implements it; tests put a fault-injecting wrapper around the real SoftHSM2
-// module, and the ykcs11 rules are unit-tested against a fake (no YubiKey in CI).
+// implements it; the ykcs11 rules are unit-tested against a fake (no YubiKey
+// in CI). The faults of real tokens are injected below the API instead, by
+// testenv's p11fault module in front of SoftHSM2.
 type cryptoki interface {
 	Initialize(opts ...p11.InitializeOption) error
 	Finalize() error

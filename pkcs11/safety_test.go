@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	p11 "github.com/miekg/pkcs11"
+
+	"github.com/imapgate/imapgate/testenv"
 )
 
 // TestYKCS11FakeKeepsCredential: slot 9a is overwritten by a key
@@ -264,41 +266,27 @@ func TestReplaceReportsEveryCertificate(t *testing.T) {
 	}
 }
 
-// expiredCtx is SoftHSM2 with a user PIN that has expired: C_Login logs in
-// (as the standard says, for C_SetPIN only) and answers CKR_PIN_EXPIRED.
-// SoftHSM2 never expires a PIN, so the answer is simulated.
-type expiredCtx struct{ cryptoki }
-
-func (e expiredCtx) Login(sh p11.SessionHandle, userType uint, pin string) error {
-	if err := e.cryptoki.Login(sh, userType, pin); err != nil || userType != p11.CKU_USER {
-		return err
-	}
-	return p11.Error(p11.CKR_PIN_EXPIRED)
-}
-
 // TestExpiredPINCanBeChanged: the way out of an expired PIN is token pin,
 // which must not stop at the login's CKR_PIN_EXPIRED; a plain login still
 // reports it.
 func TestExpiredPINCanBeChanged(t *testing.T) {
-	s := newSoftToken(t)
-	m, err := newModule(s.mod.path, expiredCtx{s.mod.ctx})
-	if err != nil {
-		t.Fatal(err)
+	// SoftHSM2 never expires a PIN: p11fault does.
+	s := newFaultToken(t)
+	s.fault.Set(t, testenv.Fault{Mode: testenv.FaultPINExpired})
+	if ti, _ := s.tok.Refresh(); !ti.Flags.PINToBeChanged {
+		t.Fatalf("an expired PIN: flags %v", ti.Flags.Words())
 	}
-	m.logins = s.mod.logins
-	tok, err := m.OpenToken(s.env.Label)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tok.Close()
-	if err := tok.Login(s.pin()); err == nil || !strings.Contains(err.Error(), "has expired") {
+	if err := s.tok.Login(s.pin()); err == nil || !strings.Contains(err.Error(), "has expired") {
 		t.Fatalf("login with an expired PIN: %v", err)
 	}
-	if err := tok.ChangePIN(s.pin(), NewPIN("24682468")); err != nil {
+	if err := s.tok.ChangePIN(s.pin(), NewPIN("24682468")); err != nil {
 		t.Fatalf("change an expired PIN: %v", err)
 	}
-	tok.Close()
+	s.tok.Logout()
 	if err := s.tok.Login(NewPIN("24682468")); err != nil {
 		t.Fatalf("login with the new PIN: %v", err)
+	}
+	if ti, _ := s.tok.Refresh(); ti.Flags.PINToBeChanged {
+		t.Fatalf("still to be changed after the change: %v", ti.Flags.Words())
 	}
 }

@@ -2,8 +2,10 @@
 // enrollment progress, and prints the receipt. Every page works without it.
 "use strict";
 (function () {
+  // data-every: the poll period in ms (default 1000).
   function poll(el) {
     var url = el.getAttribute("data-refresh");
+    var every = parseInt(el.getAttribute("data-every") || "1000", 10);
     var last = el.innerHTML;
     function tick() {
       fetch(url, { credentials: "same-origin", cache: "no-store" }).then(function (r) {
@@ -14,10 +16,10 @@
         if (res === null) { setTimeout(tick, 2000); return; }
         if (res.text !== last) { el.innerHTML = res.text; last = res.text; }
         if (res.done) { window.location.reload(); return; }
-        setTimeout(tick, 1000);
+        setTimeout(tick, every);
       }).catch(function () { setTimeout(tick, 2000); });
     }
-    setTimeout(tick, 1000);
+    setTimeout(tick, every);
   }
   document.addEventListener("DOMContentLoaded", function () {
     var els = document.querySelectorAll("[data-refresh]");
