@@ -7,6 +7,7 @@ pkgs=(
   gcc libc6-dev            # cgo for github.com/miekg/pkcs11
   openssl curl             # interoperability checks against the CA and the front
   softhsm2 opensc p11-kit gnutls-bin libnss3-tools libengine-pkcs11-openssl  # the smartcard in tests
+  libp11-kit-dev           # pkcs11.h for testenv/p11fault, the fault-injecting module in front of SoftHSM2
   dovecot-imapd            # the IMAP backend in tests
   dovecot-pop3d postfix    # the POP3 backend and the submission backend (Dovecot SASL) in tests
   swaks libnet-ssleay-perl libio-socket-ssl-perl  # a real SMTP client (STARTTLS, client certificate) against the SMTP gate
