@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // An idle proxied session spends nearly all its life waiting for the backend to say
@@ -54,8 +55,13 @@ func (p *idlePoller) loop() {
 	events := make([]syscall.EpollEvent, 256)
 	for {
 		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err == syscall.EINTR {
+			continue
+		}
 		if err != nil {
-			continue // EINTR
+			// Never seen; but a loop that cannot wait must not spin a core.
+			time.Sleep(100 * time.Millisecond)
+			continue
 		}
 		for _, ev := range events[:n] {
 			p.mu.Lock()
