@@ -25,6 +25,10 @@ var (
 	// removed (the token was pulled out): the token's next enrollment
 	// removes it.
 	ErrKeyLeft = errors.New("new key left on the token")
+	// ErrNotLeftKey: RemoveLeftKey found, under the key's CKA_ID, something
+	// that is not the key an interrupted enrollment left (a certificate,
+	// another key): nothing was removed.
+	ErrNotLeftKey = errors.New("not the key the interrupted enrollment left")
 )
 
 // pinError explains a failed login, with the tries left when the token tells.
