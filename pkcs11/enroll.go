@@ -315,7 +315,7 @@ func (t *Token) removeKey(k *Key, soPIN *PIN) error {
 func keyLeft(err error, id []byte, pub crypto.PublicKey, cleanup error) error {
 	why := strings.ReplaceAll(cleanup.Error(), "\n", "; ")
 	return &KeyLeftError{ID: bytes.Clone(id), Public: pub,
-		err: fmt.Errorf("%w; removing the new key %x failed too (%s): %w: it stays on the token without a certificate until the token's next enrollment removes it (or RemoveLeftKey, the help desk UI's “Remove the leftover key”, or imapgate token wipe)", err, id, why, ErrKeyLeft)}
+		err: fmt.Errorf("%w; removing the new key %x failed too (%s): %w: it stays on the token without a certificate until the token's next enrollment removes it (or, with the PIN, the help desk UI's “Remove the leftover key”, or imapgate token wipe)", err, id, why, ErrKeyLeft)}
 }
 
 // removeOrphans deletes the key pairs among creds that have no certificate —
