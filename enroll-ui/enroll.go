@@ -201,7 +201,9 @@ func (s *Server) runEnroll(j *job, in enrollInput) {
 		if pinChanged {
 			msg += " The token's PIN is already the new one: use it when you try again."
 		}
-		if errors.Is(err, pkcs11.ErrKeyLeft) {
+		if s.recordLeftKey(err, in, caSerial) {
+			msg += " The new key could not be removed while the token was out. Put the token back: its row on the Tokens page then offers “Remove the leftover key”, which removes that key only and asks for the token's PIN (a private key can be removed only after a login, and this UI keeps no PIN); enrolling the token again removes it too."
+		} else if errors.Is(err, pkcs11.ErrKeyLeft) {
 			msg += " The new key could not be removed while the token was out: enrolling the token again removes it."
 		}
 		if caSerial != "" {

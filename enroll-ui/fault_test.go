@@ -2,6 +2,8 @@ package enrollui
 
 import (
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -111,7 +113,7 @@ func TestFaultMessages(t *testing.T) {
 	set(testenv.Fault{Mode: testenv.FaultRemoveAfter, On: []string{"C_CreateObject"}})
 	msg = replace()
 	for _, w := range []string{"The token was pulled out or is not in the reader. Insert it and start again",
-		"The new key could not be removed while the token was out: enrolling the token again removes it",
+		"The new key could not be removed while the token was out. Put the token back", "enrolling the token again removes it too",
 		"The CA had issued certificate", "The token's PIN is already the new one"} {
 		if !strings.Contains(msg, w) {
 			t.Fatalf("pulled out before the certificate: the page does not say %q: %s", w, msg)
@@ -119,8 +121,14 @@ func TestFaultMessages(t *testing.T) {
 	}
 	u.waitRowGone(t)
 	u.fault.Clear(t)
-	u.waitRow(t, "unfinished enrollment: enroll again")
+	u.waitRow(t, "Remove the leftover key")
 	u.waitRow(t, first)
+	// A UI restarted since has no record of the key: the row still flags
+	// it, and the next enrollment removes it.
+	k, _ := u.srv.left.get(u.tok.Serial)
+	u.srv.left.drop(u.tok.Serial, k.ID)
+	u.srv.tokens.invalidate(u.tok.Serial)
+	u.waitRow(t, "unfinished enrollment: enroll again")
 	if keys := countKeys(u.tokenObjects(t, pin)); keys != 2 {
 		t.Fatalf("put back: %d private keys, want alice's and the stray one", keys)
 	}
@@ -140,17 +148,111 @@ func TestFaultMessages(t *testing.T) {
 	if body := u.get(t, "/tokens/fragment").body; strings.Contains(body, "unfinished enrollment") {
 		t.Fatalf("the token enrolled again still shows an unfinished enrollment:\n%s", body)
 	}
+	if body := u.get(t, "/tokens/fragment").body; strings.Contains(body, "leftover key") {
+		t.Fatalf("the token enrolled again still offers to remove a leftover key:\n%s", body)
+	}
 	if strings.Contains(u.logs.String(), pin) || strings.Contains(u.logs.String(), wrong) {
 		t.Fatal("a PIN reached the log")
 	}
+}
+
+var issuedRE = regexp.MustCompile(`The CA had issued certificate ([0-9A-F]+) `)
+
+// TestLeftKeyRemoval: a token pulled out after the CA issued, before the
+// certificate was written, keeps the new key; put back, its row offers
+// "Remove the leftover key" at once (the UI recorded the key's CKA_ID and
+// public key, and sees its public key object without a login). Removing it
+// needs the PIN, as a private key is invisible before a login, and a CSRF
+// token; it takes that key pair and nothing else (alice's credential stays),
+// is written to the audit log and the CA's trail of the certificate that
+// never reached the token, and says what happened.
+func TestLeftKeyRemoval(t *testing.T) {
+	u := startFaultUI(t, nil)
+	csrf := u.login(t)
+	const pin = "735194"
+	if msg := u.runJob(t, u.enrollForm(csrf)); msg != "" {
+		t.Fatalf("enroll alice: %s", msg)
+	}
+	first := u.userCert(t, pin)
+	u.fault.Set(t, testenv.Fault{Mode: testenv.FaultRemoveAfter, On: []string{"C_CreateObject"}})
+	msg := u.runJob(t, u.enrollForm(csrf, "pin", pin, "replace", "yes"))
+	for _, w := range []string{"The token was pulled out", "The new key could not be removed while the token was out. Put the token back",
+		"offers “Remove the leftover key”", "asks for the token's PIN", "The CA had issued certificate"} {
+		if !strings.Contains(msg, w) {
+			t.Fatalf("pulled out before the certificate: the page does not say %q: %s", w, msg)
+		}
+	}
+	m := issuedRE.FindStringSubmatch(msg)
+	if m == nil {
+		t.Fatalf("no issued serial in %q", msg)
+	}
+	issued := m[1]
+	u.waitRowGone(t)
+	if a := u.post(t, "/tokens/leftover", u.form(csrf, "pin", pin)); a.status != http.StatusNotFound {
+		t.Fatalf("remove with the token out: %d, want 404\n%s", a.status, a.body)
+	}
+	u.fault.Clear(t)
+	u.waitRow(t, "leftover key of an interrupted enrollment")
+	u.waitRow(t, "Remove the leftover key")
+	if body := u.get(t, "/tokens/fragment").body; strings.Contains(body, "unfinished enrollment: enroll again") {
+		t.Fatalf("the recorded leftover still says enroll again:\n%s", body)
+	}
+	page := u.get(t, "/tokens/leftover?token="+u.tok.Serial)
+	if page.status != http.StatusOK || !strings.Contains(page.body, `id="l-pin"`) || !strings.Contains(page.body, issued) {
+		t.Fatalf("the leftover page: %d\n%s", page.status, page.body)
+	}
+	for _, c := range []struct {
+		name   string
+		form   url.Values
+		status int
+		want   string
+	}{
+		{"CSRF missing", url.Values{"token": {u.tok.Serial}, "pin": {pin}}, http.StatusForbidden, "not sent by this UI"},
+		{"CSRF wrong", u.form("x"+csrf[1:], "pin", pin), http.StatusForbidden, "not sent by this UI"},
+		{"no PIN", u.form(csrf), http.StatusBadRequest, "Type the token's PIN"},
+		{"wrong PIN", u.form(csrf, "pin", "000999"), http.StatusBadRequest, "Wrong PIN"},
+	} {
+		a := u.post(t, "/tokens/leftover", c.form)
+		if a.status != c.status || !strings.Contains(htmlUnescape(a.body), c.want) {
+			t.Fatalf("%s: %d, want %d saying %q\n%s", c.name, a.status, c.status, c.want, a.body)
+		}
+		if keys := countKeys(u.tokenObjects(t, pin)); keys != 2 {
+			t.Fatalf("%s: %d private keys, want alice's and the leftover", c.name, keys)
+		}
+	}
+	a := u.post(t, "/tokens/leftover", u.form(csrf, "pin", pin))
+	if body := htmlUnescape(a.body); a.status != http.StatusOK || !strings.Contains(body, "of the interrupted enrollment was removed from token") ||
+		!strings.Contains(body, "nothing else on the token was touched") || !strings.Contains(body, "The CA had issued certificate "+issued) {
+		t.Fatalf("remove the leftover key: %d\n%s", a.status, a.body)
+	}
+	assertOnToken(t, u, pin, first)
+	if body := u.get(t, "/tokens/fragment").body; strings.Contains(body, "leftover key") || strings.Contains(body, "unfinished enrollment") {
+		t.Fatalf("after the removal the row still flags the key:\n%s", body)
+	}
+	if a := u.post(t, "/tokens/leftover", u.form(csrf, "pin", pin)); a.status != http.StatusNotFound || !strings.Contains(a.body, "nothing was removed") {
+		t.Fatalf("remove again: %d, want 404\n%s", a.status, a.body)
+	}
+	logs := u.logs.String()
+	if !strings.Contains(logs, `"action":"remove-leftover-key"`) || !strings.Contains(logs, `"serial":"`+issued+`"`) || strings.Contains(logs, pin) {
+		t.Fatalf("the audit log lacks the removal, or holds a PIN:\n%s", logs)
+	}
+	// The CA's trail of the certificate that never reached the token.
+	var trail string
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); waitABit() {
+		if trail = u.get(t, "/certs/"+issued).body; strings.Contains(trail, "helpdesk-remove-leftover-key") {
+			return
+		}
+	}
+	t.Fatalf("the CA's trail of %s lacks the removal:\n%s", issued, trail)
 }
 
 // TestBrowserFaults drives faults through real headless Chromium: the
 // Tokens page, left open, notices by itself (its script re-reads the list)
 // the token pulled out and put back, each within two seconds; a locked PIN
 // shows as a badge; a token pulled out mid-enrollment gives its message on
-// the progress page, and the next enrollment through the pages removes the
-// key it left.
+// the progress page; put back, the Tokens page offers to remove the key it
+// left, which the pages do with the PIN, and the next enrollment goes
+// through.
 func TestBrowserFaults(t *testing.T) {
 	u := startFaultUI(t, nil)
 	b := startBrowser(t)
@@ -201,17 +303,31 @@ func TestBrowserFaults(t *testing.T) {
 		!strings.Contains(got, "enrolling the token again removes it") {
 		t.Fatalf("pulled out mid-enrollment, the page says: %q", got)
 	}
+	if got := b.text("#job-error"); !strings.Contains(got, "offers “Remove the leftover key”") {
+		t.Fatalf("pulled out mid-enrollment, the page does not point to the removal: %q", got)
+	}
+	// Put back, the open Tokens page offers the removal by itself.
+	b.do("back to the tokens", chromedp.Navigate(u.base+"/"), chromedp.WaitNotPresent(css(row)))
 	u.fault.Clear(t)
-	b.do("put back: an unfinished enrollment", chromedp.Navigate(u.base+"/"), chromedp.WaitVisible(css(row)))
-	if got := b.text(row); !strings.Contains(got, "unfinished enrollment: enroll again") || !strings.Contains(got, "blank") {
+	leftover := row + ` a[href^="/tokens/leftover"]`
+	b.do("put back: the leftover key shows", chromedp.WaitVisible(css(leftover)))
+	if got := b.text(row); !strings.Contains(got, "leftover key of an interrupted enrollment") || !strings.Contains(got, "blank") {
 		t.Fatalf("the token put back: %q", got)
 	}
 	if keys := countKeys(u.tokenObjects(t, "735194")); keys != 1 {
 		t.Fatalf("put back: %d private keys, want the stray one", keys)
 	}
+	b.do("remove the leftover key", chromedp.Click(css(leftover)), chromedp.WaitVisible(css("#l-pin")),
+		chromedp.SendKeys(css("#l-pin"), "735194"), chromedp.Click(css("#l-go")), chromedp.WaitVisible(css("#notice")))
+	if got := b.text("#notice"); !strings.Contains(got, "was removed from token") || !strings.Contains(got, "nothing else on the token was touched") {
+		t.Fatalf("after the removal the page says: %q", got)
+	}
+	if keys := countKeys(u.tokenObjects(t, "735194")); keys != 0 {
+		t.Fatalf("after the removal: %d private keys, want none", keys)
+	}
 	enroll("enroll again", "735194", "#receipt")
-	if got := b.text("#receipt"); !strings.Contains(got, "left by an interrupted enrollment") {
-		t.Fatalf("the receipt does not note the stray key's removal: %q", got)
+	if got := b.text("#receipt"); strings.Contains(got, "left by an interrupted enrollment") {
+		t.Fatalf("the receipt notes a stray key the removal had taken: %q", got)
 	}
 	assertOnToken(t, u, "735194", b.text("#r-serial"))
 }

@@ -42,6 +42,7 @@ type Server struct {
 	tokens      *tokenWatch
 	jobs        *jobs
 	busy        busyTokens
+	left        leftKeys // keys failed enrollments left, to remove when the token is back
 	tmpl        templates
 	engine      *gin.Engine
 
@@ -125,7 +126,7 @@ func New(cfg *Config, o Options) (*Server, error) {
 		s.closeFiles()
 		return nil, fmt.Errorf("enroll-ui: %w", err)
 	}
-	s.tokens = newTokenWatch(s.mod, cfg.ScanInterval.D(), &s.busy, s.log)
+	s.tokens = newTokenWatch(s.mod, cfg.ScanInterval.D(), &s.busy, &s.left, s.log)
 	s.engine = s.routes()
 	return s, nil
 }
@@ -264,6 +265,8 @@ func (s *Server) routes() *gin.Engine {
 	a.POST("/logout", s.logout)
 	a.GET("/", s.tokensPage)
 	a.GET("/tokens/fragment", s.tokensFragment)
+	a.GET("/tokens/leftover", s.leftoverPage)
+	a.POST("/tokens/leftover", s.leftoverRemove)
 	a.GET("/enroll", s.enrollPick)
 	a.POST("/enroll/user", s.enrollUser)
 	a.POST("/enroll/start", s.enrollStart)

@@ -35,8 +35,11 @@ type tokenView struct {
 	// Unfinished: a key imapgate made has no certificate — an enrollment
 	// was interrupted (the token pulled out); the next one removes it.
 	Unfinished bool
-	Busy       bool
-	Problem    string // the token's objects could not be read
+	// LeftKey: the key is one this UI's failed enrollment recorded, so
+	// the page offers to remove it (Remove the leftover key).
+	LeftKey *leftKeyView
+	Busy    bool
+	Problem string // the token's objects could not be read
 }
 
 // credView is a credential found on a token (from its certificate, readable
@@ -90,6 +93,7 @@ type tokenWatch struct {
 	mod      *pkcs11.Module
 	interval time.Duration
 	busy     *busyTokens
+	left     *leftKeys
 	log      *slog.Logger
 
 	scanMu sync.Mutex // one scan at a time
@@ -103,8 +107,8 @@ type tokenWatch struct {
 	once   sync.Once
 }
 
-func newTokenWatch(mod *pkcs11.Module, interval time.Duration, busy *busyTokens, log *slog.Logger) *tokenWatch {
-	return &tokenWatch{mod: mod, interval: interval, busy: busy, log: log, creds: map[string]tokenView{}, stale: map[string]bool{}, quit: make(chan struct{})}
+func newTokenWatch(mod *pkcs11.Module, interval time.Duration, busy *busyTokens, left *leftKeys, log *slog.Logger) *tokenWatch {
+	return &tokenWatch{mod: mod, interval: interval, busy: busy, left: left, log: log, creds: map[string]tokenView{}, stale: map[string]bool{}, quit: make(chan struct{})}
 }
 
 func (w *tokenWatch) run() {
@@ -191,9 +195,9 @@ func (w *tokenWatch) scan() {
 		stale := w.stale[key]
 		w.mu.Unlock()
 		if v.Busy || known && !stale {
-			v.Creds, v.Unfinished, v.Problem = old.Creds, old.Unfinished, old.Problem
+			v.Creds, v.Unfinished, v.LeftKey, v.Problem = old.Creds, old.Unfinished, old.LeftKey, old.Problem
 		} else {
-			v.Creds, v.Unfinished, v.Problem = w.readCreds(ti.Serial)
+			v.Creds, v.Unfinished, v.LeftKey, v.Problem = w.readCreds(ti.Serial)
 			w.mu.Lock()
 			w.creds[key] = v
 			delete(w.stale, key)
@@ -212,19 +216,27 @@ func (w *tokenWatch) scan() {
 	w.mu.Unlock()
 }
 
-// readCreds reads the token's certificates, and whether a key of an
-// interrupted enrollment is on it, without a login.
-func (w *tokenWatch) readCreds(serial string) ([]credView, bool, string) {
+// readCreds reads the token's certificates, whether a key of an
+// interrupted enrollment is on it, and whether that is the key a failed job
+// of this UI recorded, without a login. This runs when a token appears, so
+// a card put back after a failed enrollment shows its leftover key at once.
+func (w *tokenWatch) readCreds(serial string) ([]credView, bool, *leftKeyView, string) {
 	tok, err := w.mod.OpenToken(serial)
 	if err != nil {
-		return nil, false, err.Error()
+		return nil, false, nil, err.Error()
 	}
 	defer tok.Close()
 	objs, err := tok.Objects()
 	if err != nil {
-		return nil, false, err.Error()
+		return nil, false, nil, err.Error()
 	}
-	return credentialsOf(tok.Profile(), objs), strayKey(tok.Profile(), objs), ""
+	left, gone := w.left.seen(serial, objs)
+	if gone != "" {
+		w.log.Info("enroll-ui: the recorded leftover key needs no removal", "token_serial", serial, "why", gone)
+	} else if left != nil {
+		w.log.Info("enroll-ui: the token is back with the key its interrupted enrollment left", "token_serial", serial, "key_id", left.IDHex)
+	}
+	return credentialsOf(tok.Profile(), objs), strayKey(tok.Profile(), objs), left, ""
 }
 
 // strayKey says whether a public key imapgate made (labelled imapgate-…;

@@ -155,7 +155,7 @@ func (t *Token) Enroll(ctx context.Context, req EnrollRequest, sign SignFunc) (r
 		}
 		if cerr := t.removeKey(key, req.SOPIN); cerr != nil {
 			// A token pulled out mid-enrollment cannot be cleaned now.
-			err = keyLeft(err, key.ID, cerr)
+			err = keyLeft(err, key.ID, key.Public, cerr)
 		} else {
 			err = fmt.Errorf("%w (the new key was removed from the token again)", err)
 		}
@@ -309,11 +309,13 @@ func (t *Token) removeKey(k *Key, soPIN *PIN) error {
 	return errors.Join(errs...)
 }
 
-// keyLeft adds to err that the new key pair id could not be removed (the
-// token was pulled out, say), and what will remove it.
-func keyLeft(err error, id []byte, cleanup error) error {
+// keyLeft adds to err that the new key pair id (public key pub, nil when
+// unread) could not be removed (the token was pulled out, say), and what
+// will remove it. The result is a *KeyLeftError naming the key.
+func keyLeft(err error, id []byte, pub crypto.PublicKey, cleanup error) error {
 	why := strings.ReplaceAll(cleanup.Error(), "\n", "; ")
-	return fmt.Errorf("%w; removing the new key %x failed too (%s): %w: it stays on the token without a certificate until the token's next enrollment removes it (or imapgate token wipe)", err, id, why, ErrKeyLeft)
+	return &KeyLeftError{ID: bytes.Clone(id), Public: pub,
+		err: fmt.Errorf("%w; removing the new key %x failed too (%s): %w: it stays on the token without a certificate until the token's next enrollment removes it (or, with the PIN, the help desk UI's “Remove the leftover key”, or imapgate token wipe)", err, id, why, ErrKeyLeft)}
 }
 
 // removeOrphans deletes the key pairs among creds that have no certificate —

@@ -23,8 +23,13 @@ var (
 	ErrWriteProtected = errors.New("token write-protected")
 	// ErrKeyLeft comes with a failed enrollment whose new key could not be
 	// removed (the token was pulled out): the token's next enrollment
-	// removes it.
+	// removes it, or RemoveLeftKey with the *KeyLeftError's ID and public
+	// key once the token is back.
 	ErrKeyLeft = errors.New("new key left on the token")
+	// ErrNotLeftKey: RemoveLeftKey found, under the key's CKA_ID, something
+	// that is not the key an interrupted enrollment left (a certificate,
+	// another key): nothing was removed.
+	ErrNotLeftKey = errors.New("not the key the interrupted enrollment left")
 )
 
 // pinError explains a failed login, with the tries left when the token tells.

@@ -203,22 +203,10 @@ func TestFaultTokenPulledOut(t *testing.T) {
 func TestFaultTokenPulledOutReplacing(t *testing.T) {
 	s := newFaultToken(t)
 	ca := newTestCA(t)
-	first, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org", PIN: s.pin()}, ca.sign)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.fault.Set(t, testenv.Fault{Mode: testenv.FaultRemoveAfter, On: []string{"C_CreateObject"}})
-	req := EnrollRequest{User: "bob@example.org", PIN: s.pin(), Replace: true}
-	if _, err := s.tok.Enroll(context.Background(), req, ca.sign); !errors.Is(err, ErrTokenGone) {
+	first, req, tok, err := s.pulledOutReplacing(t, ca)
+	if !errors.Is(err, ErrTokenGone) {
 		t.Fatalf("replacement with the token pulled out: %v", err)
 	}
-	s.fault.Clear(t)
-	_ = s.tok.Close()
-	tok, err := s.mod.OpenToken(s.env.Label)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tok.Close()
 	if err := tok.Login(s.pin()); err != nil {
 		t.Fatal(err)
 	}
@@ -239,6 +227,29 @@ func TestFaultTokenPulledOutReplacing(t *testing.T) {
 		t.Fatalf("replaced %v, want alice's %s", res.Replaced, first.Serial)
 	}
 	s.assertEnrolled(t, tok, res)
+}
+
+// pulledOutReplacing enrolls alice, then replaces her credential with bob's
+// while the token is pulled out at the certificate's write, and puts it
+// back: it returns alice's enrollment, bob's request, a new session on the
+// token (closed with the test) and the replacement's error.
+func (s *faultToken) pulledOutReplacing(t *testing.T, ca *testCA) (*EnrollResult, EnrollRequest, *Token, error) {
+	t.Helper()
+	first, err := s.tok.Enroll(context.Background(), EnrollRequest{User: "alice@example.org", PIN: s.pin()}, ca.sign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.fault.Set(t, testenv.Fault{Mode: testenv.FaultRemoveAfter, On: []string{"C_CreateObject"}})
+	req := EnrollRequest{User: "bob@example.org", PIN: s.pin(), Replace: true}
+	_, rerr := s.tok.Enroll(context.Background(), req, ca.sign)
+	s.fault.Clear(t)
+	_ = s.tok.Close()
+	tok, err := s.mod.OpenToken(s.env.Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tok.Close() })
+	return first, req, tok, rerr
 }
 
 // TestFaultTokenInsertion: a token out of the reader is not listed and
@@ -346,5 +357,89 @@ func TestStrayKeyNeedsNoCertificate(t *testing.T) {
 	}
 	if _, err := s.tok.FindKey(alice.KeyID); err != nil {
 		t.Fatalf("alice's key: %v", err)
+	}
+}
+
+// TestFaultRemoveLeftKey: the key a replacement left when the token was
+// pulled out before its certificate was written is named by the
+// KeyLeftError, and RemoveLeftKey removes exactly that key pair once the
+// token is back: not without the right PIN (a private key is invisible
+// before a user login), not while a certificate has its ID, not for another
+// public key; alice's credential and an unrelated key stay.
+func TestFaultRemoveLeftKey(t *testing.T) {
+	s := newFaultToken(t)
+	first, _, tok, err := s.pulledOutReplacing(t, newTestCA(t))
+	var kl *KeyLeftError
+	if !errors.As(err, &kl) || !errors.Is(err, ErrKeyLeft) || !errors.Is(err, ErrTokenGone) || len(kl.ID) == 0 || kl.Public == nil {
+		t.Fatalf("replacement with the token pulled out: %v (%+v), want a KeyLeftError naming the key", err, kl)
+	}
+	// Another key without a certificate (as a second interrupted
+	// enrollment would leave): not the one this job left, so it stays.
+	if err := tok.Login(s.pin()); err != nil {
+		t.Fatal(err)
+	}
+	other, err := tok.GenerateKey(KeyECP256, "imapgate-other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.Logout(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct {
+		name    string
+		pin     *PIN
+		pub     func() any
+		cert    bool // a certificate with the key's ID on the token
+		wantErr error
+	}{
+		{"wrong PIN", NewPIN("000999"), func() any { return kl.Public }, false, ErrPINIncorrect},
+		{"another public key", s.pin(), func() any { return other.Public }, false, ErrNotLeftKey},
+		{"a certificate with its ID", s.pin(), func() any { return kl.Public }, true, ErrNotLeftKey},
+	} {
+		if c.cert {
+			if err := tok.WriteCertificate(first.Certificate, kl.ID, "imapgate-bob@example.org"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := tok.RemoveLeftKey(c.pin, kl.ID, c.pub()); n != 0 || !errors.Is(err, c.wantErr) {
+			t.Fatalf("%s: removed %d (%v), want none and %v", c.name, n, err, c.wantErr)
+		}
+		if c.cert {
+			if err := tok.removeID(kl.ID, p11.CKO_CERTIFICATE); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if keys := countClass(s.loggedInObjects(t, tok), ClassPrivateKey); keys != 3 {
+			t.Fatalf("%s: %d private keys left, want alice's, the other and the leftover", c.name, keys)
+		}
+	}
+	if err := tok.Logout(); err != nil {
+		t.Fatal(err)
+	}
+	n, err := tok.RemoveLeftKey(s.pin(), kl.ID, kl.Public)
+	if err != nil || n != 2 {
+		t.Fatalf("remove the leftover key: %d objects, %v; want its 2", n, err)
+	}
+	var keys int
+	for _, o := range s.loggedInObjects(t, tok) {
+		if o.Class == ClassPrivateKey || o.Class == ClassPublicKey {
+			keys++
+			if bytes.Equal(o.ID, kl.ID) || !bytes.Equal(o.ID, first.KeyID) && !bytes.Equal(o.ID, other.ID) {
+				t.Fatalf("after the removal: key %x (%q)", o.ID, o.Label)
+			}
+		}
+	}
+	if keys != 4 {
+		t.Fatalf("after the removal %d key objects, want alice's pair and the other pair", keys)
+	}
+	if err := tok.Login(s.pin()); err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := tok.Credentials(); err != nil || len(cs) != 2 {
+		t.Fatalf("credentials after the removal: %v, %v", cs, err)
+	}
+	if n, err := tok.RemoveLeftKey(s.pin(), kl.ID, kl.Public); n != 0 || err != nil {
+		t.Fatalf("remove it again: %d, %v; want 0 and no error", n, err)
 	}
 }

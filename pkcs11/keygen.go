@@ -79,7 +79,7 @@ func (t *Token) GenerateKey(kt KeyType, label string) (*Key, error) {
 		// A token pulled out just now keeps it; the next enrollment of
 		// the token removes such a key (it has no certificate).
 		if derr := errors.Join(t.mod.ctx.DestroyObject(t.sh, privH), t.mod.ctx.DestroyObject(t.sh, pubH)); derr != nil {
-			return nil, keyLeft(err, id, derr)
+			return nil, keyLeft(err, id, nil, derr)
 		}
 		return nil, fmt.Errorf("%w (the new key was removed from the token again)", err)
 	}
