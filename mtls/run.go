@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"time"
 )
@@ -51,6 +52,9 @@ func RunConfig(ctx context.Context, load func() (*Config, error), reload <-chan 
 	quiet := time.NewTicker(quietAfter)
 	defer quiet.Stop()
 	go returnIdleMemory(runCtx, srv.accepted.Load, quiet.C, debug.FreeOSMemory)
+	headroom := time.NewTicker(time.Second)
+	defer headroom.Stop()
+	go keepGCHeadroom(runCtx, os.Getenv, headroom.C, liveHeap)
 	r := &runner{ctx: ctx, runCtx: runCtx, srv: srv, log: log, cfg: cfg, opts: opts,
 		errc: make(chan error, 8), lns: map[Mode]net.Listener{}}
 	// The CRL pollers run under their own context so a reload can replace them.
