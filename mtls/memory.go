@@ -22,7 +22,9 @@ const gcBallastSize = 8 << 20
 // collections, and only while the live heap is below 4 × gcBallastSize: past that the
 // live heap alone spaces collections as far apart, and the ballast goes (so thousands
 // of idle sessions carry none of it); it comes back once the live heap is below
-// gcBallastSize again. An operator's GOGC or GOMEMLIMIT is left alone.
+// gcBallastSize again. An operator's GOGC or GOMEMLIMIT is left alone. (Taken
+// again after a busy spell, the slice may land on memory the runtime reuses and
+// zeroes: then up to gcBallastSize of it is resident, though never touched again.)
 type gcHeadroom struct {
 	ballast []byte // never read or written: its pages are never touched
 }
