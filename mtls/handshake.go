@@ -146,3 +146,20 @@ func (s *session) refuse(log *slog.Logger, rej *certReject) {
 func leafSerial(cs tls.ConnectionState) string {
 	return serialHex(cs.PeerCertificates[0].SerialNumber)
 }
+
+// upgradeTLS is the common end of IMAP's STARTTLS, POP3's STLS and SMTP's STARTTLS once
+// the command itself was accepted: bytes pipelined after it are refused with inject
+// (they would be read as if sent inside the TLS session, CVE-2011-0411), then ready
+// is written and the handshake run, and what was said in the clear is forgotten (the
+// client's name, the bad-command count; the caller forgets its own dialect's state).
+// done is true when the session is over.
+func (s *session) upgradeTLS(ctx context.Context, ready string, inject *Reply) (done bool, err error) {
+	if s.br.Buffered() > 0 {
+		return false, inject
+	}
+	if s.write(ready) != nil || !s.handshake(ctx) {
+		return true, nil
+	}
+	s.client, s.bad = "", 0
+	return false, nil
+}

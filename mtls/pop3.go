@@ -139,15 +139,11 @@ func (s *session) pop3Dispatch(ctx context.Context, cmd pop3Command, user *strin
 		if tlsOn {
 			return false, pop3TLSActive
 		}
-		if s.br.Buffered() > 0 {
-			// Commands pipelined after STLS would be injected into the TLS session.
-			return false, pop3STLSInject
+		done, err := s.upgradeTLS(ctx, "+OK Begin TLS negotiation now.\r\n", pop3STLSInject)
+		if !done && err == nil {
+			*user = ""
 		}
-		if s.write("+OK Begin TLS negotiation now.\r\n") != nil || !s.handshake(ctx) {
-			return true, nil
-		}
-		*user, s.bad = "", 0
-		return false, nil
+		return done, err
 	case "USER":
 		if !tlsOn {
 			return false, pop3NoTLS

@@ -167,20 +167,9 @@ func (s *session) dispatch(ctx context.Context, cmd *command) (done bool, err er
 		if s.phase != phasePlain {
 			return false, replyBad("TLS is already active.")
 		}
-		if s.br.Buffered() > 0 {
-			// Commands pipelined after STARTTLS would be injected into the TLS session.
-			return false, byeStartTLSInject
-		}
-		if err := s.write(cmd.tag + " OK Begin TLS negotiation now.\r\n"); err != nil {
-			return true, nil
-		}
-		if !s.handshake(ctx) {
-			return true, nil
-		}
 		// Anything said in the clear may come from whoever sits on the path: the TLS
 		// session starts over (RFC 3501 §6.2.1), with no client name and no BADs.
-		s.client, s.bad = "", 0
-		return false, nil
+		return s.upgradeTLS(ctx, cmd.tag+" OK Begin TLS negotiation now.\r\n", byeStartTLSInject)
 	case "LOGIN":
 		if len(cmd.args) != 2 || !isAstring(cmd.args[0]) || !isAstring(cmd.args[1]) {
 			return false, replyBad("Usage: LOGIN user password")

@@ -187,17 +187,12 @@ func (s *session) smtpDispatch(ctx context.Context, cmd smtpCommand, st *smtpSta
 		if tlsOn {
 			return false, smtpTLSActive
 		}
-		if s.br.Buffered() > 0 {
-			// Commands pipelined after STARTTLS would be injected into the TLS session
-			// (CVE-2011-0411).
-			return false, smtpTLSInject
+		done, err := s.upgradeTLS(ctx, "220 2.0.0 Ready to start TLS\r\n", smtpTLSInject)
+		if !done && err == nil {
+			// What was said in the clear is forgotten (RFC 3207 §4.2): EHLO again.
+			*st = smtpState{}
 		}
-		if s.write("220 2.0.0 Ready to start TLS\r\n") != nil || !s.handshake(ctx) {
-			return true, nil
-		}
-		// What was said in the clear is forgotten (RFC 3207 §4.2): EHLO again.
-		*st, s.bad, s.client = smtpState{}, 0, ""
-		return false, nil
+		return done, err
 	case "AUTH":
 		if !tlsOn {
 			return false, smtpNoTLS
