@@ -255,15 +255,11 @@ func (r *tbRun) count(kind string) int {
 	return n
 }
 
-// thunderbird runs a fresh Thunderbird against the front: the card's module
-// loaded, the front's root trusted, the PIN prompt answered with pin, the
-// password in the login manager, an IMAP account for user, then a sync of
-// INBOX with offline download.
-func (d *deployment) thunderbird(t *testing.T, card *testenv.SoftHSMToken, user, password, pin string) *tbRun {
+// startThunderbird starts a fresh Thunderbird with card's module loaded, the
+// front's root trusted and the PIN prompt answered with pin.
+func (d *deployment) startThunderbird(ctx context.Context, t *testing.T, card *testenv.SoftHSMToken, pin string) *testenv.Thunderbird {
 	t.Helper()
 	tb := testenv.StartThunderbird(t, testenv.ThunderbirdOptions{Env: []string{"SOFTHSM2_CONF=" + card.Conf}})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	err := tb.Setup(ctx, testenv.ThunderbirdSetup{
 		Module: card.Module, ModuleName: "imapgate card", TokenLabel: card.Label, PIN: pin,
 		Roots: d.roots,
@@ -273,6 +269,18 @@ func (d *deployment) thunderbird(t *testing.T, card *testenv.SoftHSMToken, user,
 	if err != nil {
 		t.Fatal(err)
 	}
+	return tb
+}
+
+// thunderbird runs a fresh Thunderbird against the front: the card's module
+// loaded, the front's root trusted, the PIN prompt answered with pin, the
+// password in the login manager, an IMAP account for user, then a sync of
+// INBOX with offline download.
+func (d *deployment) thunderbird(t *testing.T, card *testenv.SoftHSMToken, user, password, pin string) *tbRun {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	tb := d.startThunderbird(ctx, t, card, pin)
 	_, port, _ := net.SplitHostPort(d.front)
 	p, _ := strconv.Atoi(port)
 	key, err := tb.AddIMAPAccount(ctx, testenv.IMAPAccount{Host: "127.0.0.1", Port: p, User: user, Password: password})
@@ -467,16 +475,9 @@ func TestThunderbird(t *testing.T) {
 // through the front's submission gate.
 func (d *deployment) send(t *testing.T, pin, subject string) (*testenv.SendResult, *tbRun) {
 	t.Helper()
-	tb := testenv.StartThunderbird(t, testenv.ThunderbirdOptions{Env: []string{"SOFTHSM2_CONF=" + d.card.Conf}})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := tb.Setup(ctx, testenv.ThunderbirdSetup{
-		Module: d.card.Module, ModuleName: "imapgate card", TokenLabel: d.card.Label, PIN: pin,
-		Roots: d.roots, Prefs: map[string]any{"security.default_personal_cert": "Select Automatically"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tb := d.startThunderbird(ctx, t, d.card, pin)
 	_, port, _ := net.SplitHostPort(d.smtp)
 	p, _ := strconv.Atoi(port)
 	alice, bob := testenv.Alice, testenv.Bob
