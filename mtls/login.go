@@ -57,7 +57,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		}
 		return false, err
 	}
-	defer func() { a.release(time.Now()) }() // unless decided below (backend unavailable)
+	defer func() { a.release(&st.opts.Throttle, time.Now()) }() // unless decided below (backend unavailable)
 	if len(pass) > maxPassword {
 		// Dovecot answers BYE to these ("Input buffer full"): it must not be a way to
 		// ask the backend for free.
@@ -89,7 +89,7 @@ func (s *session) login(ctx context.Context, tag, authzid, user string, pass sec
 		}
 		return false, errUnavailable(textBackendDown, err.Error())
 	}
-	a.succeeded(time.Now())
+	a.succeeded(&st.opts.Throttle, time.Now())
 	s.srv.metrics.logins.WithLabelValues("ok").Inc()
 	log.Info("login ok", "event", "login", "result", "ok")
 	// The place in the pre-auth share goes back before the client reads its OK: a
@@ -117,7 +117,30 @@ func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt,
 	serial, ip := s.peer.Load().serialHex(), s.remote.Addr().Unmap()
 	var timeout <-chan time.Time
 	for {
-		a, wake, wait, why := s.srv.throttle.reserve(serial, ip, cfg, time.Now())
+		a, w, wait, why := s.srv.throttle.reserve(serial, ip, cfg, time.Now())
+		if w != nil {
+			if timeout == nil {
+				t := time.NewTimer(s.st.opts.PreAuthTimeout)
+				defer t.Stop()
+				timeout = t.C
+			}
+			select {
+			case <-w.ready:
+				a, wait, why = s.srv.throttle.admit(w, cfg, time.Now())
+			case <-timeout:
+				s.srv.throttle.abandon(w, cfg, time.Now())
+				why := "other logins of this certificate were still being checked"
+				s.srv.metrics.logins.WithLabelValues("busy").Inc()
+				log.Warn("login refused", "event", "login", "result", "busy", "reason", why)
+				return nil, errUnavailable(textLoginBusy, why)
+			case <-ctx.Done():
+				s.srv.throttle.abandon(w, cfg, time.Now())
+				return nil, errUnavailable(textShuttingDown, "server shutting down")
+			case <-s.ended:
+				s.srv.throttle.abandon(w, cfg, time.Now())
+				return nil, nil
+			}
+		}
 		switch {
 		case a != nil:
 			return a, nil
@@ -126,23 +149,7 @@ func (s *session) reserveLogin(ctx context.Context, log *slog.Logger) (*attempt,
 			log.Warn("login refused", "event", "login", "result", "locked", "reason", why)
 			return nil, errUnavailable(textLockedOut(roundUp(wait)), why)
 		}
-		if timeout == nil {
-			t := time.NewTimer(s.st.opts.PreAuthTimeout)
-			defer t.Stop()
-			timeout = t.C
-		}
-		select {
-		case <-wake:
-		case <-timeout:
-			why := "other logins of this certificate were still being checked"
-			s.srv.metrics.logins.WithLabelValues("busy").Inc()
-			log.Warn("login refused", "event", "login", "result", "busy", "reason", why)
-			return nil, errUnavailable(textLoginBusy, why)
-		case <-ctx.Done():
-			return nil, errUnavailable(textShuttingDown, "server shutting down")
-		case <-s.ended:
-			return nil, nil
-		}
+		// Sent back to ask again: the certificate was locked out while this login waited.
 	}
 }
 

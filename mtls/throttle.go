@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,8 +58,12 @@ func (t *Throttle) setDefaults() {
 // throttle remembers recent login failures per certificate serial and per address,
 // and the logins in flight per certificate: a login reserves its attempt before the
 // password is checked, so that parallel logins of one certificate cannot get more
-// guesses to the backend than its lockout allows. Addresses hold no reservations:
-// logins of other certificates from the same address never wait.
+// guesses to the backend than its lockout allows. Logins over that budget queue, and
+// each place freed goes to the oldest of them: waking every waiter to race for one
+// place let the unlucky ones lose round after round, which was the tail of the login
+// latency when a mail program or a NAT'd office opens many connections of one card.
+// Addresses hold no reservations: logins of other certificates from the same address
+// never wait.
 type throttle struct {
 	shards [shards]throttleShard
 	sweeps atomic.Int64
@@ -74,8 +79,47 @@ type failures struct {
 	last        time.Time
 	lockedUntil time.Time
 	inFlight    int                 // certificate: reserved attempts not yet decided
-	wake        chan struct{}       // certificate: made by a waiting login; closed when inFlight drops
+	waiters     []*waiter           // certificate: logins over the budget, oldest first
 	serials     map[string]struct{} // address: the certificates that failed within the window
+}
+
+// room says whether the certificate's budget admits one more login now: failures
+// within the window plus logins in flight stay below LockoutAfter, and one login at
+// a time is always let through when none is in flight, so that after a lockout ends
+// the next failure locks again at once.
+func (f *failures) room(cfg *Throttle) bool {
+	return f.inFlight == 0 || f.count+f.inFlight < cfg.LockoutAfter
+}
+
+// waiter is a login queued for a place in its certificate's budget. The throttle
+// hands it the place itself (a is set, then ready closed), or, when the certificate
+// was locked out meanwhile, closes ready with a nil to make it ask again and be told.
+type waiter struct {
+	ready  chan struct{}
+	a      *attempt // written under the shard's lock before ready is closed
+	serial string
+	ip     netip.Addr
+}
+
+// grant gives the free places of the certificate entry f to its oldest waiters, or,
+// when f is locked out, sends every waiter back to ask again. The caller holds the
+// shard's lock.
+func (t *throttle) grant(f *failures, cfg *Throttle, now time.Time) {
+	if now.Before(f.lockedUntil) {
+		for _, w := range f.waiters {
+			close(w.ready)
+		}
+		f.waiters = nil
+		return
+	}
+	for len(f.waiters) > 0 && f.room(cfg) {
+		w := f.waiters[0]
+		f.waiters[0] = nil
+		f.waiters = f.waiters[1:]
+		f.inFlight++
+		w.a = &attempt{t: t, serial: w.serial, ip: w.ip}
+		close(w.ready)
+	}
 }
 
 // entry is k's entry, made if missing. The caller holds sh.mu.
@@ -108,16 +152,15 @@ type attempt struct {
 	decided bool
 }
 
-// reserve admits one login for the certificate serial from ip. Per certificate,
-// failures within the window plus logins in flight stay below LockoutAfter — except
-// that one login at a time is always let through when none is in flight, so that
-// after a lockout ends the next failure locks again at once. It returns:
+// reserve admits one login for the certificate serial from ip while its budget has
+// room (failures.room). It returns:
 //
 //   - an attempt, to be decided once the password has been checked;
-//   - or wake, when the certificate's budget is held by its logins in flight: wait
-//     for it to close (one of them was decided) and ask again;
+//   - or a waiter, queued behind the logins already waiting, when the budget is held
+//     by logins in flight: wait for its ready, then take its place with admit (or
+//     give it up with abandon);
 //   - or, when the certificate or the address is locked out, how long still and why.
-func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time.Time) (a *attempt, wake <-chan struct{}, wait time.Duration, why string) {
+func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time.Time) (a *attempt, w *waiter, wait time.Duration, why string) {
 	if until, n := t.addrLocked(ip, cfg, now); !until.IsZero() {
 		return nil, nil, until.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", groupString(ip), n)
 	}
@@ -127,17 +170,49 @@ func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time
 	defer sh.mu.Unlock()
 	f := sh.entry(k)
 	f.forget(cfg, now)
+	t.grant(f, cfg, now) // failures may have aged out while logins waited
 	switch {
 	case now.Before(f.lockedUntil):
 		return nil, nil, f.lockedUntil.Sub(now), fmt.Sprintf("certificate %s locked out after %d failed logins", serial, cfg.LockoutAfter)
-	case f.inFlight > 0 && f.count+f.inFlight >= cfg.LockoutAfter:
-		if f.wake == nil {
-			f.wake = make(chan struct{})
-		}
-		return nil, f.wake, 0, ""
+	case len(f.waiters) > 0 || !f.room(cfg):
+		w := &waiter{ready: make(chan struct{}), serial: serial, ip: ip}
+		f.waiters = append(f.waiters, w)
+		return nil, w, 0, ""
 	}
 	f.inFlight++
 	return &attempt{t: t, serial: serial, ip: ip}, nil, 0, ""
+}
+
+// admit is what a waiter whose ready was closed got: the attempt it was handed, or
+// nil to ask again. A place handed over while its address got locked out is given
+// back, with the lockout's wait and reason, as reserve would have answered.
+func (t *throttle) admit(w *waiter, cfg *Throttle, now time.Time) (a *attempt, wait time.Duration, why string) {
+	if w.a == nil {
+		return nil, 0, ""
+	}
+	if until, n := t.addrLocked(w.ip, cfg, now); !until.IsZero() {
+		w.a.release(cfg, now)
+		return nil, until.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", groupString(w.ip), n)
+	}
+	return w.a, 0, ""
+}
+
+// abandon gives up w's wait (a timeout, the session ended): it leaves the queue, or
+// gives back the place it was handed meanwhile and will not use.
+func (t *throttle) abandon(w *waiter, cfg *Throttle, now time.Time) {
+	k := certKey(w.serial)
+	sh := &t.shards[shardOf(k)]
+	sh.mu.Lock()
+	granted := w.a
+	if f := sh.m[k]; f != nil && granted == nil {
+		if i := slices.Index(f.waiters, w); i >= 0 {
+			f.waiters = slices.Delete(f.waiters, i, i+1)
+		}
+	}
+	sh.mu.Unlock()
+	if granted != nil {
+		granted.release(cfg, now)
+	}
 }
 
 // addrLocked is when ip's lockout ends (zero: not locked) and how many certificates
@@ -162,9 +237,10 @@ func (f *failures) forget(cfg *Throttle, now time.Time) {
 	}
 }
 
-// update applies fn to key k's entry (made if missing), ends one in-flight attempt
-// when inFlight says so, wakes waiters and tidies up.
-func (t *throttle) update(k string, now time.Time, inFlight bool, fn func(f *failures)) {
+// update applies fn to key k's entry (made if missing); for a certificate's entry
+// (inFlight) it ends one attempt in flight and hands the places freed to the waiters.
+// Then it tidies up.
+func (t *throttle) update(k string, cfg *Throttle, now time.Time, inFlight bool, fn func(f *failures)) {
 	sh := &t.shards[shardOf(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -173,11 +249,10 @@ func (t *throttle) update(k string, now time.Time, inFlight bool, fn func(f *fai
 		f.inFlight--
 	}
 	fn(f)
-	if f.wake != nil {
-		close(f.wake)
-		f.wake = nil
+	if inFlight {
+		t.grant(f, cfg, now)
 	}
-	if f.inFlight == 0 && f.count == 0 && !now.Before(f.lockedUntil) {
+	if f.inFlight == 0 && len(f.waiters) == 0 && f.count == 0 && !now.Before(f.lockedUntil) {
 		delete(sh.m, k)
 	}
 }
@@ -190,7 +265,7 @@ func (a *attempt) failed(cfg *Throttle, now time.Time) time.Duration {
 	}
 	a.decided = true
 	var worst int
-	a.t.update(certKey(a.serial), now, true, func(f *failures) {
+	a.t.update(certKey(a.serial), cfg, now, true, func(f *failures) {
 		f.forget(cfg, now)
 		f.count++
 		f.last = now
@@ -199,7 +274,7 @@ func (a *attempt) failed(cfg *Throttle, now time.Time) time.Duration {
 		}
 		worst = f.count
 	})
-	a.t.update(ipKey(a.ip), now, false, func(f *failures) {
+	a.t.update(ipKey(a.ip), cfg, now, false, func(f *failures) {
 		f.forget(cfg, now)
 		f.count++
 		f.last = now
@@ -227,24 +302,24 @@ func (a *attempt) failed(cfg *Throttle, now time.Time) time.Duration {
 // succeeded forgets the certificate's failures and ends the attempt. The address keeps
 // its own: many users may share one NAT address, and one user's success says nothing
 // about another's guessing.
-func (a *attempt) succeeded(now time.Time) {
+func (a *attempt) succeeded(cfg *Throttle, now time.Time) {
 	if a.decided {
 		return
 	}
 	a.decided = true
-	a.t.update(certKey(a.serial), now, true, func(f *failures) {
+	a.t.update(certKey(a.serial), cfg, now, true, func(f *failures) {
 		f.count = 0
 		f.lockedUntil = time.Time{}
 	})
 }
 
 // release ends the attempt without a verdict (the backend was unavailable).
-func (a *attempt) release(now time.Time) {
+func (a *attempt) release(cfg *Throttle, now time.Time) {
 	if a.decided {
 		return
 	}
 	a.decided = true
-	a.t.update(certKey(a.serial), now, true, func(*failures) {})
+	a.t.update(certKey(a.serial), cfg, now, true, func(*failures) {})
 }
 
 // sweep drops entries that are neither recent, locked nor in use, so memory stays
@@ -254,7 +329,7 @@ func (t *throttle) sweep(cfg *Throttle, now time.Time) {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		for k, f := range sh.m {
-			if f.inFlight == 0 && f.wake == nil && now.Sub(f.last) > cfg.Window && now.After(f.lockedUntil) {
+			if f.inFlight == 0 && len(f.waiters) == 0 && now.Sub(f.last) > cfg.Window && now.After(f.lockedUntil) {
 				delete(sh.m, k)
 			}
 		}

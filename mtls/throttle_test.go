@@ -20,9 +20,12 @@ func fail(t *testing.T, th *throttle, serial string, ip netip.Addr, cfg *Throttl
 
 // locked is how long serial from ip is still locked out (0: not).
 func locked(th *throttle, serial string, ip netip.Addr, cfg *Throttle, now time.Time) (time.Duration, string) {
-	a, _, wait, why := th.reserve(serial, ip, cfg, now)
+	a, w, wait, why := th.reserve(serial, ip, cfg, now)
 	if a != nil {
-		a.release(now)
+		a.release(cfg, now)
+	}
+	if w != nil {
+		th.abandon(w, cfg, now)
 	}
 	return wait, why
 }
@@ -78,12 +81,22 @@ func TestThrottleGrowthAndLockout(t *testing.T) {
 	if a == nil {
 		t.Fatalf("no login after the lockout: %q", why)
 	}
-	if b, wake, _, _ := th.reserve("dd", ip3, &short, later); b != nil || wake == nil {
+	b, w, _, _ := th.reserve("dd", ip3, &short, later)
+	if b != nil || w == nil {
 		t.Fatal("a second login in parallel after the lockout was not made to wait")
 	}
 	a.failed(&short, later)
 	if d, _ := locked(th, "dd", ip3, &short, later); d == 0 {
 		t.Fatal("a failure after the lockout did not lock again")
+	}
+	// The waiting login is sent back to ask again, and is told of the new lockout.
+	select {
+	case <-w.ready:
+	default:
+		t.Fatal("the lockout did not send the waiting login back")
+	}
+	if b, _, _ := th.admit(w, &short, later); b != nil {
+		t.Fatal("a login waiting when its certificate was locked out got a place")
 	}
 }
 
@@ -104,34 +117,28 @@ func TestThrottleInFlight(t *testing.T) {
 		held = append(held, a)
 	}
 	// The certificate's budget is taken, from any address.
-	for _, tc := range []struct {
-		serial string
-		ip     netip.Addr
-	}{{"aa", ip}, {"aa", other}} {
-		a, wake, _, why := th.reserve(tc.serial, tc.ip, &cfg, now)
-		if a != nil || wake == nil || why != "" {
-			t.Fatalf("%s from %s over the budget: attempt %v, wake %v, %q", tc.serial, tc.ip, a, wake, why)
+	for _, from := range []netip.Addr{ip, other} {
+		a, w, _, why := th.reserve("aa", from, &cfg, now)
+		if a != nil || w == nil || why != "" {
+			t.Fatalf("aa from %s over the budget: attempt %v, waiter %v, %q", from, a, w, why)
 		}
+		th.abandon(w, &cfg, now)
 	}
 	// Other certificates never wait behind it, from the same address or elsewhere.
 	for _, from := range []netip.Addr{ip, other} {
 		if a, _, _, _ := th.reserve("bb", from, &cfg, now); a == nil {
 			t.Fatalf("another certificate from %s must not wait", from)
 		} else {
-			a.release(now)
+			a.release(&cfg, now)
 		}
 	}
-	_, wake, _, _ := th.reserve("aa", ip, &cfg, now)
-	held[0].failed(&cfg, now)
-	select {
-	case <-wake:
-	default:
-		t.Fatal("a decided login did not wake the waiting one")
-	}
 	// One failure and two in flight: still no room.
-	if a, _, _, _ := th.reserve("aa", ip, &cfg, now); a != nil {
-		t.Fatal("admitted with one failure and two logins in flight")
+	_, w, _, _ := th.reserve("aa", ip, &cfg, now)
+	held[0].failed(&cfg, now)
+	if ready(w) {
+		t.Fatal("a login was let through with one failure and two logins in flight")
 	}
+	th.abandon(w, &cfg, now)
 	held[1].failed(&cfg, now)
 	held[2].failed(&cfg, now)
 	if d, why := locked(th, "aa", ip, &cfg, now); d == 0 {
@@ -141,14 +148,117 @@ func TestThrottleInFlight(t *testing.T) {
 	// A success frees the certificate's budget at once, and releases keep nothing.
 	th2 := newThrottle()
 	a, _, _, _ := th2.reserve("cc", ip, &cfg, now)
-	a.succeeded(now)
+	a.succeeded(&cfg, now)
 	b, _, _, _ := th2.reserve("cc", ip, &cfg, now)
-	b.release(now)
-	for i := range th2.shards {
-		if n := len(th2.shards[i].m); n != 0 {
-			t.Fatalf("throttle keeps %d entries after a success and a release", n)
-		}
+	b.release(&cfg, now)
+	if n := entries(th2); n != 0 {
+		t.Fatalf("throttle keeps %d entries after a success and a release", n)
 	}
+}
+
+// TestThrottleQueue: logins over a certificate's budget are let through oldest
+// first, a newcomer queues behind them, and a place given up (before or after it was
+// handed over) goes to the next one.
+func TestThrottleQueue(t *testing.T) {
+	cfg := Throttle{LockoutAfter: 3}
+	cfg.setDefaults()
+	th := newThrottle()
+	ip, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	now := time.Now()
+	// Two failures: one login at a time.
+	fail(t, th, "aa", ip, &cfg, now)
+	fail(t, th, "aa", ip, &cfg, now)
+	first, _, _, _ := th.reserve("aa", ip, &cfg, now)
+	var q []*waiter
+	for _, from := range []netip.Addr{ip, other, ip} {
+		_, w, _, _ := th.reserve("aa", from, &cfg, now)
+		if w == nil {
+			t.Fatalf("a login from %s over the budget did not queue", from)
+		}
+		q = append(q, w)
+	}
+	let := func() (n []int) {
+		for i, w := range q {
+			if ready(w) {
+				n = append(n, i)
+			}
+		}
+		return n
+	}
+	first.release(&cfg, now)
+	if g := let(); !reflect.DeepEqual(g, []int{0}) {
+		t.Fatalf("after one place freed, waiters %v let through, want [0]", g)
+	}
+	// A newcomer queues behind the waiters; the second waiter gives up.
+	_, late, _, _ := th.reserve("aa", other, &cfg, now)
+	if late == nil {
+		t.Fatal("a newcomer was let through ahead of the waiting logins")
+	}
+	th.abandon(q[1], &cfg, now)
+	a0, _, _ := th.admit(q[0], &cfg, now)
+	if a0 == nil {
+		t.Fatal("the oldest waiter was woken without its place")
+	}
+	a0.release(&cfg, now)
+	if g := let(); !reflect.DeepEqual(g, []int{0, 2}) {
+		t.Fatalf("after the second waiter left, waiters %v let through, want [0 2]", g)
+	}
+	a2, _, _ := th.admit(q[2], &cfg, now)
+	_, last, _, _ := th.reserve("aa", ip, &cfg, now)
+	a2.release(&cfg, now)
+	if !ready(late) || ready(last) {
+		t.Fatal("the newcomer was not let through next")
+	}
+	// The newcomer gives its place up after it was handed over: the last one gets it.
+	th.abandon(late, &cfg, now)
+	if !ready(last) {
+		t.Fatal("a place given up after it was handed over was lost")
+	}
+	al, _, _ := th.admit(last, &cfg, now)
+	al.succeeded(&cfg, now)
+	if n := entries(th); n != 1 { // the address's two failures stay
+		t.Fatalf("throttle keeps %d entries after every login was decided, want the address's 1", n)
+	}
+}
+
+// TestThrottleQueueAddressLocked: a place handed to a waiting login whose address was
+// locked out meanwhile is given back, and the login is told of the lockout.
+func TestThrottleQueueAddressLocked(t *testing.T) {
+	cfg := Throttle{LockoutAfter: 1, AddressLockoutCertificates: 2}
+	cfg.setDefaults()
+	th := newThrottle()
+	ip := netip.MustParseAddr("192.0.2.1")
+	now := time.Now()
+	a, _, _, _ := th.reserve("aa", ip, &cfg, now)
+	_, w, _, _ := th.reserve("aa", ip, &cfg, now)
+	fail(t, th, "bb", ip, &cfg, now)
+	fail(t, th, "cc", ip, &cfg, now) // two certificates failed: the address is locked
+	a.succeeded(&cfg, now)
+	if !ready(w) {
+		t.Fatal("the waiting login was not woken")
+	}
+	if b, wait, why := th.admit(w, &cfg, now); b != nil || wait <= 0 || !strings.Contains(why, "address") {
+		t.Fatalf("admitted from a locked address: attempt %v, wait %v, %q", b, wait, why)
+	}
+	if n := entries(th); n != 3 { // the address and bb's and cc's failures
+		t.Fatalf("throttle keeps %d entries, want 3: the place given back was kept", n)
+	}
+}
+
+func ready(w *waiter) bool {
+	select {
+	case <-w.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+func entries(th *throttle) (n int) {
+	for i := range th.shards {
+		n += len(th.shards[i].m)
+	}
+	return n
 }
 
 // TestThrottleAddressLockout: an address is locked out only once many different
