@@ -43,6 +43,7 @@ type Config struct {
 	PIDs        []int         // server processes: their PSS (idle) or CPU time per operation (other modes)
 	Children    bool          // add the child processes of PIDs
 	Label       string        // free text copied to the result
+	VerifyEvery bool          // verify the server's chain on every handshake, not once per chain
 }
 
 // curves maps the --curve names to Go's identifiers.
@@ -89,6 +90,9 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 			return nil, fmt.Errorf("loadgen: --curve %q: want one of X25519, X25519MLKEM768, P256", c.Curve)
 		}
 		cfg.CurvePreferences = []tls.CurveID{id}
+	}
+	if !c.VerifyEvery {
+		(&chainCache{}).install(cfg)
 	}
 	if c.Mode == Resumed {
 		if cfg.MaxVersion != tls.VersionTLS13 {

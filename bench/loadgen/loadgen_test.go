@@ -173,6 +173,8 @@ func TestRunRate(t *testing.T) {
 func TestRun(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	base := testConfig(t, pki, stubIMAP(t, pki))
+	otherRoot := filepath.Join(t.TempDir(), "other-root.pem")
+	testenv.WriteFile(t, otherRoot, testenv.CertPEM(testenv.NewPKI(t).Root))
 	for _, tc := range []struct {
 		name       string
 		mod        func(*Config)
@@ -184,7 +186,14 @@ func TestRun(t *testing.T) {
 		{"good_resumed", func(c *Config) { c.Mode = Resumed }, false},
 		{"good_login", func(c *Config) { c.Mode = Login }, false},
 		{"good_idle", func(c *Config) { c.Mode = Idle }, false},
+		{"good_full_verify_every", func(c *Config) { c.Mode = Full; c.VerifyEvery = true }, false},
 		{"fail_login_password", func(c *Config) { c.Mode = Login; c.Password = "wrong" }, true},
+		// The chain cache verifies a chain before it trusts it: another root or another
+		// name fails every handshake, cached or not.
+		{"fail_full_other_root", func(c *Config) { c.Mode = Full; c.CAFile = otherRoot }, true},
+		{"fail_resumed_other_root", func(c *Config) { c.Mode = Resumed; c.CAFile = otherRoot }, true},
+		{"fail_full_other_name", func(c *Config) { c.Mode = Full; c.ServerName = "other.example" }, true},
+		{"fail_full_other_name_every", func(c *Config) { c.Mode = Full; c.ServerName = "other.example"; c.VerifyEvery = true }, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := base
