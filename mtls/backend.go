@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -172,6 +173,16 @@ func backendHandshake(ctx context.Context, raw net.Conn, bo *BackendOptions) (*t
 
 // sendAstring writes s as a quoted string, or as a synchronising literal (waiting for
 // the server's "+") when it cannot be quoted.
+// sendAuthPlain sends POP3's and SMTP's AUTH PLAIN (RFC 4616) with its initial
+// response, no authzid: the gate logs in as the certificate's user only.
+func sendAuthPlain(w io.Writer, user string, pass secret) error {
+	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + string(pass)))
+	if _, err := io.WriteString(w, "AUTH PLAIN "+ir+"\r\n"); err != nil {
+		return fmt.Errorf("backend: send AUTH: %w", err)
+	}
+	return nil
+}
+
 func sendAstring(w *bufio.Writer, br *bufio.Reader, s string) error {
 	if q, ok := quote(s); ok {
 		_, err := w.WriteString(q)

@@ -3,7 +3,6 @@ package mtls
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -52,9 +51,8 @@ func (pop3) backendLogin(ctx context.Context, s *session, user string, pass secr
 
 	// From here the credentials are on their way: an answer other than +OK is a
 	// refusal of this login, counted by the throttle.
-	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + string(pass)))
-	if _, err := io.WriteString(c, "AUTH PLAIN "+ir+"\r\n"); err != nil {
-		return fail(fmt.Errorf("backend: send AUTH: %w", err))
+	if err := sendAuthPlain(c, user, pass); err != nil {
+		return fail(err)
 	}
 	l, err := readLine(br, maxBackendLine)
 	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {

@@ -3,7 +3,6 @@ package mtls
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -110,9 +109,8 @@ func (smtp) backendLogin(ctx context.Context, s *session, user string, pass secr
 	// From here the credentials are on their way: a 535 is a wrong password (counted
 	// by the throttle), a 4xx or a refusal of the gate's TLS the backend's trouble (not
 	// counted: the user did nothing wrong), any other answer a counted refusal.
-	ir := base64.StdEncoding.EncodeToString([]byte("\x00" + user + "\x00" + string(pass)))
-	if _, err := io.WriteString(c, "AUTH PLAIN "+ir+"\r\n"); err != nil {
-		return fail(fmt.Errorf("backend: send AUTH: %w", err))
+	if err := sendAuthPlain(c, user, pass); err != nil {
+		return fail(err)
 	}
 	code, l, err := smtpReadReply(br)
 	if errors.Is(err, os.ErrDeadlineExceeded) && ctx.Err() == nil {
