@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -73,7 +74,13 @@ func (x *index) has(serial *big.Int) bool {
 		}
 		k := keyOf(&b)
 		p := k.prefix(l, t.bits)
-		for _, have := range x.keys[t.slots[p]:t.slots[p+1]] {
+		run := x.keys[t.slots[p]:t.slots[p+1]]
+		if len(run) > 8 {
+			// Serials that cluster (a fixed prefix and a counter) share a few slots.
+			_, found := slices.BinarySearchFunc(run, k, compareKeys)
+			return found
+		}
+		for _, have := range run {
 			if c := compareKeys(have, k); c >= 0 {
 				return c == 0
 			}
