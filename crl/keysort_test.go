@@ -6,9 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
-
-	"golang.org/x/crypto/cryptobyte"
-	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 )
 
 // TestSortKeys: the counting sort leaves the keys as a plain sort and dropping the
@@ -145,17 +142,7 @@ func TestSortKeysOdd(t *testing.T) {
 			serials = append(serials, new(big.Int).Set(n)) // a duplicate
 		}
 	}
-	var rc cryptobyte.Builder
-	for _, n := range serials {
-		rc.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1BigInt(n)
-			b.AddASN1(cbasn1.UTCTime, func(b *cryptobyte.Builder) { b.AddBytes([]byte("260101000000Z")) })
-		})
-	}
-	x, err := buildIndex(cryptobyte.String(rc.BytesOrPanic()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := indexOf(t, serials)
 	distinct, odd := map[string]bool{}, map[string]bool{}
 	for _, n := range serials {
 		distinct[n.String()] = true
