@@ -101,22 +101,22 @@ func buildIndex(revoked cryptobyte.String) (index, error) {
 	var x index
 	n := 0
 	for count := revoked; !count.Empty(); n++ {
-		if !count.SkipASN1(cbasn1.SEQUENCE) {
+		if !skipASN1(&count, cbasn1.SEQUENCE) {
 			return x, errors.New("malformed revokedCertificates")
 		}
 	}
 	keys := make([]serialKey, 0, n)
 	for i := 0; !revoked.Empty(); i++ {
 		var entry, serial, exts cryptobyte.String
-		revoked.ReadASN1(&entry, cbasn1.SEQUENCE) // counted above
-		if !entry.ReadASN1(&serial, cbasn1.INTEGER) || !validInteger(serial) {
+		readASN1(&revoked, &entry, cbasn1.SEQUENCE) // counted above
+		if !readASN1(&entry, &serial, cbasn1.INTEGER) || !validInteger(serial) {
 			return x, fmt.Errorf("entry %d: malformed serial number", i)
 		}
 		if !validTime(&entry) {
 			return x, fmt.Errorf("entry %s: malformed revocationDate", serialString(serial))
 		}
 		if !entry.Empty() {
-			if !entry.ReadASN1(&exts, cbasn1.SEQUENCE) || !entry.Empty() {
+			if !readASN1(&entry, &exts, cbasn1.SEQUENCE) || !entry.Empty() {
 				return x, fmt.Errorf("entry %s: malformed extensions or trailing data", serialString(serial))
 			}
 			err := walkExtensions(exts, func(id []byte, critical bool, value cryptobyte.String) error {

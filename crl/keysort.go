@@ -18,7 +18,7 @@ import (
 //   - group by group, it moves each key back to its slot's place: one group's slots
 //     span a thousandth of the keys, so these writes stay in the cache too, where
 //     moving every key straight to its slot wrote all over 24 MB for a million keys, a
-//     cache miss a key (twice this one's CPU);
+//     cache miss a key (about twice the CPU of these two moves);
 //   - it sorts each slot's few keys and drops the duplicates (equal keys share a slot).
 //
 // Keys already in order (a CA that lists serials in order) skip the second slice and

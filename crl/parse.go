@@ -164,11 +164,6 @@ func split(der []byte) (*signedCRL, error) {
 
 var tagExtensions = cbasn1.Tag(0).Constructed().ContextSpecific()
 
-func readTimeElement(s *cryptobyte.String, out *cryptobyte.String) bool {
-	var tag cbasn1.Tag
-	return s.ReadAnyASN1Element(out, &tag) && (tag == cbasn1.UTCTime || tag == cbasn1.GeneralizedTime)
-}
-
 // verify checks, in this order and before anything of the CRL's contents is parsed, that
 // the CRL names issuer, that its authority key id (if any) is issuer's key id, that
 // issuer may sign CRLs, and the signature over the raw TBSCertList.
