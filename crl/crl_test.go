@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -414,4 +415,34 @@ func TestStoreOnStale(t *testing.T) {
 	}
 	testenv.WriteFile(t, path, soon())
 	wait()
+}
+
+// TestStoreFileUnchanged: a file read again with the same bytes is not parsed again but
+// confirms the CRL; a file with one byte changed is parsed again (here: and refused, the
+// byte being the signature's last), whatever its tag says of the old one.
+func TestStoreFileUnchanged(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	path := filepath.Join(t.TempDir(), "ca.crl")
+	der := pki.CRL(t, testenv.CRLOptions{})
+	testenv.WriteFile(t, path, der)
+	store, err := crl.NewStore(crl.Options{File: path, Issuer: pki.Intermediate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for i, want := range []bool{true, false, false} {
+		before := store.ConfirmedAt()
+		if changed, err := store.Refresh(ctx); err != nil || changed != want {
+			t.Fatalf("read %d: changed=%v err=%v, want changed=%v", i, changed, err, want)
+		}
+		if !store.ConfirmedAt().After(before) {
+			t.Fatalf("read %d did not confirm the CRL", i)
+		}
+	}
+	bad := slices.Clone(der)
+	bad[len(bad)-1] ^= 1
+	testenv.WriteFile(t, path, bad)
+	if _, err := store.Refresh(ctx); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("a changed signature byte: %v", err)
+	}
 }

@@ -51,13 +51,13 @@ func walkExtensions(exts cryptobyte.String, fn func(id []byte, critical bool, va
 	for !exts.Empty() {
 		var ext, id, value cryptobyte.String
 		critical := false
-		if !exts.ReadASN1(&ext, cbasn1.SEQUENCE) || !ext.ReadASN1(&id, cbasn1.OBJECT_IDENTIFIER) || len(id) == 0 {
+		if !readASN1(&exts, &ext, cbasn1.SEQUENCE) || !readASN1(&ext, &id, cbasn1.OBJECT_IDENTIFIER) || len(id) == 0 {
 			return errors.New("malformed extension")
 		}
 		if ext.PeekASN1Tag(cbasn1.BOOLEAN) && !ext.ReadASN1Boolean(&critical) {
 			return errors.New("malformed extension criticality")
 		}
-		if !ext.ReadASN1(&value, cbasn1.OCTET_STRING) || !ext.Empty() {
+		if !readASN1(&ext, &value, cbasn1.OCTET_STRING) || !ext.Empty() {
 			return errors.New("malformed extension value")
 		}
 		if err := fn(id, critical, value); err != nil {

@@ -35,17 +35,7 @@ func TestIndex(t *testing.T) {
 			}
 		}
 	}
-	var rc cryptobyte.Builder
-	for _, n := range listed {
-		rc.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1BigInt(n)
-			b.AddASN1(cbasn1.UTCTime, func(b *cryptobyte.Builder) { b.AddBytes([]byte("260101000000Z")) })
-		})
-	}
-	x, err := buildIndex(cryptobyte.String(rc.BytesOrPanic()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := indexOf(t, listed)
 	want := map[string]bool{}
 	for _, n := range listed {
 		want[n.String()] = true
@@ -91,17 +81,11 @@ func TestFastUTCTime(t *testing.T) {
 
 // TestRevokedAllocationFree: the lookup each handshake makes allocates nothing.
 func TestRevokedAllocationFree(t *testing.T) {
-	var rc cryptobyte.Builder
+	var listed []*big.Int
 	for i := range 1000 {
-		rc.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1BigInt(new(big.Int).Lsh(big.NewInt(int64(i+1)), 100))
-			b.AddASN1(cbasn1.UTCTime, func(b *cryptobyte.Builder) { b.AddBytes([]byte("260101000000Z")) })
-		})
+		listed = append(listed, new(big.Int).Lsh(big.NewInt(int64(i+1)), 100))
 	}
-	x, err := buildIndex(cryptobyte.String(rc.BytesOrPanic()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := indexOf(t, listed)
 	s := &Snapshot{idx: x}
 	hit, miss := new(big.Int).Lsh(big.NewInt(500), 100), new(big.Int).Lsh(big.NewInt(5000), 100)
 	max20 := new(big.Int).Sub(new(big.Int).Lsh(big.NewInt(1), 160), big.NewInt(1))
@@ -112,4 +96,21 @@ func TestRevokedAllocationFree(t *testing.T) {
 	}); a != 0 {
 		t.Fatalf("Revoked allocates %.1f times a lookup", a)
 	}
+}
+
+// indexOf indexes the entries of a CRL listing serials, as Parse would.
+func indexOf(t *testing.T, serials []*big.Int) index {
+	t.Helper()
+	var rc cryptobyte.Builder
+	for _, n := range serials {
+		rc.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1BigInt(n)
+			b.AddASN1(cbasn1.UTCTime, func(b *cryptobyte.Builder) { b.AddBytes([]byte("260101000000Z")) })
+		})
+	}
+	x, err := buildIndex(cryptobyte.String(rc.BytesOrPanic()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return x
 }
