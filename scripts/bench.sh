@@ -9,7 +9,8 @@
 # Environment:
 #   BENCH_SECONDS   measured seconds per round (default 5)
 #   BENCH_ROUNDS    rounds per cell (default 3; the table shows the median)
-#   BENCH_ROWS      rows to run (default: all) — full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle;
+#   BENCH_ROWS      rows to run (default: all) — full32 full4 ticket32 ticket4 resumed4 rsa4 mlkem32 mlkem4
+#                   login32 idle (ticket*: full handshakes whose client asks for a session ticket);
 #                   "none" for the profiles only
 #   BENCH_PROTO_ROWS the per-protocol table (default: proto4 protologin8; "none" skips it): a
 #                   second front with its IMAP, POP3 and SMTP submission gates side by side,
@@ -39,7 +40,7 @@ cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
-ROWS=${BENCH_ROWS:-"full32 full4 resumed4 rsa4 mlkem32 mlkem4 login32 idle"}
+ROWS=${BENCH_ROWS:-"full32 full4 ticket32 ticket4 resumed4 rsa4 mlkem32 mlkem4 login32 idle"}
 [ "$ROWS" = none ] && ROWS="" # only the profiles
 SESSIONS=${BENCH_SESSIONS:-2000}
 P=${BENCH_PORT_BASE:-19930}
@@ -285,6 +286,8 @@ LOGIN=(--user "$USER_NAME" --password "$USER_PASS")
 declare -A TITLE=(
   [full32]="handshake + greeting, 32 at once"
   [full4]="handshake + greeting, 4 at once"
+  [ticket32]="handshake + greeting, ticket asked for, 32 at once"
+  [ticket4]="handshake + greeting, ticket asked for, 4 at once"
   [resumed4]="resumed (TLS 1.3 tickets), 4 at once"
   [rsa4]="RSA-2048 client cert, 4 at once"
   [mlkem32]="X25519MLKEM768, 32 at once"
@@ -308,6 +311,8 @@ row_args() {
   case $1 in
     full32) echo "--mode full --concurrency 32 --curve X25519 EC" ;;
     full4) echo "--mode full --concurrency 4 --curve X25519 EC" ;;
+    ticket32) echo "--mode full --tickets --concurrency 32 --curve X25519 EC" ;;
+    ticket4) echo "--mode full --tickets --concurrency 4 --curve X25519 EC" ;;
     resumed4) echo "--mode resumed --concurrency 4 --curve X25519 EC" ;;
     rsa4) echo "--mode full --concurrency 4 --curve X25519 RSA" ;;
     mlkem32) echo "--mode full --concurrency 32 --curve X25519MLKEM768 EC" ;;
