@@ -105,18 +105,23 @@ func handshakes(b *testing.B, addr string, cfg *tls.Config, n, conc int) float64
 // BenchmarkHandshake: full mTLS handshakes per second through the front (certificate
 // checks, CRL lookup, greeting) against the bare crypto/tls baseline, EC P-256 and
 // RSA-2048 client keys, and with a CRL of 100,000 entries. Rounds alternate between the
-// two servers so background load hits both alike.
+// two servers so background load hits both alike. The client offers no session ticket
+// support, so neither server sends one, except in -tickets: there it asks for tickets
+// and never uses one, as a mail client's first connection does, and both servers make
+// and send a ticket on every handshake.
 func BenchmarkHandshake(b *testing.B) {
 	for _, tc := range []struct {
 		name     string
 		key      testenv.KeyType
 		extra    int
 		distinct bool // a new certificate for every handshake: no verified-chain cache hits
+		tickets  bool
 	}{
-		{"EC-P256", testenv.KeyEC256, 0, false},
-		{"RSA-2048", testenv.KeyRSA2048, 0, false},
-		{"EC-P256-CRL100k", testenv.KeyEC256, 100_000, false},
-		{"EC-P256-distinct-certs", testenv.KeyEC256, 0, true},
+		{"EC-P256", testenv.KeyEC256, 0, false, false},
+		{"RSA-2048", testenv.KeyRSA2048, 0, false, false},
+		{"EC-P256-CRL100k", testenv.KeyEC256, 100_000, false, false},
+		{"EC-P256-distinct-certs", testenv.KeyEC256, 0, true, false},
+		{"EC-P256-tickets", testenv.KeyEC256, 0, false, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			e := newEnv(b, envOptions{backendAddr: "127.0.0.1:1", mod: benchOptions})
@@ -126,7 +131,10 @@ func BenchmarkHandshake(b *testing.B) {
 			bare := bareTLS(b, e)
 			leaf := e.pki.Issue(b, testenv.LeafOptions{Emails: []string{testenv.Alice.Name}, Key: tc.key})
 			cfg := e.clientTLS(leaf)
-			cfg.SessionTicketsDisabled = true
+			cfg.SessionTicketsDisabled = !tc.tickets
+			if tc.tickets {
+				cfg.ClientSessionCache = forgetfulCache{}
+			}
 			per := benchScale(60, 400)
 			rounds := 4
 			if tc.distinct {
@@ -157,6 +165,12 @@ func BenchmarkHandshake(b *testing.B) {
 		})
 	}
 }
+
+// forgetfulCache makes a client ask for session tickets and never resume.
+type forgetfulCache struct{}
+
+func (forgetfulCache) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (forgetfulCache) Put(string, *tls.ClientSessionState)        {}
 
 // BenchmarkResumedHandshake: TLS 1.3 resumptions per second (the CRL is still checked
 // on each) against the bare baseline.

@@ -77,8 +77,9 @@ func (s *session) handshake(_ context.Context) bool {
 		s.log.Warn("handshake refused", "event", "handshake", "result", "limited", "reason", "too many handshakes from this address")
 		return false
 	}
-	cfg, done := st.sessionTLS()
-	tc := tls.Server(s.raw, cfg)
+	s.hw.Conn = s.raw
+	cfg, done := st.sessionTLS(&s.hw)
+	tc := tls.Server(&s.hw, cfg)
 	// A deadline on the socket bounds the handshake, not a context: a child context per
 	// connection registers with the server-wide parent (one Done channel shared by every
 	// connection on every core), starts a timer, and HandshakeContext adds an AfterFunc
@@ -94,6 +95,7 @@ func (s *session) handshake(_ context.Context) bool {
 	err := tc.Handshake()
 	done()
 	if err != nil {
+		s.hw.flush() // an alert written while the ticket was held
 		result := "tls_error"
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			result = "timeout"
@@ -102,6 +104,9 @@ func (s *session) handshake(_ context.Context) bool {
 		s.log.Warn("handshake failed", "event", "handshake", "result", result, "reason", err.Error())
 		return false
 	}
+	// The ticket of a full TLS 1.3 handshake goes out with the next line: the
+	// greeting, or the BYE of a refusal below (heldwrites.go).
+	s.hw.release()
 	s.conn = tc
 	s.br.Reset(tc)
 	cs := tc.ConnectionState()
@@ -158,6 +163,11 @@ func (s *session) upgradeTLS(ctx context.Context, ready string, inject *Reply) (
 		return false, inject
 	}
 	if s.write(ready) != nil || !s.handshake(ctx) {
+		return true, nil
+	}
+	// After STARTTLS the client speaks next: no line of ours would carry the ticket
+	// before the client's next command is answered, so it goes out now.
+	if s.hw.flush() != nil {
 		return true, nil
 	}
 	s.client, s.bad = "", 0

@@ -27,19 +27,29 @@ var provedAtLabel = []byte("imapgate-proved-at:")
 // the handshake that had it returned: crypto/tls calls UnwrapSession and WrapSession
 // only inside the server's handshake (it sends its one ticket there), and what the
 // finished connection still reads of its configuration never changes.
-func (st *state) sessionTLS() (cfg *tls.Config, done func()) {
+//
+// The same place per handshake names the connection's heldWrites, which the
+// configuration's VerifyConnection tells to hold the ticket of a full TLS 1.3 handshake
+// for the greeting (heldwrites.go). Without tickets there is nothing to hold.
+func (st *state) sessionTLS(hw *heldWrites) (cfg *tls.Config, done func()) {
 	if st.tls.SessionTicketsDisabled {
 		return st.tls, func() {}
 	}
 	tc := st.ticketConfigs.Get().(*ticketConfig)
 	tc.provedAt = time.Time{}
-	return tc.cfg, func() { st.ticketConfigs.Put(tc) }
+	tc.hw = hw
+	return tc.cfg, func() {
+		tc.hw = nil // the pool must not keep the session alive
+		st.ticketConfigs.Put(tc)
+	}
 }
 
-// ticketConfig is a handshake's configuration and its place for the proof time.
+// ticketConfig is a handshake's configuration, its place for the proof time and its
+// connection's heldWrites.
 type ticketConfig struct {
 	cfg      *tls.Config
 	provedAt time.Time // set when this handshake's ticket was accepted
+	hw       *heldWrites
 }
 
 // newTicketConfig builds a pooled configuration for st (st.ticketConfigs.New).
@@ -47,6 +57,12 @@ func (st *state) newTicketConfig() *ticketConfig {
 	base := st.tls
 	maxAge, now := st.opts.ResumptionMaxAge, st.opts.now
 	tc := &ticketConfig{cfg: base.Clone()}
+	tc.cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if holdTicket(cs) {
+			tc.hw.hold()
+		}
+		return nil // verifyPeer checks the certificate after the handshake
+	}
 	tc.cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
 		ss, err := base.DecryptTicket(identity, cs)
 		if err != nil || ss == nil {

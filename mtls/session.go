@@ -29,8 +29,9 @@ type session struct {
 	lh  sessionLog
 
 	id     string
-	raw    net.Conn // the accepted TCP connection
-	conn   net.Conn // raw, or the TLS connection on top of it
+	raw    net.Conn   // the accepted TCP connection
+	hw     heldWrites // raw as the TLS connection writes it (heldwrites.go)
+	conn   net.Conn   // raw, or the TLS connection on top of it
 	br     *bufio.Reader
 	wr     *wireReader
 	remote netip.AddrPort

@@ -9,7 +9,9 @@
 # Environment:
 #   BENCH_SECONDS   measured seconds per round (default 5)
 #   BENCH_ROUNDS    rounds per cell (default 3; the table shows the median)
-#   BENCH_ROWS      rows to run (default: all) — full32 full4 resumed32 resumed4 rsa4 mlkem32 mlkem4 login32 idle;
+#   BENCH_ROWS      rows to run (default: all but ticket4) — full32 full4 ticket32 ticket4 resumed32 resumed4
+#                   rsa4 mlkem32 mlkem4 login32 idle (ticket*: full handshakes whose client asks for a
+#                   session ticket, as mail programs do);
 #                   "none" for the profiles only
 #   BENCH_PROTO_ROWS the per-protocol table (default: proto4 protologin8; "none" skips it): a
 #                   second front with its IMAP, POP3 and SMTP submission gates side by side,
@@ -39,7 +41,7 @@ cd "$(dirname "$0")/.."
 
 SECS=${BENCH_SECONDS:-5}
 ROUNDS=${BENCH_ROUNDS:-3}
-ROWS=${BENCH_ROWS:-"full32 full4 resumed32 resumed4 rsa4 mlkem32 mlkem4 login32 idle"}
+ROWS=${BENCH_ROWS:-"full32 full4 ticket32 resumed32 resumed4 rsa4 mlkem32 mlkem4 login32 idle"}
 [ "$ROWS" = none ] && ROWS="" # only the profiles
 SESSIONS=${BENCH_SESSIONS:-2000}
 P=${BENCH_PORT_BASE:-19930}
@@ -285,6 +287,8 @@ LOGIN=(--user "$USER_NAME" --password "$USER_PASS")
 declare -A TITLE=(
   [full32]="handshake + greeting, 32 at once"
   [full4]="handshake + greeting, 4 at once"
+  [ticket32]="handshake + greeting, ticket asked for, 32 at once"
+  [ticket4]="handshake + greeting, ticket asked for, 4 at once"
   [resumed32]="resumed (TLS 1.3 tickets), 32 at once"
   [resumed4]="resumed (TLS 1.3 tickets), 4 at once"
   [rsa4]="RSA-2048 client cert, 4 at once"
@@ -309,6 +313,8 @@ row_args() {
   case $1 in
     full32) echo "--mode full --concurrency 32 --curve X25519 EC" ;;
     full4) echo "--mode full --concurrency 4 --curve X25519 EC" ;;
+    ticket32) echo "--mode full --tickets --concurrency 32 --curve X25519 EC" ;;
+    ticket4) echo "--mode full --tickets --concurrency 4 --curve X25519 EC" ;;
     resumed32) echo "--mode resumed --concurrency 32 --curve X25519 EC" ;;
     resumed4) echo "--mode resumed --concurrency 4 --curve X25519 EC" ;;
     rsa4) echo "--mode full --concurrency 4 --curve X25519 RSA" ;;

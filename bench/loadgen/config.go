@@ -15,7 +15,7 @@ type Mode string
 
 // The modes.
 const (
-	Full    Mode = "full"    // a full TLS handshake (no ticket offered), then the greeting
+	Full    Mode = "full"    // a full TLS handshake (no ticket asked for, unless Tickets), then the greeting
 	Resumed Mode = "resumed" // a TLS 1.3 resumption with the worker's last ticket, then the greeting
 	Login   Mode = "login"   // handshake, greeting, LOGIN, tagged OK, LOGOUT
 	Idle    Mode = "idle"    // open Sessions sessions in IDLE, then measure the server's PSS
@@ -36,6 +36,7 @@ type Config struct {
 	CAFile      string        // roots for the server certificate (PEM)
 	Curve       string        // X25519, X25519MLKEM768, P256 or "" (Go's default list)
 	MaxVersion  string        // "1.3" (default) or "1.2"
+	Tickets     bool          // full: ask for session tickets, never resume (a mail client's first connection)
 	User        string        // login name (login, idle)
 	Password    string        // its password
 	Sessions    int           // idle: how many sessions
@@ -98,11 +99,21 @@ func (c *Config) tlsConfig() (*tls.Config, error) {
 		if cfg.MaxVersion != tls.VersionTLS13 {
 			return nil, errors.New("loadgen: resumed mode measures TLS 1.3 tickets: use --tls 1.3")
 		}
+	} else if c.Tickets && c.Mode == Full {
+		// The server makes and sends a ticket on every handshake, as for a real
+		// client, which a client without a cache never asks for.
+		cfg.ClientSessionCache = forgetfulCache{}
 	} else {
 		cfg.SessionTicketsDisabled = true
 	}
 	return cfg, nil
 }
+
+// forgetfulCache asks for session tickets and never offers one back.
+type forgetfulCache struct{}
+
+func (forgetfulCache) Get(string) (*tls.ClientSessionState, bool) { return nil, false }
+func (forgetfulCache) Put(string, *tls.ClientSessionState)        {}
 
 func (c *Config) check() error {
 	switch c.Mode {

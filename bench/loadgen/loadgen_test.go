@@ -183,6 +183,7 @@ func TestRun(t *testing.T) {
 		{"good_full", func(c *Config) { c.Mode = Full }, false},
 		{"good_full_mlkem", func(c *Config) { c.Mode = Full; c.Curve = "X25519MLKEM768" }, false},
 		{"good_full_tls12", func(c *Config) { c.Mode = Full; c.MaxVersion = "1.2" }, false},
+		{"good_full_tickets", func(c *Config) { c.Mode = Full; c.Tickets = true }, false},
 		{"good_resumed", func(c *Config) { c.Mode = Resumed }, false},
 		{"good_login", func(c *Config) { c.Mode = Login }, false},
 		{"good_idle", func(c *Config) { c.Mode = Idle }, false},

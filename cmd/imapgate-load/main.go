@@ -38,6 +38,7 @@ func main() {
 	flag.StringVar(&c.CAFile, "ca", "", "roots of the server certificate (PEM)")
 	flag.StringVar(&c.Curve, "curve", "X25519", "key exchange group: X25519, X25519MLKEM768, P256, or empty for Go's default list")
 	flag.StringVar(&c.MaxVersion, "tls", "1.3", "highest TLS version: 1.3 or 1.2")
+	flag.BoolVar(&c.Tickets, "tickets", false, "full: ask for session tickets and never resume, as a mail client's first connection does (the server then makes and sends one every time)")
 	flag.StringVar(&c.User, "user", "", "login name (login, idle)")
 	flag.StringVar(&c.Password, "password", "", "its password (login, idle)")
 	flag.IntVar(&c.Sessions, "sessions", 2000, "idle: sessions to open")
