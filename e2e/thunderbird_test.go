@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,7 +46,8 @@ func imapgateBinary(t *testing.T) string {
 	binOnce.Do(func() {
 		goBin, err := exec.LookPath("go")
 		if err != nil {
-			goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			binErr = fmt.Errorf("the e2e tests build imapgate with go, which is not in PATH: %w", err)
+			return
 		}
 		if binDir, binErr = os.MkdirTemp("", "imapgate-e2e-"); binErr != nil {
 			return

@@ -1,3 +1,5 @@
+//lint:file-ignore ST1005 these errors are whole sentences shown as they are on the help desk's pages.
+
 package enrollui
 
 import (

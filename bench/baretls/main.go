@@ -37,10 +37,10 @@ func main() {
 			}
 		}()
 	}
-	if err := run(*listen, *certFile, *keyFile, *caFile, *crlFile); err != nil {
-		fmt.Fprintln(os.Stderr, "baretls:", err)
-		os.Exit(1)
-	}
+	// run serves until it fails.
+	err := run(*listen, *certFile, *keyFile, *caFile, *crlFile)
+	fmt.Fprintln(os.Stderr, "baretls:", err)
+	os.Exit(1)
 }
 
 func run(listen, certFile, keyFile, caFile, crlFile string) error {

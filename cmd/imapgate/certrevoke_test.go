@@ -46,7 +46,7 @@ func TestCertRevokeUnknown(t *testing.T) {
 	if err := os.WriteFile(dbFile, backup, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c = testenv.StartCA(t, testenv.CAOptions{Dir: dir})
+	testenv.StartCA(t, testenv.CAOptions{Dir: dir}) // the restarted CA, on the restored database
 
 	revoke := func(args ...string) (string, error) {
 		return runCLI(ctx, append(append([]string{"cert", "revoke"}, args...), api...)...)
