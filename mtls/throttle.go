@@ -161,8 +161,8 @@ type attempt struct {
 //     give it up with abandon);
 //   - or, when the certificate or the address is locked out, how long still and why.
 func (t *throttle) reserve(serial string, ip netip.Addr, cfg *Throttle, now time.Time) (a *attempt, w *waiter, wait time.Duration, why string) {
-	if until, n := t.addrLocked(ip, cfg, now); !until.IsZero() {
-		return nil, nil, until.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", groupString(ip), n)
+	if wait, why := t.addrLocked(ip, now); why != "" {
+		return nil, nil, wait, why
 	}
 	k := certKey(serial)
 	sh := &t.shards[shardOf(k)]
@@ -190,9 +190,9 @@ func (t *throttle) admit(w *waiter, cfg *Throttle, now time.Time) (a *attempt, w
 	if w.a == nil {
 		return nil, 0, ""
 	}
-	if until, n := t.addrLocked(w.ip, cfg, now); !until.IsZero() {
+	if wait, why := t.addrLocked(w.ip, now); why != "" {
 		w.a.release(cfg, now)
-		return nil, until.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", groupString(w.ip), n)
+		return nil, wait, why
 	}
 	return w.a, 0, ""
 }
@@ -215,18 +215,18 @@ func (t *throttle) abandon(w *waiter, cfg *Throttle, now time.Time) {
 	}
 }
 
-// addrLocked is when ip's lockout ends (zero: not locked) and how many certificates
-// caused it.
-func (t *throttle) addrLocked(ip netip.Addr, cfg *Throttle, now time.Time) (time.Time, int) {
+// addrLocked is how long ip's lockout still runs and why; why is empty when ip is not
+// locked out.
+func (t *throttle) addrLocked(ip netip.Addr, now time.Time) (wait time.Duration, why string) {
 	k := ipKey(ip)
 	sh := &t.shards[shardOf(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	f := sh.m[k]
 	if f == nil || !now.Before(f.lockedUntil) {
-		return time.Time{}, 0
+		return 0, ""
 	}
-	return f.lockedUntil, len(f.serials)
+	return f.lockedUntil.Sub(now), fmt.Sprintf("address %s locked out after failed logins of %d different certificates", groupString(ip), len(f.serials))
 }
 
 // forget drops failures older than the window; a lockout runs its own course.
