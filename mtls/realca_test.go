@@ -131,7 +131,9 @@ func testWithRealCA(t *testing.T, authority *testenv.CA, dc *testenv.Dovecot, cr
 
 // realCAOptions builds the front's options from YAML the way `imapgate front --config`
 // does, with the real CA's root as client CA, its intermediate as CRL issuer and the
-// given crl entry (polled every 200ms).
+// given crl entry (polled every 200ms). The CRL state file is the test's own: the
+// default, /var/lib/imapgate, is the machine's, and Options (unlike Run) does not make
+// its directory.
 func realCAOptions(t *testing.T, authority *testenv.CA, pki *testenv.PKI, dc *testenv.Dovecot, crlYAML string, logger *slog.Logger) mtls.Options {
 	t.Helper()
 	dir := t.TempDir()
@@ -148,7 +150,8 @@ crl:
     %s
 backend:
   address: %s
-`, srvCert, srvKey, authority.RootsPEM, issuer, crlYAML, dc.Addr)))
+crl_state_file: %s
+`, srvCert, srvKey, authority.RootsPEM, issuer, crlYAML, dc.Addr, filepath.Join(dir, "crl-state.json"))))
 	if err != nil {
 		t.Fatal(err)
 	}
