@@ -30,6 +30,9 @@ type Result struct {
 	OpsPerS     float64        `json:"ops_per_s"` // connections (full, resumed) or logins (login) per second
 	Errors      int            `json:"errors"`
 	PerSecond   []int          `json:"per_second,omitempty"` // operations finished in each second of the measured window
+	// MeasuredFrom is when the first bucket of PerSecond starts (RFC 3339, UTC), to line
+	// the buckets up with the server's log (a CRL reload's "crl loaded" line).
+	MeasuredFrom string `json:"measured_from,omitempty"`
 	ErrorKinds  map[string]int `json:"error_kinds,omitempty"`
 	Resumed     int            `json:"resumed"` // handshakes that resumed a session
 	Greeting    Latency        `json:"greeting_ms"`
@@ -189,6 +192,7 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	res.Greeting = percentiles(greetings)
 	if whole := int(c.Duration / time.Second); whole >= 2 {
 		res.PerSecond = perSecond[:whole] // a last partial second would read as a dip
+		res.MeasuredFrom = measureFrom.UTC().Format(time.RFC3339Nano)
 	}
 	if c.Mode == Login {
 		lat := percentiles(logins)
