@@ -28,6 +28,11 @@ type caFormat struct {
 	Number  int64
 	Signer  crypto.Signer // default: the intermediate's key (another key makes a forgery)
 	Seed    uint64        // serials are drawn from a ChaCha8 stream with this seed
+	// RevokedAt is every entry's revocation date; default an hour ago. Two CRLs of the
+	// same Seed and RevokedAt list the same entries byte for byte (a re-signed CRL).
+	RevokedAt time.Time
+	// Edit, when set, changes the drawn serials before they are written.
+	Edit func([]*big.Int) []*big.Int
 }
 
 // caFormatCRL builds such a CRL directly with cryptobyte and signs it with ECDSA-SHA256
@@ -50,7 +55,23 @@ func caFormatCRL(tb testing.TB, pki *testenv.PKI, o caFormat) ([]byte, []*big.In
 			b.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2})
 		})
 	}
+	if o.RevokedAt.IsZero() {
+		o.RevokedAt = now.Add(-time.Hour)
+	}
 	serials := make([]*big.Int, 0, o.Entries)
+	var raw [16]byte
+	for range o.Entries {
+		for i := 0; i < 16; i += 8 {
+			v := rng.Uint64()
+			for j := range 8 {
+				raw[i+j] = byte(v >> (8 * j))
+			}
+		}
+		serials = append(serials, new(big.Int).SetBytes(raw[:]))
+	}
+	if o.Edit != nil {
+		serials = o.Edit(serials)
+	}
 	var tbs cryptobyte.Builder
 	tbs.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		b.AddASN1Int64(1)
@@ -58,21 +79,12 @@ func caFormatCRL(tb testing.TB, pki *testenv.PKI, o caFormat) ([]byte, []*big.In
 		b.AddBytes(pki.Intermediate.RawSubject)
 		b.AddASN1UTCTime(now.Add(-time.Minute))
 		b.AddASN1UTCTime(now.Add(time.Hour))
-		if o.Entries > 0 {
+		if len(serials) > 0 {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				var raw [16]byte
-				for range o.Entries {
-					for i := 0; i < 16; i += 8 {
-						v := rng.Uint64()
-						for j := range 8 {
-							raw[i+j] = byte(v >> (8 * j))
-						}
-					}
-					serial := new(big.Int).SetBytes(raw[:])
-					serials = append(serials, serial)
+				for _, serial := range serials {
 					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 						b.AddASN1BigInt(serial)
-						b.AddASN1UTCTime(now.Add(-time.Hour))
+						b.AddASN1UTCTime(o.RevokedAt)
 						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 							b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 								b.AddASN1ObjectIdentifier(asn1.ObjectIdentifier{2, 5, 29, 21})
@@ -130,21 +142,31 @@ func caFormatCRL(tb testing.TB, pki *testenv.PKI, o caFormat) ([]byte, []*big.In
 
 // bigCRLs caches the large CRLs of the benchmarks: Go runs a benchmark function once
 // with b.N = 1 before the measured run, and building a million entries twice is slow.
+// All list their entries as revoked at one time, so that CRLs of one size and two
+// numbers are one CRL re-signed.
 var bigCRLs struct {
 	sync.Mutex
 	pki *testenv.PKI
-	der map[int][]byte
+	at  time.Time
+	der map[[2]int][]byte
 }
 
 func cachedCRL(b *testing.B, entries int) (*x509.Certificate, []byte) {
+	return cachedCRLNumber(b, entries, 1)
+}
+
+// cachedCRLNumber is the CRL of cachedCRL(b, entries) re-signed with CRL number number.
+func cachedCRLNumber(b *testing.B, entries, number int) (*x509.Certificate, []byte) {
 	bigCRLs.Lock()
 	defer bigCRLs.Unlock()
 	if bigCRLs.pki == nil {
 		bigCRLs.pki = testenv.NewPKI(b)
-		bigCRLs.der = map[int][]byte{}
+		bigCRLs.at = time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
+		bigCRLs.der = map[[2]int][]byte{}
 	}
-	if bigCRLs.der[entries] == nil {
-		bigCRLs.der[entries], _ = caFormatCRL(b, bigCRLs.pki, caFormat{Entries: entries, Seed: uint64(entries)})
+	k := [2]int{entries, number}
+	if bigCRLs.der[k] == nil {
+		bigCRLs.der[k], _ = caFormatCRL(b, bigCRLs.pki, caFormat{Entries: entries, Seed: uint64(entries), Number: int64(number), RevokedAt: bigCRLs.at})
 	}
-	return bigCRLs.pki.Intermediate, bigCRLs.der[entries]
+	return bigCRLs.pki.Intermediate, bigCRLs.der[k]
 }

@@ -23,7 +23,9 @@ type Snapshot struct {
 	// LoadedAt is when this snapshot was verified and installed.
 	LoadedAt time.Time
 
-	idx index
+	idx     index
+	entries entriesID // what idx was built from (see reuse.go)
+	reused  bool      // idx is the previous snapshot's: the same entries, re-signed
 }
 
 // ErrStale is wrapped by errors about a CRL that is too old to rely on.

@@ -223,7 +223,7 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 		s.save(cur, now)
 		return false, nil
 	}
-	snap, err := Parse(data, s.opts.Issuer, now)
+	snap, err := parse(data, s.opts.Issuer, now, cur)
 	if err != nil {
 		s.failures.Add(1)
 		return false, err
@@ -299,7 +299,7 @@ func (s *Store) Run(ctx context.Context) error {
 			s.opts.Logger.Warn("crl refresh failed", "source", s.source(), "error", err.Error(), "consecutive_failures", s.failures.Load())
 		case changed:
 			snap := s.Load()
-			s.opts.Logger.Info("crl loaded", "source", s.source(), "number", snap.NumberString(), "entries", snap.Len(), "next_update", snap.NextUpdate.UTC().Format(time.RFC3339))
+			s.opts.Logger.Info("crl loaded", "source", s.source(), "number", snap.NumberString(), "entries", snap.Len(), "entries_reused", snap.reused, "next_update", snap.NextUpdate.UTC().Format(time.RFC3339))
 		}
 		if ctx.Err() == nil {
 			s.watch(time.Now())

@@ -1,0 +1,21 @@
+package crl
+
+import (
+	"crypto/x509"
+	"time"
+)
+
+// What the external tests need to see of the package's internals.
+
+// ParseAfter is parse: Parse with prev as the current snapshot whose index may be reused.
+func ParseAfter(data []byte, issuer *x509.Certificate, now time.Time, prev *Snapshot) (*Snapshot, error) {
+	return parse(data, issuer, now, prev)
+}
+
+// IndexReused reports whether s shares the index of the snapshot before it.
+func IndexReused(s *Snapshot) bool { return s.reused }
+
+// SameIndex reports whether a and b share one index (the same keys in memory).
+func SameIndex(a, b *Snapshot) bool {
+	return len(a.idx.keys) > 0 && len(b.idx.keys) > 0 && &a.idx.keys[0] == &b.idx.keys[0]
+}
