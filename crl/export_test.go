@@ -19,3 +19,13 @@ func IndexReused(s *Snapshot) bool { return s.reused }
 func SameIndex(a, b *Snapshot) bool {
 	return len(a.idx.keys) > 0 && len(b.idx.keys) > 0 && &a.idx.keys[0] == &b.idx.keys[0]
 }
+
+// SetClock makes s read the time of its file polls from now (see filestamp.go).
+func SetClock(s *Store, now func() time.Time) { s.clock = now }
+
+// FileReads is how many times s has read its CRL file in full.
+func FileReads(s *Store) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fileReads
+}

@@ -31,7 +31,8 @@ const MaxCRLSize = 56 << 20
 type Options struct {
 	// URL is the CA's CRL endpoint, http(s)://…/crl (DER or PEM).
 	URL string
-	// File is a local CRL file (DER or PEM), re-read every Interval.
+	// File is a local CRL file (DER or PEM), polled every Interval: read when its stat
+	// changed, and at least once a minute (see filestamp.go).
 	File string
 	// Issuer is the CA certificate that signs the CRL.
 	Issuer *x509.Certificate
@@ -45,7 +46,8 @@ type Options struct {
 	// so. Over plain http anybody on the path can answer 304 or replay the CRL, so there
 	// only the CRL's own signed thisUpdate counts: the CRL is confirmed as of the
 	// thisUpdate of the newest CRL seen, and MaxAge must exceed the CA's re-signing
-	// period. A file is confirmed by every read.
+	// period. A file is confirmed by every poll that reads it, or finds its stat
+	// unchanged.
 	MaxAge time.Duration
 	// StateFile, when set, keeps the highest CRL number installed per issuer across
 	// restarts and reloads (see stateFile); a lower one is refused even by a fresh
@@ -75,6 +77,10 @@ type Store struct {
 	stale     bool     // Run's view: Fresh failed at its last check
 	floor     *big.Int // highest CRL number in StateFile (guarded by mu)
 	unsaved   bool     // the current CRL's number is not in StateFile yet (guarded by mu)
+
+	lastRead  fileRead         // the last full read of File (guarded by mu; see filestamp.go)
+	fileReads int              // full reads of File, for the tests (guarded by mu)
+	clock     func() time.Time // time.Now; the tests move it to age lastRead
 }
 
 // NewStore validates opts and returns a Store with no snapshot yet; call Refresh or
@@ -123,7 +129,7 @@ func NewStore(opts Options) (*Store, error) {
 	}
 	client := *opts.HTTPClient
 	client.CheckRedirect = checkRedirect
-	return &Store{opts: opts, client: &client, plainHTTP: strings.HasPrefix(strings.ToLower(opts.URL), "http:"), floor: floor}, nil
+	return &Store{opts: opts, client: &client, plainHTTP: strings.HasPrefix(strings.ToLower(opts.URL), "http:"), floor: floor, clock: time.Now}, nil
 }
 
 // checkRedirect follows at most three redirects, and none from https to http: a CRL
@@ -325,11 +331,17 @@ const maxBody = MaxCRLSize/3*4*65/64 + 4096
 
 func (s *Store) fetch(ctx context.Context, etag string) (data []byte, newTag string, notModified bool, err error) {
 	if s.opts.File != "" {
-		data, err := readFile(s.opts.File)
+		at := s.clock() // before the stat and the read: a write after it is seen as one
+		if s.lastRead.unchanged(statFile(s.opts.File), etag, at) {
+			return nil, etag, true, nil
+		}
+		data, stamp, err := readFile(s.opts.File)
 		if err != nil {
 			return nil, "", false, fmt.Errorf("crl: read %s: %w", s.opts.File, err)
 		}
+		s.fileReads++
 		tag := contentTag(data)
+		s.lastRead = fileRead{stamp: stamp, tag: tag, at: at}
 		return data, tag, tag == etag, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opts.FetchTimeout)
@@ -398,18 +410,21 @@ func validETag(tag string) bool {
 	return true
 }
 
-// readFile reads a CRL file of at most maxBody bytes.
-func readFile(path string) ([]byte, error) {
+// readFile reads a CRL file of at most maxBody bytes, and returns the stamp of the file
+// it opened, taken before reading it.
+func readFile(path string) ([]byte, fileStamp, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fileStamp{}, err
 	}
 	defer f.Close()
 	size := int64(-1)
+	var stamp fileStamp
 	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-		size = fi.Size()
+		size, stamp = fi.Size(), stampOf(fi)
 	}
-	return readLimited(f, size)
+	data, err := readLimited(f, size)
+	return data, stamp, err
 }
 
 // readLimited reads r to its end, at most maxBody bytes, into one buffer of size (when
