@@ -1,7 +1,10 @@
 package crl_test
 
 import (
+	"context"
 	"math/big"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -111,4 +114,42 @@ func cpuTime(b *testing.B) time.Duration {
 		b.Fatalf("getrusage: %v", err)
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPollUnchanged is a poll of a CRL file of a million entries that has not
+// changed: "stat" as every poll is once the file has settled (see filestamp.go), "read"
+// as the minute's full read, and every poll was before.
+func BenchmarkPollUnchanged(b *testing.B) {
+	issuer, der := cachedCRL(b, 1_000_000)
+	path := filepath.Join(b.TempDir(), "ca.crl")
+	if err := os.WriteFile(path, der, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		step time.Duration // the clock's move per poll
+	}{{"stat", time.Second}, {"read", 61 * time.Second}} {
+		b.Run(tc.name, func(b *testing.B) {
+			store, err := crl.NewStore(crl.Options{File: path, Issuer: issuer})
+			if err != nil {
+				b.Fatal(err)
+			}
+			offset := 3 * time.Second // past the settling time of the write above
+			crl.SetClock(store, func() time.Time { return time.Now().Add(offset) })
+			ctx := context.Background()
+			if _, err := store.Refresh(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime(b)
+			for i := 0; i < b.N; i++ {
+				offset += tc.step
+				if changed, err := store.Refresh(ctx); err != nil || changed {
+					b.Fatalf("changed %v, %v", changed, err)
+				}
+			}
+			b.ReportMetric(float64((cpuTime(b)-cpu).Microseconds())/1e3/float64(b.N), "cpu-ms/poll")
+		})
+	}
 }

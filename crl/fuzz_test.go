@@ -108,5 +108,23 @@ func FuzzParseDifferential(f *testing.F) {
 		if snap.Len() != len(distinct) {
 			t.Fatalf("%d serials, x509 reads %d distinct", snap.Len(), len(distinct))
 		}
+		// The same CRL again after itself: rebuilt (the first has no digest of its
+		// entries), then sharing that index (see reuse.go), the same serials each time.
+		prev := snap
+		for _, reuse := range []bool{false, true} {
+			again, err := crl.ParseAfter(der, pki.Intermediate, time.Now(), prev)
+			if err != nil {
+				t.Fatalf("again after itself: %v", err)
+			}
+			if again.Len() != snap.Len() || crl.IndexReused(again) != (reuse && len(distinct) > 0) {
+				t.Fatalf("again after itself: %d serials, reused %v", again.Len(), crl.IndexReused(again))
+			}
+			for _, e := range rl.RevokedCertificateEntries {
+				if !again.Revoked(e.SerialNumber) {
+					t.Fatalf("again: serial %s listed, not found", e.SerialNumber)
+				}
+			}
+			prev = again
+		}
 	})
 }
