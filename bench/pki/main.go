@@ -29,6 +29,7 @@ func main() {
 	user := flag.String("user", "alice@example.org", "e-mail address of the client certificates")
 	revoked := flag.Int("revoked", 1000, "unrelated serials on the CRL")
 	crlOnly := flag.String("crl-only", "", "write only a CRL (DER) with --revoked entries to this file, signed by the root already in --dir")
+	resign := flag.String("resign", "", "with --crl-only: the CRL (DER) whose entries the new one carries, unchanged, as a CA's scheduled re-signing does (new number, dates and signature)")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "pki: give --dir")
@@ -36,7 +37,7 @@ func main() {
 	}
 	run := run
 	if *crlOnly != "" {
-		run = func(dir, _ string, revoked int) error { return crlOnlyFile(dir, *crlOnly, revoked) }
+		run = func(dir, _ string, revoked int) error { return crlOnlyFile(dir, *crlOnly, revoked, *resign) }
 	}
 	if err := run(*dir, *user, *revoked); err != nil {
 		fmt.Fprintln(os.Stderr, "pki:", err)
@@ -158,6 +159,11 @@ func newCRL(root *x509.Certificate, key crypto.Signer, n int, now time.Time) ([]
 	for i := range entries {
 		entries[i] = x509.RevocationListEntry{SerialNumber: serial(), RevocationTime: now.Add(-time.Minute)}
 	}
+	return signCRL(root, key, entries, now)
+}
+
+// signCRL signs a CRL of entries, numbered by the time as newCRL's are.
+func signCRL(root *x509.Certificate, key crypto.Signer, entries []x509.RevocationListEntry, now time.Time) ([]byte, error) {
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    big.NewInt(now.UnixNano()),
 		ThisUpdate:                now.Add(-time.Minute),
@@ -170,8 +176,9 @@ func newCRL(root *x509.Certificate, key crypto.Signer, n int, now time.Time) ([]
 	return der, nil
 }
 
-// crlOnlyFile writes a CRL of n entries, signed by the root in dir, to path.
-func crlOnlyFile(dir, path string, n int) error {
+// crlOnlyFile writes a CRL of n entries, signed by the root in dir, to path; with
+// resign, a CRL of the entries of that CRL file instead (the same bytes, in order).
+func crlOnlyFile(dir, path string, n int, resign string) error {
 	certPEM, err := os.ReadFile(filepath.Join(dir, "root.crt"))
 	if err != nil {
 		return err
@@ -193,7 +200,12 @@ func crlOnlyFile(dir, path string, n int) error {
 	if err != nil {
 		return err
 	}
-	der, err := newCRL(root, k.(crypto.Signer), n, time.Now())
+	var der []byte
+	if resign != "" {
+		der, err = resignCRL(root, k.(crypto.Signer), resign)
+	} else {
+		der, err = newCRL(root, k.(crypto.Signer), n, time.Now())
+	}
 	if err != nil {
 		return err
 	}
@@ -202,4 +214,27 @@ func crlOnlyFile(dir, path string, n int) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// resignCRL signs again the entries of the CRL file old, with a new number and dates.
+func resignCRL(root *x509.Certificate, key crypto.Signer, old string) ([]byte, error) {
+	b, err := os.ReadFile(old)
+	if err != nil {
+		return nil, err
+	}
+	prev, err := x509.ParseRevocationList(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", old, err)
+	}
+	entries := prev.RevokedCertificateEntries
+	for i := range entries {
+		entries[i].Raw = nil // re-encoded from the fields: the same bytes for these entries
+	}
+	// One nanosecond on: the number stays above prev's even when both are signed within
+	// the clock's resolution.
+	now := time.Now()
+	if prev.Number != nil && big.NewInt(now.UnixNano()).Cmp(prev.Number) <= 0 {
+		now = time.Unix(0, prev.Number.Int64()+1)
+	}
+	return signCRL(root, key, entries, now)
 }
