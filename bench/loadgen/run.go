@@ -22,22 +22,22 @@ type Result struct {
 	TargetRate float64 `json:"target_rate,omitempty"` // --rate: operations started per second
 	// Missed counts the operations --rate asked for that found all Concurrency workers
 	// busy: the server (or this machine) could not keep the rate.
-	Missed      int            `json:"missed,omitempty"`
-	Curve       string         `json:"curve"`
-	Concurrency int            `json:"concurrency"`
-	DurationS   float64        `json:"duration_s"`
-	Ops         int            `json:"ops"`
-	OpsPerS     float64        `json:"ops_per_s"` // connections (full, resumed) or logins (login) per second
-	Errors      int            `json:"errors"`
-	PerSecond   []int          `json:"per_second,omitempty"` // operations finished in each second of the measured window
+	Missed      int     `json:"missed,omitempty"`
+	Curve       string  `json:"curve"`
+	Concurrency int     `json:"concurrency"`
+	DurationS   float64 `json:"duration_s"`
+	Ops         int     `json:"ops"`
+	OpsPerS     float64 `json:"ops_per_s"` // connections (full, resumed) or logins (login) per second
+	Errors      int     `json:"errors"`
+	PerSecond   []int   `json:"per_second,omitempty"` // operations finished in each second of the measured window
 	// MeasuredFrom is when the first bucket of PerSecond starts (RFC 3339, UTC), to line
 	// the buckets up with the server's log (a CRL reload's "crl loaded" line).
-	MeasuredFrom string `json:"measured_from,omitempty"`
-	ErrorKinds  map[string]int `json:"error_kinds,omitempty"`
-	Resumed     int            `json:"resumed"` // handshakes that resumed a session
-	Greeting    Latency        `json:"greeting_ms"`
-	Login       *Latency       `json:"login_ms,omitempty"` // login mode: connect to tagged OK of LOGIN
-	Idle        *IdleResult    `json:"idle,omitempty"`
+	MeasuredFrom string         `json:"measured_from,omitempty"`
+	ErrorKinds   map[string]int `json:"error_kinds,omitempty"`
+	Resumed      int            `json:"resumed"` // handshakes that resumed a session
+	Greeting     Latency        `json:"greeting_ms"`
+	Login        *Latency       `json:"login_ms,omitempty"` // login mode: connect to tagged OK of LOGIN
+	Idle         *IdleResult    `json:"idle,omitempty"`
 	// ServerCPUMsPerOp is the CPU time (user + system) the server processes (--pid,
 	// with --children their child processes) used in the measured window, per
 	// operation: unlike the rate, it does not depend on how much of a shared machine

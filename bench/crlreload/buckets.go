@@ -1,0 +1,74 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+)
+
+// buckets prints, for every "crl loaded" line of the front's log that falls in the
+// load generator's measured window, the 1 s bucket it fell in and the ratio of that
+// bucket and the next two to the window's median: the dip a reload leaves, read from
+// the buckets its own log line names rather than from where the script meant it to be.
+func buckets(resultFile, logFile string) error {
+	b, err := os.ReadFile(resultFile)
+	if err != nil {
+		return err
+	}
+	var res struct {
+		PerSecond    []int  `json:"per_second"`
+		MeasuredFrom string `json:"measured_from"`
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", resultFile, err)
+	}
+	from, err := time.Parse(time.RFC3339Nano, res.MeasuredFrom)
+	if err != nil || len(res.PerSecond) < 3 {
+		return fmt.Errorf("%s: no measured_from or fewer than 3 buckets: run the load generator with --duration of 3 s or more", resultFile)
+	}
+	sorted := slices.Clone(res.PerSecond)
+	slices.Sort(sorted)
+	median := float64(sorted[len(sorted)/2])
+	f, err := os.Open(logFile)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fmt.Printf("| reload | entries | bucket | handshakes/s in it and the next two (× median %.0f) |\n| --- | --- | --- | --- |\n", median)
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if !strings.Contains(sc.Text(), `"crl loaded"`) {
+			continue
+		}
+		var l struct {
+			Time    time.Time `json:"time"`
+			Entries int       `json:"entries"`
+			Reused  bool      `json:"entries_reused"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil {
+			continue
+		}
+		k := int(l.Time.Sub(from) / time.Second)
+		if l.Time.Before(from) || k >= len(res.PerSecond) {
+			continue
+		}
+		kind := "new entries"
+		if l.Reused {
+			kind = "re-signed, same entries"
+		}
+		var cells []string
+		for i := k; i < min(k+3, len(res.PerSecond)); i++ {
+			cells = append(cells, fmt.Sprintf("%d (%.2f×)", res.PerSecond[i], float64(res.PerSecond[i])/median))
+		}
+		fmt.Printf("| %s | %d | %d | %s |\n", kind, l.Entries, k, strings.Join(cells, ", "))
+	}
+	// Lowest and highest bucket of the window: how far buckets stray with no reload.
+	fmt.Printf("\nwindow: %d buckets, lowest %.2f×, highest %.2f× the median\n", len(res.PerSecond),
+		float64(sorted[0])/median, float64(sorted[len(sorted)-1])/median)
+	return sc.Err()
+}
