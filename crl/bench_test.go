@@ -49,22 +49,17 @@ func BenchmarkReloadResigned(b *testing.B) {
 	const entries = 1_000_000
 	issuer, first := cachedCRLNumber(b, entries, 1)
 	_, second := cachedCRLNumber(b, entries, 2)
-	_, third := cachedCRLNumber(b, entries, 3)
-	s1, err := crl.Parse(first, issuer, time.Now())
+	// A fresh load keeps the digest of its entries, which the re-signed one compares with.
+	cur, err := crl.Parse(first, issuer, time.Now())
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The second load takes the digest of the entries the third compares with.
-	cur, err := crl.ParseAfter(second, issuer, time.Now(), s1)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(len(third)))
+	b.SetBytes(int64(len(second)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	start, cpu := time.Now(), cpuTime(b)
 	for i := 0; i < b.N; i++ {
-		snap, err := crl.ParseAfter(third, issuer, time.Now(), cur)
+		snap, err := crl.ParseAfter(second, issuer, time.Now(), cur)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -226,10 +226,9 @@ func resignCRL(root *x509.Certificate, key crypto.Signer, old string) ([]byte, e
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", old, err)
 	}
+	// CreateRevocationList encodes the entries from their fields (it ignores Raw): for
+	// these entries, a serial and a date each, the same bytes as prev's.
 	entries := prev.RevokedCertificateEntries
-	for i := range entries {
-		entries[i].Raw = nil // re-encoded from the fields: the same bytes for these entries
-	}
 	// One nanosecond on: the number stays above prev's even when both are signed within
 	// the clock's resolution.
 	now := time.Now()
