@@ -71,6 +71,32 @@ func BenchmarkReloadResigned(b *testing.B) {
 	b.ReportMetric(float64((cpuTime(b)-cpu).Microseconds())/1e3/float64(b.N), "cpu-ms/reload")
 }
 
+// BenchmarkReloadPaced is a running front's reload of a million new entries (its
+// current CRL has 100,000 others): paced (see pace.go), so ms/reload is the time until
+// the new CRL is in place and cpu-ms/reload what it cost, which should be
+// BenchmarkReload/1M's.
+func BenchmarkReloadPaced(b *testing.B) {
+	issuer, small := cachedCRL(b, 100_000)
+	_, der := cachedCRLNumber(b, 1_000_000, 2)
+	cur, err := crl.Parse(small, issuer, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	start, cpu := time.Now(), cpuTime(b)
+	for i := 0; i < b.N; i++ {
+		snap, err := crl.ParsePaced(der, issuer, time.Now(), cur)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if snap.Len() != 1_000_000 || crl.IndexReused(snap) {
+			b.Fatalf("%d entries, reused %v", snap.Len(), crl.IndexReused(snap))
+		}
+	}
+	b.ReportMetric(float64(time.Since(start).Microseconds())/1e3/float64(b.N), "ms/reload")
+	b.ReportMetric(float64((cpuTime(b)-cpu).Microseconds())/1e3/float64(b.N), "cpu-ms/reload")
+}
+
 // BenchmarkRevoked is the lookup every handshake makes, in a CRL of a million entries,
 // half of the lookups for listed serials. It must not allocate (run with -benchmem;
 // TestRevokedAllocationFree holds it to that).

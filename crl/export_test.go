@@ -1,6 +1,7 @@
 package crl
 
 import (
+	"context"
 	"crypto/x509"
 	"time"
 )
@@ -9,7 +10,7 @@ import (
 
 // ParseAfter is parse: Parse with prev as the current snapshot whose index may be reused.
 func ParseAfter(data []byte, issuer *x509.Certificate, now time.Time, prev *Snapshot) (*Snapshot, error) {
-	return parse(data, issuer, now, prev)
+	return parse(data, issuer, now, prev, nil)
 }
 
 // IndexReused reports whether s shares the index of the snapshot before it.
@@ -28,4 +29,12 @@ func FileReads(s *Store) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.fileReads
+}
+
+// Paced is how long the reload that brought s slept to spread its work (see pace.go).
+func Paced(s *Snapshot) time.Duration { return s.paced }
+
+// ParsePaced is parse as a Store's reload runs it: paced (see pace.go), after prev.
+func ParsePaced(data []byte, issuer *x509.Certificate, now time.Time, prev *Snapshot) (*Snapshot, error) {
+	return parse(data, issuer, now, prev, newPacer(context.Background(), time.Now()))
 }

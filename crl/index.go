@@ -96,14 +96,15 @@ func (x *index) len() int { return len(x.keys) + len(x.odd) }
 // buildIndex reads the contents of revokedCertificates — SEQUENCE OF SEQUENCE {
 // userCertificate INTEGER, revocationDate Time, crlEntryExtensions Extensions OPTIONAL }
 // — checking each entry as x509.ParseRevocationList would (and the entry extensions with
-// checkEntryExtension), and indexes the serials.
-func buildIndex(revoked cryptobyte.String) (index, error) {
+// checkEntryExtension), and indexes the serials. A non-nil p paces it (see pace.go).
+func buildIndex(revoked cryptobyte.String, p *pacer) (index, error) {
 	var x index
 	n := 0
 	for count := revoked; !count.Empty(); n++ {
 		if !skipASN1(&count, cbasn1.SEQUENCE) {
 			return x, errors.New("malformed revokedCertificates")
 		}
+		p.step(n)
 	}
 	keys := make([]serialKey, 0, n)
 	for i := 0; !revoked.Empty(); i++ {
@@ -127,8 +128,9 @@ func buildIndex(revoked cryptobyte.String) (index, error) {
 			}
 		}
 		keys = x.add(keys, serial)
+		p.step(i)
 	}
-	x.sortKeys(keys)
+	x.sortKeys(keys, p)
 	return x, nil
 }
 

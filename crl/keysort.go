@@ -24,10 +24,11 @@ import (
 //
 // Keys already in order (a CA that lists serials in order) skip the second slice and
 // are moved onto themselves.
-func (x *index) sortKeys(keys []serialKey) {
+func (x *index) sortKeys(keys []serialKey, p *pacer) {
 	var perLen [maxKeyBytes + 1]int
-	for _, k := range keys {
+	for i, k := range keys {
 		perLen[k.byteLen()]++
+		p.step(i)
 	}
 	// Each length's table, one past the end of its last slot included, at its offset in
 	// all: after the sums below that last entry is where the next length begins.
@@ -54,8 +55,9 @@ func (x *index) sortKeys(keys []serialKey) {
 		l := k.byteLen()
 		return offset[l] + int(k.prefix(l, x.byLen[l].bits))
 	}
-	for _, k := range keys {
+	for i, k := range keys {
 		all[slotOf(k)]++
+		p.step(i)
 	}
 	at := uint32(0)
 	for g, n := range all {
@@ -70,17 +72,19 @@ func (x *index) sortKeys(keys []serialKey) {
 			group[c] = all[c<<shift]
 		}
 		src = make([]serialKey, len(keys))
-		for _, k := range keys {
+		for i, k := range keys {
 			c := slotOf(k) >> shift
 			src[group[c]] = k
 			group[c]++
+			p.step(i)
 		}
 	}
 	// Onto keys, which src has taken (or is: in order, each key lands where it is).
-	for _, k := range src {
+	for i, k := range src {
 		g := slotOf(k)
 		keys[all[g]] = k
 		all[g]++
+		p.step(i)
 	}
 	// Each slot now holds its keys, and its entry says where they end. Sort them, drop
 	// duplicates and set the entry to where they begin once the duplicates before them
@@ -104,6 +108,7 @@ func (x *index) sortKeys(keys []serialKey) {
 			}
 		}
 		start = int(end)
+		p.step(g)
 	}
 	x.keys = slices.Clip(keys[:w])
 }

@@ -76,7 +76,7 @@ func TestSortKeys(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			want := slices.Compact(sorted(slices.Clone(tc.keys)))
 			var x index
-			x.sortKeys(slices.Clone(tc.keys))
+			x.sortKeys(slices.Clone(tc.keys), nil)
 			if !slices.Equal(x.keys, want) {
 				t.Fatalf("%d keys sorted to %d, not the %d of a plain sort", len(tc.keys), len(x.keys), len(want))
 			}
@@ -180,7 +180,7 @@ func BenchmarkSortKeys(b *testing.B) {
 	for b.Loop() {
 		copy(work, keys)
 		var x index
-		x.sortKeys(work)
+		x.sortKeys(work, nil)
 		if len(x.keys) != len(keys) {
 			b.Fatalf("%d keys sorted, want %d", len(x.keys), len(keys))
 		}

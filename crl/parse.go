@@ -32,14 +32,15 @@ import (
 // holds it to reading the same serials, number and dates), and stricter where a
 // complete CRL must be unambiguous: no data after any element, no extension twice.
 func Parse(data []byte, issuer *x509.Certificate, now time.Time) (*Snapshot, error) {
-	return parse(data, issuer, now, nil)
+	return parse(data, issuer, now, nil, nil)
 }
 
 // parse is Parse, except that when prev (the current snapshot, or nil) was built from
 // the same revokedCertificates bytes, the new snapshot shares prev's index instead of
 // reading and sorting the entries again (see reuse.go). Everything else is checked as
-// for any CRL, and before: the signature, the issuer, the dates and the extensions.
-func parse(data []byte, issuer *x509.Certificate, now time.Time, prev *Snapshot) (*Snapshot, error) {
+// for any CRL, and before: the signature, the issuer, the dates and the extensions. A
+// non-nil p spreads the reading of the entries over time (see pace.go).
+func parse(data []byte, issuer *x509.Certificate, now time.Time, prev *Snapshot, p *pacer) (*Snapshot, error) {
 	if issuer == nil {
 		return nil, errors.New("crl: parse: no issuer certificate configured")
 	}
@@ -60,7 +61,7 @@ func parse(data []byte, issuer *x509.Certificate, now time.Time, prev *Snapshot)
 	if err := c.verify(issuer); err != nil {
 		return nil, err
 	}
-	s, err := c.snapshot(issuer, prev)
+	s, err := c.snapshot(issuer, prev, p)
 	if err != nil {
 		return nil, fmt.Errorf("crl: CRL from %q: %w", issuer.Subject, err)
 	}
@@ -256,7 +257,7 @@ func nameString(raw []byte) string {
 
 // snapshot parses what verify left alone: the dates, the CRL's extensions and the
 // entries, into a Snapshot; the entries are prev's when they are its byte for byte.
-func (c *signedCRL) snapshot(issuer *x509.Certificate, prev *Snapshot) (*Snapshot, error) {
+func (c *signedCRL) snapshot(issuer *x509.Certificate, prev *Snapshot, p *pacer) (*Snapshot, error) {
 	s := &Snapshot{Issuer: issuer}
 	if !parseTime(c.thisUpdate, &s.ThisUpdate) {
 		return nil, errors.New("malformed thisUpdate")
@@ -283,7 +284,7 @@ func (c *signedCRL) snapshot(issuer *x509.Certificate, prev *Snapshot) (*Snapsho
 	if err != nil {
 		return nil, err
 	}
-	if err := s.indexEntries(c.revoked, prev); err != nil {
+	if err := s.indexEntries(c.revoked, prev, p); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -37,16 +37,33 @@ type entriesID struct {
 
 // indexEntries sets s's index from revoked, the contents of revokedCertificates:
 // prev's index when prev was built from the same bytes, else a new one.
-func (s *Snapshot) indexEntries(revoked cryptobyte.String, prev *Snapshot) error {
+func (s *Snapshot) indexEntries(revoked cryptobyte.String, prev *Snapshot, p *pacer) error {
+	p = p.forSize(len(revoked))
 	s.entries = entriesID{size: len(revoked)}
 	if len(revoked) > 0 {
-		s.entries.sum = sha256.Sum256(revoked)
+		s.entries.sum = entriesSum(revoked, p)
 	}
 	if prev != nil && len(revoked) > 0 && prev.entries == s.entries && prev.Issuer.Equal(s.Issuer) {
 		s.idx, s.reused = prev.idx, true
 		return nil
 	}
 	var err error
-	s.idx, err = buildIndex(revoked)
+	s.idx, err = buildIndex(revoked, p)
 	return err
+}
+
+// entriesSum is the SHA-256 of revoked, hashed a piece at a time when p paces.
+func entriesSum(revoked []byte, p *pacer) (sum [sha256.Size]byte) {
+	if p == nil {
+		return sha256.Sum256(revoked)
+	}
+	h := sha256.New()
+	for len(revoked) > 0 {
+		n := min(len(revoked), paceBytes)
+		h.Write(revoked[:n])
+		revoked = revoked[n:]
+		p.pause()
+	}
+	h.Sum(sum[:0])
+	return sum
 }

@@ -26,6 +26,9 @@ type Snapshot struct {
 	idx     index
 	entries entriesID // what idx was built from (see reuse.go)
 	reused  bool      // idx is the previous snapshot's: the same entries, re-signed
+	// loadTime is how long the poll that brought it took, the read included, and paced
+	// how much of that the pacer slept (see pace.go); for the "crl loaded" log line.
+	loadTime, paced time.Duration
 }
 
 // ErrStale is wrapped by errors about a CRL that is too old to rely on.

@@ -208,6 +208,7 @@ func (s *Store) watch(now time.Time) {
 
 // Refresh polls the source once. It returns whether a new snapshot was installed.
 func (s *Store) Refresh(ctx context.Context) (bool, error) {
+	start := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur := s.cur.Load()
@@ -229,12 +230,17 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 		s.save(cur, now)
 		return false, nil
 	}
-	snap, err := parse(data, s.opts.Issuer, now, cur)
+	var p *pacer // a reload is paced, the first load is not (see pace.go)
+	if cur != nil {
+		p = newPacer(ctx, start)
+	}
+	snap, err := parse(data, s.opts.Issuer, now, cur, p)
 	if err != nil {
 		s.failures.Add(1)
 		return false, err
 	}
 	snap.ETag = newTag
+	snap.loadTime, snap.paced = time.Since(start), p.sleptFor()
 	// The highest number seen: the current CRL's, or the state file's after a restart.
 	highest, from := s.floor, "recorded in "+s.opts.StateFile
 	if cur != nil && cur.Number != nil && (highest == nil || cur.Number.Cmp(highest) > 0) {
@@ -305,7 +311,7 @@ func (s *Store) Run(ctx context.Context) error {
 			s.opts.Logger.Warn("crl refresh failed", "source", s.source(), "error", err.Error(), "consecutive_failures", s.failures.Load())
 		case changed:
 			snap := s.Load()
-			s.opts.Logger.Info("crl loaded", "source", s.source(), "number", snap.NumberString(), "entries", snap.Len(), "entries_reused", snap.reused, "next_update", snap.NextUpdate.UTC().Format(time.RFC3339))
+			s.opts.Logger.Info("crl loaded", "source", s.source(), "number", snap.NumberString(), "entries", snap.Len(), "entries_reused", snap.reused, "load_ms", snap.loadTime.Milliseconds(), "paced_ms", snap.paced.Milliseconds(), "next_update", snap.NextUpdate.UTC().Format(time.RFC3339))
 		}
 		if ctx.Err() == nil {
 			s.watch(time.Now())

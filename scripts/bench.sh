@@ -494,7 +494,7 @@ if [ "${BENCH_CRL:-1}" = 1 ]; then
   sleep $((SECS * 3)); mv "$K/crl-1m-resigned.tmp" "$K/crl.der"; tre=$(date -u +%T)
   wait $lpid
   echo "bench: CRL files replaced at $t100k (100k), $t1m (1M) and $tre (1M re-signed); the front's log:"
-  grep '"crl loaded"' "$OUT/front.log" | tail -3 | cut -c1-220
+  grep '"crl loaded"' "$OUT/front.log" | tail -3 | cut -c1-280
   echo "bench: handshakes per second during the reloads, 32 at once, in the buckets the front's 'crl loaded' lines fall in:"
   "$B/crlreload" --buckets "$OUT/res/crl-reload.json" --log "$OUT/front.log" | tee "$OUT/crl-reload-buckets.md"
   tr -d '\n ' < "$OUT/res/crl-reload.json" | grep -o '"per_second":\[[0-9,]*\]' | tee "$OUT/crl-reload-buckets.txt"

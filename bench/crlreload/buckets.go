@@ -11,9 +11,11 @@ import (
 )
 
 // buckets prints, for every "crl loaded" line of the front's log that falls in the
-// load generator's measured window, the 1 s bucket it fell in and the ratio of that
-// bucket and the next two to the window's median: the dip a reload leaves, read from
-// the buckets its own log line names rather than from where the script meant it to be.
+// load generator's measured window, the 1 s buckets from the one its poll began in
+// (the line's time less its load_ms) to the one after the line, and each one's ratio to
+// the window's median: the dip a reload leaves, read from the buckets its own log line
+// names rather than from where the script meant it to be. A paced reload (crl/pace.go)
+// spans a second or two.
 func buckets(resultFile, logFile string) error {
 	b, err := os.ReadFile(resultFile)
 	if err != nil {
@@ -38,7 +40,7 @@ func buckets(resultFile, logFile string) error {
 		return err
 	}
 	defer f.Close()
-	fmt.Printf("| reload | entries | bucket | handshakes/s in it and the next two (× median %.0f) |\n| --- | --- | --- | --- |\n", median)
+	fmt.Printf("| reload | entries | load | buckets | handshakes/s in them (× median %.0f) |\n| --- | --- | --- | --- | --- |\n", median)
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -49,6 +51,8 @@ func buckets(resultFile, logFile string) error {
 			Time    time.Time `json:"time"`
 			Entries int       `json:"entries"`
 			Reused  bool      `json:"entries_reused"`
+			LoadMS  int64     `json:"load_ms"`
+			PacedMS int64     `json:"paced_ms"`
 		}
 		if json.Unmarshal(sc.Bytes(), &l) != nil {
 			continue
@@ -57,15 +61,16 @@ func buckets(resultFile, logFile string) error {
 		if l.Time.Before(from) || k >= len(res.PerSecond) {
 			continue
 		}
+		first := max(int(l.Time.Add(-time.Duration(l.LoadMS)*time.Millisecond).Sub(from)/time.Second), 0)
 		kind := "new entries"
 		if l.Reused {
 			kind = "re-signed, same entries"
 		}
 		var cells []string
-		for i := k; i < min(k+3, len(res.PerSecond)); i++ {
+		for i := first; i < min(k+2, len(res.PerSecond)); i++ {
 			cells = append(cells, fmt.Sprintf("%d (%.2f×)", res.PerSecond[i], float64(res.PerSecond[i])/median))
 		}
-		fmt.Printf("| %s | %d | %d | %s |\n", kind, l.Entries, k, strings.Join(cells, ", "))
+		fmt.Printf("| %s | %d | %d ms (%d ms paced) | %d–%d | %s |\n", kind, l.Entries, l.LoadMS, l.PacedMS, first, k+1, strings.Join(cells, ", "))
 	}
 	// Lowest and highest bucket of the window: how far buckets stray with no reload.
 	fmt.Printf("\nwindow: %d buckets, lowest %.2f×, highest %.2f× the median\n", len(res.PerSecond),
