@@ -107,3 +107,68 @@ func indexOf(t *testing.T, serials []*big.Int) index {
 	}
 	return x
 }
+
+// TestReasonCodeFastPath: an entry whose extensions are a lone reasonCode skips the
+// extension walk; every other shape still takes it, and the two agree on what is valid.
+func TestReasonCodeFastPath(t *testing.T) {
+	reason := func(critical bool, enum []byte) []byte {
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier([]int{2, 5, 29, 21})
+			if critical {
+				b.AddASN1Boolean(true)
+			}
+			b.AddASN1(cbasn1.OCTET_STRING, func(b *cryptobyte.Builder) {
+				b.AddASN1(cbasn1.ENUM, func(b *cryptobyte.Builder) { b.AddBytes(enum) })
+			})
+		})
+		return b.BytesOrPanic()
+	}
+	other := func() []byte {
+		var b cryptobyte.Builder
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			b.AddASN1ObjectIdentifier([]int{1, 3, 6, 1, 4, 1, 99999, 1})
+			b.AddASN1(cbasn1.OCTET_STRING, func(b *cryptobyte.Builder) {})
+		})
+		return b.BytesOrPanic()
+	}
+	for _, tc := range []struct {
+		name     string
+		exts     []byte
+		fast, ok bool
+	}{
+		{"keyCompromise", reason(false, []byte{1}), true, true},
+		{"any byte", reason(false, []byte{0xff}), true, true},
+		{"critical", reason(true, []byte{1}), false, true},
+		{"two-byte enum", reason(false, []byte{0x01, 0x00}), false, true},
+		{"non-minimal enum", reason(false, []byte{0x00, 0x01}), false, false},
+		{"empty enum", reason(false, nil), false, false},
+		{"reason and another", append(reason(false, []byte{1}), other()...), false, true},
+		{"another first", append(other(), reason(false, []byte{1})...), false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := onlyReasonCode(tc.exts); got != tc.fast {
+				t.Fatalf("fast path %v, want %v", got, tc.fast)
+			}
+			walked := walkExtensions(tc.exts, func(id []byte, critical bool, value cryptobyte.String) error {
+				return checkEntryExtension(id, critical, value, func() string { return "42" })
+			})
+			if tc.fast && walked != nil {
+				t.Fatalf("the fast path takes what the walk refuses: %v", walked)
+			}
+			var rc cryptobyte.Builder
+			rc.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				b.AddASN1Uint64(42)
+				b.AddASN1(cbasn1.UTCTime, func(b *cryptobyte.Builder) { b.AddBytes([]byte("260101000000Z")) })
+				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { b.AddBytes(tc.exts) })
+			})
+			x, err := buildIndex(cryptobyte.String(rc.BytesOrPanic()), nil)
+			if (err == nil) != tc.ok {
+				t.Fatalf("buildIndex: %v, want ok %v", err, tc.ok)
+			}
+			if err == nil && (x.len() != 1 || !x.has(big.NewInt(42))) {
+				t.Fatal("serial 42 not indexed")
+			}
+		})
+	}
+}
