@@ -57,7 +57,7 @@ func openTestCA(b testing.TB, configure func(*Config), opts ...Option) *CA {
 	return c
 }
 
-func benchCSR(b *testing.B) *x509.CertificateRequest {
+func benchCSR(b testing.TB) *x509.CertificateRequest {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
