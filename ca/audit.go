@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -107,7 +106,8 @@ func (c *CA) writeAudit(ctx context.Context, key string, e AuditEntry) (string, 
 	if err != nil {
 		return "", err
 	}
-	if key == "" {
+	rewrite := key != ""
+	if !rewrite {
 		var rnd [4]byte
 		_, _ = rand.Read(rnd[:])
 		key = e.Time.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(rnd[:])
@@ -117,7 +117,7 @@ func (c *CA) writeAudit(ctx context.Context, key string, e AuditEntry) (string, 
 		return "", fmt.Errorf("%w: %v", ErrAudit, err)
 	}
 	if c.auditIx != nil {
-		c.auditIx.put(key, b)
+		c.auditIx.put(key, b, rewrite)
 	}
 	return key, nil
 }
@@ -199,15 +199,14 @@ func (c *CA) Audit(q AuditQuery) ([]AuditEntry, error) {
 	if c.auditIx != nil {
 		return c.auditIndexed(q)
 	}
-	ents, err := c.db.List(auditTable)
+	all, err := c.auditScans.all(c)
 	if err != nil {
-		return nil, fmt.Errorf("ca: read audit trail: %w", err)
+		return nil, err
 	}
 	out := []AuditEntry{}
-	for _, kv := range ents {
-		var e AuditEntry
-		if err := json.Unmarshal(kv.Value, &e); err != nil {
-			continue
+	for _, e := range all {
+		if len(out) == q.Limit {
+			break
 		}
 		if q.Serial != "" && e.Serial != q.Serial || q.User != "" && !strings.EqualFold(e.User, q.User) {
 			continue
@@ -216,10 +215,6 @@ func (c *CA) Audit(q AuditQuery) ([]AuditEntry, error) {
 			continue
 		}
 		out = append(out, e)
-	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
 	}
 	return out, nil
 }

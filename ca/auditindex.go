@@ -28,10 +28,6 @@ type auditIndex struct {
 	ents     []*auditRef
 	bySerial map[string][]*auditRef // same order
 	byUser   map[string][]*auditRef // by foldUser; same order
-	// pending holds the entries whose result is pending, the only ones
-	// writeAudit rewrites (with their outcome and, for an issuance, the
-	// serial).
-	pending map[string]*auditRef
 	// kinds and users intern the strings many entries share.
 	kinds, users map[string]string
 }
@@ -65,7 +61,7 @@ func cmpInt[T int64 | int32](a, b T) int {
 
 func newAuditIndex() *auditIndex {
 	return &auditIndex{bySerial: map[string][]*auditRef{}, byUser: map[string][]*auditRef{},
-		pending: map[string]*auditRef{}, kinds: map[string]string{}, users: map[string]string{}}
+		kinds: map[string]string{}, users: map[string]string{}}
 }
 
 // buildAuditIndex reads the trail once, at Open. Entries that do not decode
@@ -82,11 +78,7 @@ func (c *CA) buildAuditIndex() error {
 		if json.Unmarshal(kv.Value, &e) != nil {
 			continue
 		}
-		r := ix.ref(string(kv.Key), e)
-		ix.ents = append(ix.ents, r)
-		if e.Result == resultPending {
-			ix.pending[r.key] = r
-		}
+		ix.ents = append(ix.ents, ix.ref(string(kv.Key), e))
 	}
 	slices.SortFunc(ix.ents, (*auditRef).cmp)
 	for _, r := range ix.ents {
@@ -111,23 +103,20 @@ func intern(m map[string]string, s string) string {
 }
 
 // put records an entry writeAudit has just stored under key, as a listing
-// will read it back (stored is its JSON). A pending entry rewritten with its
-// outcome replaces its ref.
-func (ix *auditIndex) put(key string, stored []byte) {
+// will read it back (stored is its JSON). A rewrite (a pending entry's
+// outcome, with the serial of an issuance) replaces the entry's ref.
+func (ix *auditIndex) put(key string, stored []byte, rewrite bool) {
 	var e AuditEntry
-	if json.Unmarshal(stored, &e) != nil {
-		return // a listing skips it too
-	}
+	decoded := json.Unmarshal(stored, &e) == nil
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
+	if rewrite {
+		ix.remove(key)
+	}
+	if !decoded {
+		return // a listing skips it too
+	}
 	r := ix.ref(key, e)
-	if old, ok := ix.pending[key]; ok {
-		delete(ix.pending, key)
-		ix.remove(old)
-	}
-	if e.Result == resultPending {
-		ix.pending[key] = r
-	}
 	ix.ents = insertRef(ix.ents, r)
 	ix.bySerial[r.serial] = insertRef(ix.bySerial[r.serial], r)
 	ix.byUser[r.user] = insertRef(ix.byUser[r.user], r)
@@ -143,8 +132,18 @@ func insertRef(s []*auditRef, r *auditRef) []*auditRef {
 	return slices.Insert(s, i, r)
 }
 
-func (ix *auditIndex) remove(r *auditRef) {
-	ix.ents = removeRef(ix.ents, r)
+// remove takes out the entry under key. It is looked for from the newest
+// end: the entry rewritten is the pending one written moments before.
+func (ix *auditIndex) remove(key string) {
+	i := len(ix.ents) - 1
+	for i >= 0 && ix.ents[i].key != key {
+		i--
+	}
+	if i < 0 {
+		return
+	}
+	r := ix.ents[i]
+	ix.ents = slices.Delete(ix.ents, i, i+1)
 	if s := removeRef(ix.bySerial[r.serial], r); len(s) > 0 {
 		ix.bySerial[r.serial] = s
 	} else {
@@ -157,8 +156,6 @@ func (ix *auditIndex) remove(r *auditRef) {
 	}
 }
 
-// removeRef takes r out; a pending entry is among the newest, so the
-// search starts at the end.
 func removeRef(s []*auditRef, r *auditRef) []*auditRef {
 	for i := len(s) - 1; i >= 0; i-- {
 		if s[i] == r {

@@ -45,6 +45,8 @@ type CA struct {
 	// auditIx lets a listing read only the entries it returns; nil on
 	// PostgreSQL, where other nodes write the trail too (auditindex.go).
 	auditIx *auditIndex
+	// auditScans shares the full reads of the trail where auditIx is nil.
+	auditScans auditScans
 }
 
 // Option changes how Open builds the CA.
