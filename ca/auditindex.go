@@ -25,9 +25,11 @@ type auditIndex struct {
 	mu sync.RWMutex
 	// ents is the listing order reversed (time ascending, key descending
 	// among equal times), so that a new entry is appended.
-	ents     []*auditRef
-	bySerial map[string][]*auditRef // same order
-	byUser   map[string][]*auditRef // by foldUser; same order
+	ents []*auditRef
+	// bySerial and byUser are in the same order; entries without a serial
+	// or user are in ents only (an empty filter matches all).
+	bySerial map[string][]*auditRef
+	byUser   map[string][]*auditRef // by foldUser
 	// kinds and users intern the strings many entries share.
 	kinds, users map[string]string
 }
@@ -82,8 +84,12 @@ func (c *CA) buildAuditIndex() error {
 	}
 	slices.SortFunc(ix.ents, (*auditRef).cmp)
 	for _, r := range ix.ents {
-		ix.bySerial[r.serial] = append(ix.bySerial[r.serial], r)
-		ix.byUser[r.user] = append(ix.byUser[r.user], r)
+		if r.serial != "" {
+			ix.bySerial[r.serial] = append(ix.bySerial[r.serial], r)
+		}
+		if r.user != "" {
+			ix.byUser[r.user] = append(ix.byUser[r.user], r)
+		}
 	}
 	c.auditIx = ix
 	return nil
@@ -118,8 +124,12 @@ func (ix *auditIndex) put(key string, stored []byte, rewrite bool) {
 	}
 	r := ix.ref(key, e)
 	ix.ents = insertRef(ix.ents, r)
-	ix.bySerial[r.serial] = insertRef(ix.bySerial[r.serial], r)
-	ix.byUser[r.user] = insertRef(ix.byUser[r.user], r)
+	if r.serial != "" {
+		ix.bySerial[r.serial] = insertRef(ix.bySerial[r.serial], r)
+	}
+	if r.user != "" {
+		ix.byUser[r.user] = insertRef(ix.byUser[r.user], r)
+	}
 }
 
 // insertRef puts r in its place, which for a new entry is almost always
