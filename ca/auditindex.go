@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -69,6 +70,7 @@ func newAuditIndex() *auditIndex {
 // buildAuditIndex reads the trail once, at Open. Entries that do not decode
 // are left out, as a listing skips them.
 func (c *CA) buildAuditIndex() error {
+	start := time.Now()
 	list, err := c.db.List(auditTable)
 	if err != nil {
 		return fmt.Errorf("ca: read audit trail: %w", err)
@@ -92,6 +94,8 @@ func (c *CA) buildAuditIndex() error {
 		}
 	}
 	c.auditIx = ix
+	// A start slowed by a long trail is explained here.
+	c.log.Info("ca: audit index built", "entries", len(ix.ents), "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 
