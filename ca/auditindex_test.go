@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
+	"unicode"
 )
 
 // loadTrail writes testdata/audit/good_trail.json straight into the audit
@@ -236,4 +238,24 @@ func TestAuditIndexConcurrent(t *testing.T) {
 		}
 	}
 	sameEntries(t, "against the full scan", got, fullScan(t, c, AuditQuery{Limit: MaxAuditLimit, Kinds: []string{""}}))
+}
+
+// FuzzFoldUser: the index's user key holds two users equal exactly when
+// strings.EqualFold, which the full scan used, does.
+func FuzzFoldUser(f *testing.F) {
+	for _, s := range [][2]string{
+		{"kim@example.org", "\u212aim@example.org"}, {"Alice@Example.org", "alice@EXAMPLE.org"},
+		{"straße", "STRASSE"}, {"σ", "ς"}, {"\xff", "\ufffd"}, {"\xff\xfe", "\ufffd"}, {"", ""}, {"ǅ", "ǆ"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		// b is rarely a's equal by chance: a with every rune moved along
+		// its folding orbit is.
+		for _, b := range []string{b, strings.Map(unicode.SimpleFold, a)} {
+			if got, want := foldUser(a) == foldUser(b), strings.EqualFold(a, b); got != want {
+				t.Errorf("foldUser(%q) == foldUser(%q) is %v, strings.EqualFold %v", a, b, got, want)
+			}
+		}
+	})
 }

@@ -53,9 +53,21 @@ func (s *auditScans) run(c *CA) {
 			return
 		}
 		s.mu.Unlock()
-		sc.ents, sc.err = c.readAuditTrail()
+		sc.ents, sc.err = readShared(c)
 		close(sc.done)
 	}
+}
+
+// readShared is readAuditTrail in the reading goroutine, where a panic
+// would end the CA rather than one request (as net/http recovers it) and
+// leave the listings waiting: it becomes their error.
+func readShared(c *CA) (ents []AuditEntry, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("ca: read audit trail: panic: %v", p)
+		}
+	}()
+	return c.readAuditTrail()
 }
 
 // readAuditTrail reads and decodes the whole table, skipping entries that
