@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -107,7 +106,8 @@ func (c *CA) writeAudit(ctx context.Context, key string, e AuditEntry) (string, 
 	if err != nil {
 		return "", err
 	}
-	if key == "" {
+	rewrite := key != ""
+	if !rewrite {
 		var rnd [4]byte
 		_, _ = rand.Read(rnd[:])
 		key = e.Time.Format("20060102T150405.000000000Z") + "-" + hex.EncodeToString(rnd[:])
@@ -115,6 +115,9 @@ func (c *CA) writeAudit(ctx context.Context, key string, e AuditEntry) (string, 
 	if err := c.db.Set(auditTable, []byte(key), b); err != nil {
 		c.log.Error("ca: audit entry not stored", "action", e.Action, "serial", e.Serial, "error", err)
 		return "", fmt.Errorf("%w: %v", ErrAudit, err)
+	}
+	if c.auditIx != nil {
+		c.auditIx.put(key, b, rewrite)
 	}
 	return key, nil
 }
@@ -132,6 +135,8 @@ type auditPending struct {
 func (c *CA) beginAudit(ctx context.Context, e AuditEntry, by Requester) (*auditPending, error) {
 	e.setActor(by)
 	e.Result = resultPending
+	// The outcome keeps the pending entry's time, as it keeps its key.
+	e.Time = c.now().UTC()
 	key, err := c.writeAudit(ctx, "", e)
 	if err != nil {
 		return nil, fmt.Errorf("ca: %s: nothing was done: %w", e.Action, err)
@@ -191,15 +196,17 @@ func (c *CA) Audit(q AuditQuery) ([]AuditEntry, error) {
 		}
 		q.Serial = SerialHex(n)
 	}
-	ents, err := c.db.List(auditTable)
+	if c.auditIx != nil {
+		return c.auditIndexed(q)
+	}
+	all, err := c.auditScans.all(c)
 	if err != nil {
-		return nil, fmt.Errorf("ca: read audit trail: %w", err)
+		return nil, err
 	}
 	out := []AuditEntry{}
-	for _, kv := range ents {
-		var e AuditEntry
-		if err := json.Unmarshal(kv.Value, &e); err != nil {
-			continue
+	for _, e := range all {
+		if len(out) == q.Limit {
+			break
 		}
 		if q.Serial != "" && e.Serial != q.Serial || q.User != "" && !strings.EqualFold(e.User, q.User) {
 			continue
@@ -209,9 +216,22 @@ func (c *CA) Audit(q AuditQuery) ([]AuditEntry, error) {
 		}
 		out = append(out, e)
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
-	if len(out) > q.Limit {
-		out = out[:q.Limit]
+	return out, nil
+}
+
+// auditIndexed is Audit through the index: at most q.Limit entries read.
+func (c *CA) auditIndexed(q AuditQuery) ([]AuditEntry, error) {
+	out := []AuditEntry{}
+	for _, k := range c.auditIx.keys(q, q.Limit) {
+		b, err := c.db.Get(auditTable, []byte(k))
+		if err != nil {
+			return nil, fmt.Errorf("ca: read audit entry %s: %w", k, err)
+		}
+		var e AuditEntry
+		if json.Unmarshal(b, &e) != nil {
+			continue // it decoded when indexed: the table was changed behind the CA
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

@@ -42,6 +42,11 @@ type CA struct {
 	// crlCfg is the CRL schedule in force; crlKick tells the schedule it changed.
 	crlCfg  atomic.Pointer[CRLConfig]
 	crlKick chan struct{}
+	// auditIx lets a listing read only the entries it returns; nil on
+	// PostgreSQL, where other nodes write the trail too (auditindex.go).
+	auditIx *auditIndex
+	// auditScans shares the full reads of the trail where auditIx is nil.
+	auditScans auditScans
 }
 
 // Option changes how Open builds the CA.
@@ -97,6 +102,13 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 			c.db.Shutdown()
 			c.closeKMS()
 			return nil, fmt.Errorf("ca: create table %s: %w", t, err)
+		}
+	}
+	if cfg.DB.Type == "bbolt" {
+		if err := c.buildAuditIndex(); err != nil {
+			c.db.Shutdown()
+			c.closeKMS()
+			return nil, err
 		}
 	}
 

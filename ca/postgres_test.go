@@ -88,6 +88,14 @@ func TestPostgresTwoNodes(t *testing.T) {
 		if err != nil || len(list) != 2 {
 			t.Fatalf("node %s lists %d certificates for ivan (%v), want both nodes' 2", name, len(list), err)
 		}
+		// The audit trail too: a node lists what the other wrote (it keeps
+		// no index of its own writes alone on PostgreSQL).
+		for _, serial := range []string{issA.Serial, issB.Serial} {
+			trail, err := client(t, node, node.AdminCred).Audit(ctx, caclient.AuditQuery{Serial: serial})
+			if err != nil || len(trail) != 1 || trail[0].Action != "issue" || trail[0].Result != "ok" {
+				t.Fatalf("node %s's audit trail for %s: %+v (%v), want its issuance, ok", name, serial, trail, err)
+			}
+		}
 	}
 
 	// Revoke A's certificate on node A; node B's /crl lists it.
