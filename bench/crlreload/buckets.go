@@ -14,9 +14,11 @@ import (
 // load generator's measured window, the 1 s buckets from the one its poll began in
 // (the line's time less its load_ms) to the one after the line, and each one's ratio to
 // the window's median: the dip a reload leaves, read from the buckets its own log line
-// names rather than from where the script meant it to be. A paced reload (crl/pace.go)
-// spans a second or two.
+// names rather than from where the script meant it to be, and each one's ratio to the
+// median of the 8 buckets before the reload. A paced reload (crl/pace.go) spans a
+// second or two.
 func buckets(resultFile, logFile string) error {
+	const before = 8
 	b, err := os.ReadFile(resultFile)
 	if err != nil {
 		return err
@@ -40,7 +42,7 @@ func buckets(resultFile, logFile string) error {
 		return err
 	}
 	defer f.Close()
-	fmt.Printf("| reload | entries | load | buckets | handshakes/s in them (× median %.0f) |\n| --- | --- | --- | --- | --- |\n", median)
+	fmt.Printf("| reload | entries | load | buckets | handshakes/s in them (× window median %.0f; × median of the %d buckets before) |\n| --- | --- | --- | --- | --- |\n", median, before)
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -66,9 +68,18 @@ func buckets(resultFile, logFile string) error {
 		if l.Reused {
 			kind = "re-signed, same entries"
 		}
+		// The rate drifts over a long window when the host's load changes; the buckets
+		// just before the reload are the nearer reference.
+		local := median
+		if first >= 3 {
+			prior := slices.Clone(res.PerSecond[max(first-before, 0):first])
+			slices.Sort(prior)
+			local = float64(prior[len(prior)/2])
+		}
 		var cells []string
 		for i := first; i < min(k+2, len(res.PerSecond)); i++ {
-			cells = append(cells, fmt.Sprintf("%d (%.2f×)", res.PerSecond[i], float64(res.PerSecond[i])/median))
+			r := float64(res.PerSecond[i])
+			cells = append(cells, fmt.Sprintf("%d (%.2f×; %.2f×)", res.PerSecond[i], r/median, r/local))
 		}
 		fmt.Printf("| %s | %d | %d ms (%d ms paced) | %d–%d | %s |\n", kind, l.Entries, l.LoadMS, l.PacedMS, first, k+1, strings.Join(cells, ", "))
 	}
