@@ -60,7 +60,7 @@ fuzz: ## every fuzz target for FUZZTIME (default 20000x; e.g. FUZZTIME=10m)
 bench: deps ## benchmarks that report their own figures (docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./pkcs11/
 	$(GO) test -run '^$$' -bench Issue -benchtime 2s ./ca/
-	$(GO) test -run '^$$' -bench Audit -benchtime 5x ./ca/
+	$(GO) test -run '^$$' -bench 'Audit|Search' -benchtime 5x ./ca/
 	$(GO) test -run '^$$' -bench '^BenchmarkCRL$$' -benchtime 1x ./ca/
 	$(GO) test -run '^$$' -bench ServeCRL -benchtime 200x ./ca/
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./crl/

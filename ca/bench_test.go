@@ -306,3 +306,42 @@ func fillAudit(tb testing.TB, c *CA, n int) (serial, user string) {
 func benchSerial(i int) string {
 	return SerialHex(new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 152), big.NewInt(int64(i))))
 }
+
+// BenchmarkSearch: one certificate search (GET /api/v1/certs) over 20,000
+// records with every tenth revoked: by serial (two reads by key) and by
+// user (a read of every record and revocation).
+func BenchmarkSearch(b *testing.B) {
+	c := benchCA(b)
+	const n = 20_000
+	notAfter := time.Now().Add(365 * 24 * time.Hour)
+	tx := new(database.Tx)
+	for i := 0; i < n; i++ {
+		sn := new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(int64(i)))
+		r := Record{Serial: SerialHex(sn), Identity: fmt.Sprintf("user%d@example.org", i%2000), Kind: KindUser, NotAfter: notAfter, IssuedAt: time.Now()}
+		v, _ := json.Marshal(r)
+		tx.Set(certsTable, []byte(sn.String()), v)
+		if i%10 == 0 {
+			rv, _ := json.Marshal(db.RevokedCertificateInfo{Serial: sn.String(), ReasonCode: 1, RevokedAt: time.Now()})
+			tx.Set(revokedTable, []byte(sn.String()), rv)
+		}
+	}
+	if err := c.db.Update(tx); err != nil {
+		b.Fatal(err)
+	}
+	serial := SerialHex(new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(n/2)))
+	for _, tc := range []struct {
+		name string
+		q    CertQuery
+		want int
+	}{{"serial", CertQuery{Serial: serial}, 1}, {"user", CertQuery{User: "user7@example.org"}, n / 2000}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				got, err := c.Search(tc.q)
+				if err != nil || len(got) != tc.want {
+					b.Fatalf("%d results (%v), want %d", len(got), err, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -116,6 +116,13 @@ func TestPostgresTwoNodes(t *testing.T) {
 		if !okA || !okB {
 			t.Errorf("node %s CRL: A's revocation %v, B's %v; want both", name, okA, okB)
 		}
+		// A search by serial reads the record and the revocation by key.
+		for _, serial := range []string{issA.Serial, issB.Serial} {
+			got, err := client(t, node, node.AdminCred).Search(ctx, caclient.CertQuery{Serial: serial})
+			if err != nil || len(got) != 1 || got[0].Status != "revoked" {
+				t.Errorf("node %s, search for %s: %+v (%v), want it revoked", name, serial, got, err)
+			}
+		}
 	}
 	// Revoking on B what A already revoked is a conflict: one shared truth.
 	if _, err := client(t, b, b.AdminCred).Revoke(ctx, issA.Serial, "keyCompromise", ""); err == nil || !strings.Contains(err.Error(), "409") {

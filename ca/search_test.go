@@ -63,6 +63,12 @@ func TestCertSearch(t *testing.T) {
 	if got, _ := enroll.Search(ctx, caclient.CertQuery{Serial: agentSerial}); len(got) != 0 {
 		t.Errorf("an agent found a role certificate by serial: %+v", got)
 	}
+	if got, err := enroll.Search(ctx, caclient.CertQuery{Serial: serials[1], User: "bart@example.org"}); err != nil || len(got) != 0 {
+		t.Errorf("a serial under another user: %+v, %v", got, err)
+	}
+	if got, err := enroll.Search(ctx, caclient.CertQuery{Serial: "0A1B2C3D4E5F"}); err != nil || len(got) != 0 {
+		t.Errorf("an unknown serial: %+v, %v", got, err)
+	}
 	var ae *caclient.Error
 	if _, err := enroll.Search(ctx, caclient.CertQuery{Serial: "not-hex"}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest {
 		t.Errorf("bad serial: %v, want 400", err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/smallstep/certificates/db"
+	"github.com/smallstep/nosql"
 )
 
 // imapgate's own tables beside smallstep's (x509_certs, revoked_x509_certs, x509_crl).
@@ -20,6 +21,10 @@ var (
 	certsTable = []byte("imapgate_certs")
 	// auditTable: time-ordered key → AuditEvent (JSON); append-only.
 	auditTable = []byte("imapgate_audit")
+	// revokedTable is smallstep's table of revocations (decimal serial →
+	// db.RevokedCertificateInfo, JSON), which its db package names but does
+	// not export; read by key for one serial (searchSerial).
+	revokedTable = []byte("revoked_x509_certs")
 )
 
 // Record is what the CA remembers of an issued certificate besides the DER.
@@ -121,15 +126,13 @@ type CertQuery struct {
 // Search returns the issued certificates that match q, newest first, each
 // with its status (valid, revoked, expired) and revocation time and reason.
 func (c *CA) Search(q CertQuery) ([]CertStatus, error) {
-	var serialKey string
 	if q.Serial != "" {
 		n, err := ParseSerial(q.Serial)
 		if err != nil {
 			return nil, err
 		}
-		serialKey = n.String()
+		return c.searchSerial(n.String(), q)
 	}
-	user := q.User
 	ents, err := c.db.List(certsTable)
 	if err != nil {
 		return nil, fmt.Errorf("ca: list certificates: %w", err)
@@ -145,24 +148,65 @@ func (c *CA) Search(q CertQuery) ([]CertStatus, error) {
 		if err := json.Unmarshal(e.Value, &r); err != nil {
 			continue
 		}
-		if user != "" && !strings.EqualFold(r.Identity, user) || serialKey != "" && string(e.Key) != serialKey {
-			continue
+		rv, isRevoked := revoked[string(e.Key)]
+		if st, ok := certStatus(r, q, rv, isRevoked, now); ok {
+			out = append(out, st)
 		}
-		r.Kind = KindOf(r)
-		if len(q.Kinds) > 0 && !slices.Contains(q.Kinds, r.Kind) {
-			continue
-		}
-		st := CertStatus{Record: r, Status: "valid"}
-		if rv, ok := revoked[string(e.Key)]; ok {
-			t := rv.RevokedAt
-			st.Status, st.RevokedAt, st.ReasonCode, st.Reason = "revoked", &t, rv.ReasonCode, rv.Reason
-		} else if now.After(r.NotAfter) {
-			st.Status = "expired"
-		}
-		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IssuedAt.After(out[j].IssuedAt) })
 	return out, nil
+}
+
+// searchSerial is Search for one serial (decimal, the tables' key): two reads by
+// key, where the full listing reads every record and every revocation. The help
+// desk's certificate page and every revocation look a serial up this way.
+func (c *CA) searchSerial(key string, q CertQuery) ([]CertStatus, error) {
+	b, err := c.db.Get(certsTable, []byte(key))
+	switch {
+	case nosql.IsErrNotFound(err):
+		return []CertStatus{}, nil
+	case err != nil:
+		return nil, fmt.Errorf("ca: read certificate %s: %w", key, err)
+	}
+	var r Record
+	if json.Unmarshal(b, &r) != nil {
+		return []CertStatus{}, nil // as the listing skips it
+	}
+	var rv db.RevokedCertificateInfo
+	isRevoked := false
+	switch b, err := c.db.Get(revokedTable, []byte(key)); {
+	case nosql.IsErrNotFound(err):
+	case err != nil:
+		return nil, fmt.Errorf("ca: read revocation of %s: %w", key, err)
+	default:
+		if err := json.Unmarshal(b, &rv); err != nil {
+			return nil, fmt.Errorf("ca: read revocation of %s: %w", key, err)
+		}
+		isRevoked = true
+	}
+	if st, ok := certStatus(r, q, rv, isRevoked, time.Now()); ok {
+		return []CertStatus{st}, nil
+	}
+	return []CertStatus{}, nil
+}
+
+// certStatus is r's status for q, and whether r matches q's user and kinds.
+func certStatus(r Record, q CertQuery, rv db.RevokedCertificateInfo, revoked bool, now time.Time) (CertStatus, bool) {
+	if q.User != "" && !strings.EqualFold(r.Identity, q.User) {
+		return CertStatus{}, false
+	}
+	r.Kind = KindOf(r)
+	if len(q.Kinds) > 0 && !slices.Contains(q.Kinds, r.Kind) {
+		return CertStatus{}, false
+	}
+	st := CertStatus{Record: r, Status: "valid"}
+	if revoked {
+		t := rv.RevokedAt
+		st.Status, st.RevokedAt, st.ReasonCode, st.Reason = "revoked", &t, rv.ReasonCode, rv.Reason
+	} else if now.After(r.NotAfter) {
+		st.Status = "expired"
+	}
+	return st, true
 }
 
 // recordOf reads the issuance record of a serial.
