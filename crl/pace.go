@@ -21,8 +21,8 @@ import (
 //
 // What is paced: the SHA-256 of the entries, reading them and sorting them, about 80 %
 // of the work; the read of the file or the body and the signature's hash run in one
-// go. Not paced: the first load of a Store (until it is done the front refuses every
-// handshake of the CA), Parse, and CRLs whose entries take less than paceMinBytes: a
+// go. Not paced: the first load of a Store and a reload while its CRL is stale (until
+// they are done the front refuses every handshake of the CA), Parse, and CRLs whose entries take less than paceMinBytes: a
 // 100,000-entry CRL costs 20 ms, 1 % of a second of two cores, and stays as fast as it
 // was (the target is 200 ms).
 

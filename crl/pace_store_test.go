@@ -12,7 +12,7 @@ import (
 
 // TestStorePacesReload: a Store's first load runs unpaced, a reload of a large CRL is
 // paced (pace.go) and indexes every entry, and so is its re-signing, which keeps the
-// index; a small CRL's reload is not paced.
+// index; a small CRL's reload is not paced, nor a large one that replaces a stale CRL.
 func TestStorePacesReload(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	dir := t.TempDir()
@@ -51,6 +51,32 @@ func TestStorePacesReload(t *testing.T) {
 			if !s.Revoked(serials[n]) {
 				t.Fatalf("%s (load %d): serial %d of %d not revoked", tc.name, i, n, len(serials))
 			}
+		}
+	}
+}
+
+// TestStoreStaleReloadUnpaced: while the CRL in use is stale the CA's users are
+// refused, so the reload that ends it is not paced, however large.
+func TestStoreStaleReloadUnpaced(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "ca.crl")
+	store, err := crl.NewStore(crl.Options{File: path, Issuer: pki.Intermediate, MaxAge: time.Millisecond, StateFile: filepath.Join(dir, "state.json")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, seed := range []uint64{1, 2} {
+		der, _ := caFormatCRL(t, pki, caFormat{Entries: 250_000, Seed: seed, Number: int64(i + 1)})
+		testenv.WriteFile(t, path, der)
+		time.Sleep(5 * time.Millisecond) // past max_age: the CRL in use is stale
+		if _, err := store.Fresh(time.Now()); i > 0 && err == nil {
+			t.Fatal("the CRL in use is not stale")
+		}
+		if changed, err := store.Refresh(context.Background()); err != nil || !changed {
+			t.Fatalf("load %d: changed=%v err=%v", i, changed, err)
+		}
+		if p := crl.Paced(store.Load()); p != 0 {
+			t.Fatalf("load %d paced %v while the CRL was stale", i, p)
 		}
 	}
 }

@@ -230,8 +230,10 @@ func (s *Store) Refresh(ctx context.Context) (bool, error) {
 		s.save(cur, now)
 		return false, nil
 	}
-	var p *pacer // a reload is paced, the first load is not (see pace.go)
-	if cur != nil {
+	// A reload is paced; the first load, and a reload while the CRL in use is stale
+	// (the CA's users are refused until it ends), run at full speed (see pace.go).
+	var p *pacer
+	if _, err := s.Fresh(start); cur != nil && err == nil {
 		p = newPacer(ctx, start)
 	}
 	snap, err := parse(data, s.opts.Issuer, now, cur, p)
