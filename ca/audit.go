@@ -117,7 +117,7 @@ func (c *CA) writeAudit(ctx context.Context, key string, e AuditEntry) (string, 
 		return "", fmt.Errorf("%w: %v", ErrAudit, err)
 	}
 	if c.auditIx != nil {
-		c.auditIx.put(key, b, rewrite)
+		c.auditIx.put(key, e, rewrite)
 	}
 	return key, nil
 }

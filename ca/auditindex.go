@@ -112,19 +112,15 @@ func intern(m map[string]string, s string) string {
 	return s
 }
 
-// put records an entry writeAudit has just stored under key, as a listing
-// will read it back (stored is its JSON). A rewrite (a pending entry's
-// outcome, with the serial of an issuance) replaces the entry's ref.
-func (ix *auditIndex) put(key string, stored []byte, rewrite bool) {
-	var e AuditEntry
-	decoded := json.Unmarshal(stored, &e) == nil
+// put records an entry writeAudit has just stored under key. A rewrite (a
+// pending entry's outcome, with the serial of an issuance) replaces the
+// entry's ref. e is what a listing will read back: writeAudit stores its
+// JSON, which decodes to the same serial, user, kind and time.
+func (ix *auditIndex) put(key string, e AuditEntry, rewrite bool) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if rewrite {
 		ix.remove(key)
-	}
-	if !decoded {
-		return // a listing skips it too
 	}
 	r := ix.ref(key, e)
 	ix.ents = insertRef(ix.ents, r)
