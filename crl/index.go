@@ -121,16 +121,13 @@ func buildIndex(revoked cryptobyte.String, p *pacer) (index, error) {
 			if !readASN1(&entry, &exts, cbasn1.SEQUENCE) || !entry.Empty() {
 				return x, fmt.Errorf("entry %s: malformed extensions or trailing data", serialString(serial))
 			}
-			if onlyReasonCode(exts) {
-				keys = x.add(keys, serial)
-				p.step(i)
-				continue
-			}
-			err := walkExtensions(exts, func(id []byte, critical bool, value cryptobyte.String) error {
-				return checkEntryExtension(id, critical, value, func() string { return serialString(serial) })
-			})
-			if err != nil {
-				return x, err
+			if !onlyReasonCode(exts) {
+				err := walkExtensions(exts, func(id []byte, critical bool, value cryptobyte.String) error {
+					return checkEntryExtension(id, critical, value, func() string { return serialString(serial) })
+				})
+				if err != nil {
+					return x, err
+				}
 			}
 		}
 		keys = x.add(keys, serial)
