@@ -314,9 +314,10 @@ func BenchmarkSearch(b *testing.B) {
 	c := benchCA(b)
 	const n = 20_000
 	notAfter := time.Now().Add(365 * 24 * time.Hour)
+	serialOf := func(i int) *big.Int { return new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(int64(i))) }
 	tx := new(database.Tx)
 	for i := 0; i < n; i++ {
-		sn := new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(int64(i)))
+		sn := serialOf(i)
 		r := Record{Serial: SerialHex(sn), Identity: fmt.Sprintf("user%d@example.org", i%2000), Kind: KindUser, NotAfter: notAfter, IssuedAt: time.Now()}
 		v, _ := json.Marshal(r)
 		tx.Set(certsTable, []byte(sn.String()), v)
@@ -328,7 +329,7 @@ func BenchmarkSearch(b *testing.B) {
 	if err := c.db.Update(tx); err != nil {
 		b.Fatal(err)
 	}
-	serial := SerialHex(new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(n/2)))
+	serial := SerialHex(serialOf(n / 2))
 	for _, tc := range []struct {
 		name string
 		q    CertQuery
