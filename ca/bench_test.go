@@ -314,7 +314,9 @@ func BenchmarkSearch(b *testing.B) {
 	c := benchCA(b)
 	const n = 20_000
 	notAfter := time.Now().Add(365 * 24 * time.Hour)
-	serialOf := func(i int) *big.Int { return new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(int64(i))) }
+	serialOf := func(i int) *big.Int {
+		return new(big.Int).Add(new(big.Int).Lsh(big.NewInt(0x5a), 120), big.NewInt(int64(i)))
+	}
 	tx := new(database.Tx)
 	for i := 0; i < n; i++ {
 		sn := serialOf(i)
