@@ -1,6 +1,7 @@
 package ca
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -46,20 +47,13 @@ type auditRef struct {
 
 // cmp orders refs as ents holds them: time ascending, key descending.
 func (a *auditRef) cmp(b *auditRef) int {
-	switch {
-	case a.sec != b.sec:
-		return cmpInt(a.sec, b.sec)
-	case a.nsec != b.nsec:
-		return cmpInt(a.nsec, b.nsec)
+	if c := cmp.Compare(a.sec, b.sec); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.nsec, b.nsec); c != 0 {
+		return c
 	}
 	return strings.Compare(b.key, a.key)
-}
-
-func cmpInt[T int64 | int32](a, b T) int {
-	if a < b {
-		return -1
-	}
-	return 1
 }
 
 func newAuditIndex() *auditIndex {
