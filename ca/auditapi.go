@@ -2,6 +2,7 @@ package ca
 
 import (
 	"net/http"
+	"net/url"
 	"strconv"
 )
 
@@ -14,17 +15,27 @@ type AuditListJSON struct {
 // never the admins', the agents' or the servers'.
 var userKinds = []string{KindUser}
 
+// queryLimit reads limit= (1 to max); absent is 0, the listing's default.
+func queryLimit(q url.Values, max int) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil || n < 1 || n > max {
+		return 0, badRequest("limit %.20q: give a number from 1 to %d", l, max)
+	}
+	return n, nil
+}
+
 func (s *Server) handleAuditList(w http.ResponseWriter, r *http.Request, by Requester) {
 	q := r.URL.Query()
 	aq := AuditQuery{Serial: q.Get("serial"), User: q.Get("user")}
 	about(r).Serial, about(r).User = aq.Serial, aq.User
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > MaxAuditLimit {
-			s.fail(w, r, badRequest("limit %q: give a number from 1 to %d", l, MaxAuditLimit), by)
-			return
-		}
-		aq.Limit = n
+	var err error
+	if aq.Limit, err = queryLimit(q, MaxAuditLimit); err != nil {
+		s.fail(w, r, err, by)
+		return
 	}
 	if by.Role != RoleAdmin {
 		aq.Kinds = userKinds

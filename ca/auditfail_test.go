@@ -20,10 +20,13 @@ import (
 type auditFailDB struct {
 	nosql.DB
 	fail atomic.Bool
+	// failOK refuses only the entries that finish an operation (result ok),
+	// after its pending entry and its record are stored.
+	failOK atomic.Bool
 }
 
 func (d *auditFailDB) Set(bucket, key, value []byte) error {
-	if d.fail.Load() && bytes.Equal(bucket, auditTable) {
+	if bytes.Equal(bucket, auditTable) && (d.fail.Load() || d.failOK.Load() && bytes.Contains(value, []byte(`"result":"ok"`))) {
 		return errors.New("disk full (test)")
 	}
 	return d.DB.Set(bucket, key, value)
@@ -60,12 +63,31 @@ func TestAuditWriteFailureFailsTheOperation(t *testing.T) {
 		t.Error("the certificate was revoked though its audit entry could not be written")
 	}
 	fdb.fail.Store(false)
+	// The record is stored and the audit entry that finishes the issuance is
+	// not: the record is taken back, from the table and from the index.
+	fdb.failOK.Store(true)
+	if iss, err := c.Sign(ctx, SignRequest{CSR: csr, Identity: "kim@example.org"}, by); !errors.Is(err, ErrAudit) || iss != nil {
+		t.Fatalf("sign whose last audit entry fails: %v, %v; want ErrAudit and nothing", iss, err)
+	}
+	fdb.failOK.Store(false)
+	if p, err := c.SearchPage(CertQuery{User: "kim@example.org"}); err != nil || len(p.Certs) != 1 {
+		t.Fatalf("a search for kim: %d (%v), want the one issued with a working trail", len(p.Certs), err)
+	}
+	if n := len(c.certIx.byUser[foldUser("kim@example.org")]); n != 1 {
+		t.Errorf("the index holds %d of kim's records, want 1", n)
+	}
 	list, err := c.List("kim@example.org")
 	if err != nil || len(list) != 1 {
 		t.Fatalf("records for kim: %d (%v), want the one issued with a working trail", len(list), err)
 	}
 	entries, _ := c.Audit(AuditQuery{User: "kim@example.org"})
-	if len(entries) != 1 || entries[0].Result != resultOK {
-		t.Errorf("trail for kim: %+v, want the one ok issuance", entries)
+	oks := 0
+	for _, e := range entries {
+		if e.Result == resultOK {
+			oks++
+		}
+	}
+	if oks != 1 || entries[len(entries)-1].Result != resultOK {
+		t.Errorf("trail for kim: %+v, want the one ok issuance (and the last issuance's entry not ok)", entries)
 	}
 }

@@ -45,6 +45,9 @@ type CA struct {
 	// auditIx lets a listing read only the entries it returns; nil on
 	// PostgreSQL, where other nodes write the trail too (auditindex.go).
 	auditIx *auditIndex
+	// certIx lets a certificate search read only the records it returns;
+	// nil on PostgreSQL, as auditIx.
+	certIx *certIndex
 	// auditScans shares the full reads of the trail where auditIx is nil.
 	auditScans auditScans
 }
@@ -105,10 +108,12 @@ func Open(ctx context.Context, cfg *Config, opts ...Option) (*CA, error) {
 		}
 	}
 	if cfg.DB.Type == "bbolt" {
-		if err := c.buildAuditIndex(); err != nil {
-			c.db.Shutdown()
-			c.closeKMS()
-			return nil, err
+		for _, build := range []func() error{c.buildAuditIndex, c.buildCertIndex} {
+			if err := build(); err != nil {
+				c.db.Shutdown()
+				c.closeKMS()
+				return nil, err
+			}
 		}
 	}
 

@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,4 +102,89 @@ func loadCred(t testing.TB, dir string) *tls.Certificate {
 		t.Fatal(err)
 	}
 	return &cert
+}
+
+// TestCertSearchPages: GET /api/v1/certs answers in pages (limit=, next,
+// before=) that together hold every match once, newest first; kind= narrows
+// an admin's search but never widens an agent's; a bad limit, kind or
+// cursor is a 400 that says what to do.
+func TestCertSearchPages(t *testing.T) {
+	c := testenv.StartCA(t)
+	ctx := context.Background()
+	enroll, admin := client(t, c, c.EnrollCred), client(t, c, c.AdminCred)
+	var issued []string
+	for range 5 {
+		r, err := enroll.Sign(ctx, caclient.SignRequest{CSR: csrPEM(t, ecKey(t), csrOpts{}), User: "paula@example.org"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		issued = append([]string{r.Serial}, issued...) // newest first
+	}
+	var got []string
+	q := caclient.CertQuery{User: "paula@example.org", Limit: 2}
+	for pages := 1; ; pages++ {
+		p, err := enroll.SearchPage(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := min(2, 5-len(got)); len(p.Certs) != want {
+			t.Fatalf("page %d: %d certificates, want %d", pages, len(p.Certs), want)
+		}
+		for _, x := range p.Certs {
+			got = append(got, x.Serial)
+		}
+		if p.Next == "" {
+			if pages != 3 {
+				t.Errorf("%d pages, want 3", pages)
+			}
+			break
+		}
+		q.Before = p.Next
+	}
+	if fmt.Sprint(got) != fmt.Sprint(issued) {
+		t.Errorf("pages hold %v, want %v (newest first)", got, issued)
+	}
+	if all, err := enroll.Search(ctx, caclient.CertQuery{User: "paula@example.org"}); err != nil || len(all) != 5 {
+		t.Errorf("Search reads every page: %d, %v", len(all), err)
+	}
+
+	// kind=: an admin's narrows; an agent's asks for role certificates in vain.
+	roles, err := admin.Search(ctx, caclient.CertQuery{Kinds: []string{"role"}})
+	if err != nil || len(roles) == 0 {
+		t.Fatalf("admin, kind=role: %d, %v", len(roles), err)
+	}
+	for _, x := range roles {
+		if x.Kind != "role" {
+			t.Errorf("admin, kind=role, got a %s certificate", x.Kind)
+		}
+	}
+	agentSees, err := enroll.Search(ctx, caclient.CertQuery{Kinds: []string{"role", "server"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range agentSees {
+		if x.Kind != "user" {
+			t.Errorf("an agent asking for kind=role got a %s certificate", x.Kind)
+		}
+	}
+
+	hc := rawClient(t, c, loadCred(t, c.EnrollCred))
+	for _, tc := range []struct{ query, want string }{
+		{"limit=0", "give a number from 1 to 1000"},
+		{"limit=1001", "give a number from 1 to 1000"},
+		{"limit=ten", "give a number from 1 to 1000"},
+		{"kind=admin", "give one of user, role"},
+		{"before=bm90LWEtY3Vyc29y", "start the search again without before="},
+		{"before=" + strings.Repeat("A", 500), "start the search again without before="},
+	} {
+		resp, err := hc.Get(c.URL + ca.PathCerts + "?" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %s, want 400 saying %q", tc.query, resp.StatusCode, b, tc.want)
+		}
+	}
 }

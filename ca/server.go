@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -82,9 +83,11 @@ type AgentRequestJSON struct {
 	CSR  string `json:"csr"` // PEM; the key stays with the agent
 }
 
-// CertListJSON answers GET /api/v1/certs.
+// CertListJSON answers GET /api/v1/certs: one page, newest first. Next,
+// when present, is the page after it: pass it back as before=.
 type CertListJSON struct {
 	Certs []CertStatus `json:"certs"`
+	Next  string       `json:"next,omitempty"`
 }
 
 // ErrorJSON is every error body: a sentence a person can act on.
@@ -397,19 +400,35 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request, by Request
 }
 
 func (s *Server) handleCerts(w http.ResponseWriter, r *http.Request, by Requester) {
-	q := CertQuery{User: r.URL.Query().Get("user"), Serial: r.URL.Query().Get("serial")}
+	v := r.URL.Query()
+	q := CertQuery{User: v.Get("user"), Serial: v.Get("serial"), Before: v.Get("before")}
 	about(r).User, about(r).Serial = q.User, q.Serial
+	var err error
+	if q.Limit, err = queryLimit(v, MaxCertLimit); err != nil {
+		s.fail(w, r, err, by)
+		return
+	}
+	for _, k := range v["kind"] {
+		if !slices.Contains(certKinds, k) {
+			s.fail(w, r, badRequest("kind %.20q: give one of %s", k, strings.Join(certKinds, ", ")), by)
+			return
+		}
+		q.Kinds = append(q.Kinds, k)
+	}
 	if by.Role != RoleAdmin {
-		// An enrollment agent sees user certificates only.
+		// An enrollment agent sees user certificates only, whatever it asks.
 		q.Kinds = userKinds
 	}
-	list, err := s.ca.Search(q)
+	page, err := s.ca.SearchPage(q)
 	if err != nil {
 		s.fail(w, r, err, by)
 		return
 	}
-	writeJSON(w, http.StatusOK, CertListJSON{Certs: list})
+	writeJSON(w, http.StatusOK, CertListJSON(page))
 }
+
+// certKinds are the kinds a search may ask for (kind=).
+var certKinds = []string{KindUser, KindRole, KindServer, KindCATLS, KindUnknown}
 
 func (s *Server) handleAgents(w http.ResponseWriter, r *http.Request, by Requester) {
 	var req AgentRequestJSON

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math/big"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -96,6 +95,8 @@ func (c *CA) record(ctx context.Context, iss *Issued, rec Record, pending *audit
 		n, _ := ParseSerial(rec.Serial)
 		if derr := c.db.Del(certsTable, []byte(n.String())); derr != nil {
 			c.log.Error("ca: an issuance whose audit entry failed could not be taken back from the records", "serial", rec.Serial, "error", derr)
+		} else if c.certIx != nil {
+			c.certIx.del(n.String())
 		}
 		return err
 	}
@@ -108,7 +109,13 @@ func (c *CA) putRecord(r Record) error {
 		return err
 	}
 	n, _ := ParseSerial(r.Serial)
-	return c.db.Set(certsTable, []byte(n.String()), b)
+	if err := c.db.Set(certsTable, []byte(n.String()), b); err != nil {
+		return err
+	}
+	if c.certIx != nil {
+		c.certIx.put(n.String(), r)
+	}
+	return nil
 }
 
 // List returns issued certificates, newest first; user filters by mailbox
@@ -121,73 +128,181 @@ type CertQuery struct {
 	Serial string // hex, as ParseSerial reads it
 	// Kinds, when not empty, keeps only these kinds (KindUser…).
 	Kinds []string
+	// Limit is the most certificates a page holds; 0 means
+	// DefaultCertLimit, and more than MaxCertLimit is MaxCertLimit.
+	Limit int
+	// Before is the Next of the page before; empty: the newest.
+	Before string
 }
 
-// Search returns the issued certificates that match q, newest first, each
-// with its status (valid, revoked, expired) and revocation time and reason.
+// The size of a page of certificates (GET /api/v1/certs?limit=).
+const (
+	DefaultCertLimit = 100
+	MaxCertLimit     = 1000
+)
+
+// CertPage is one page of a search. Next, when not empty, is the Before of
+// the page after it; empty, this page holds the last of the matches.
+type CertPage struct {
+	Certs []CertStatus
+	Next  string
+}
+
+// Search returns every issued certificate that matches q, newest first,
+// page by page (q.Limit and q.Before are its own).
 func (c *CA) Search(q CertQuery) ([]CertStatus, error) {
-	if q.Serial != "" {
-		n, err := ParseSerial(q.Serial)
+	q.Limit, q.Before = MaxCertLimit, ""
+	out := []CertStatus{}
+	for {
+		p, err := c.SearchPage(q)
 		if err != nil {
 			return nil, err
 		}
-		return c.searchSerial(n.String(), q)
+		out = append(out, p.Certs...)
+		if p.Next == "" {
+			return out, nil
+		}
+		q.Before = p.Next
 	}
+}
+
+// SearchPage returns one page of the issued certificates that match q,
+// newest first (by issuance, then serial), each with its status (valid,
+// revoked, expired) and revocation time and reason. On bbolt it reads only
+// the records it returns (certIndex); on PostgreSQL it reads them all and
+// returns a page.
+func (c *CA) SearchPage(q CertQuery) (CertPage, error) {
+	if q.Limit <= 0 {
+		q.Limit = DefaultCertLimit
+	}
+	q.Limit = min(q.Limit, MaxCertLimit)
+	var before *certRef
+	if q.Before != "" {
+		var err error
+		if before, err = parseCursor(q.Before); err != nil {
+			return CertPage{}, err
+		}
+	}
+	if q.Serial != "" {
+		n, err := ParseSerial(q.Serial)
+		if err != nil {
+			return CertPage{}, err
+		}
+		list, err := c.searchSerial(n.String(), q)
+		if before != nil {
+			list = nil // one serial is one page: there is none after it
+		}
+		return CertPage{Certs: list}, err
+	}
+	if c.certIx != nil {
+		return c.searchIndexed(q, before)
+	}
+	return c.searchScan(q, before)
+}
+
+// searchIndexed is SearchPage through the index: two reads by key per
+// certificate returned.
+func (c *CA) searchIndexed(q CertQuery, before *certRef) (CertPage, error) {
+	refs, more := c.certIx.page(q, before, q.Limit)
+	out := CertPage{Certs: make([]CertStatus, 0, len(refs))}
+	now := time.Now()
+	for _, ref := range refs {
+		st, ok, err := c.readStatus(ref.key, q, now)
+		if err != nil {
+			return CertPage{}, err
+		}
+		if ok { // not, when it was taken back since, or changed behind the CA
+			out.Certs = append(out.Certs, st)
+		}
+	}
+	if more {
+		out.Next = cursorOf(refs[len(refs)-1])
+	}
+	return out, nil
+}
+
+// searchScan is SearchPage without the index: every record and revocation
+// read, the matches sorted, one page of them returned.
+func (c *CA) searchScan(q CertQuery, before *certRef) (CertPage, error) {
 	ents, err := c.db.List(certsTable)
 	if err != nil {
-		return nil, fmt.Errorf("ca: list certificates: %w", err)
+		return CertPage{}, fmt.Errorf("ca: list certificates: %w", err)
 	}
 	revoked, err := c.revokedIndex()
 	if err != nil {
-		return nil, err
+		return CertPage{}, err
+	}
+	type match struct {
+		ref certRef
+		st  CertStatus
 	}
 	now := time.Now()
-	out := []CertStatus{}
+	var all []match
 	for _, e := range ents {
 		var r Record
 		if err := json.Unmarshal(e.Value, &r); err != nil {
 			continue
 		}
+		ref := certRef{key: string(e.Key), sec: r.IssuedAt.Unix(), nsec: int32(r.IssuedAt.Nanosecond())}
+		if before != nil && cmpCertRef(&ref, before) >= 0 {
+			continue
+		}
 		rv, isRevoked := revoked[string(e.Key)]
 		if st, ok := certStatus(r, q, rv, isRevoked, now); ok {
-			out = append(out, st)
+			all = append(all, match{ref, st})
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].IssuedAt.After(out[j].IssuedAt) })
+	slices.SortFunc(all, func(a, b match) int { return cmpCertRef(&b.ref, &a.ref) })
+	out := CertPage{Certs: make([]CertStatus, 0, min(len(all), q.Limit))}
+	for _, m := range all[:min(len(all), q.Limit)] {
+		out.Certs = append(out.Certs, m.st)
+	}
+	if len(all) > q.Limit {
+		out.Next = cursorOf(all[q.Limit-1].ref)
+	}
 	return out, nil
 }
 
-// searchSerial is Search for one serial (decimal, the tables' key): two reads by
-// key, where the full listing reads every record and every revocation. The help
-// desk's certificate page and every revocation look a serial up this way.
+// searchSerial is a search for one serial (decimal, the tables' key): two
+// reads by key. The help desk's certificate page and every revocation look a
+// serial up this way.
 func (c *CA) searchSerial(key string, q CertQuery) ([]CertStatus, error) {
+	st, ok, err := c.readStatus(key, q, time.Now())
+	if err != nil || !ok {
+		return []CertStatus{}, err
+	}
+	return []CertStatus{st}, nil
+}
+
+// readStatus reads the record and the revocation stored under key and says
+// whether the record matches q. A record that is not there, or does not
+// decode (a listing skips it), does not match.
+func (c *CA) readStatus(key string, q CertQuery, now time.Time) (CertStatus, bool, error) {
 	b, err := c.db.Get(certsTable, []byte(key))
 	switch {
 	case nosql.IsErrNotFound(err):
-		return []CertStatus{}, nil
+		return CertStatus{}, false, nil
 	case err != nil:
-		return nil, fmt.Errorf("ca: read certificate %s: %w", key, err)
+		return CertStatus{}, false, fmt.Errorf("ca: read certificate %s: %w", key, err)
 	}
 	var r Record
 	if json.Unmarshal(b, &r) != nil {
-		return []CertStatus{}, nil // as the listing skips it
+		return CertStatus{}, false, nil
 	}
 	var rv db.RevokedCertificateInfo
 	isRevoked := false
 	switch b, err := c.db.Get(revokedTable, []byte(key)); {
 	case nosql.IsErrNotFound(err):
 	case err != nil:
-		return nil, fmt.Errorf("ca: read revocation of %s: %w", key, err)
+		return CertStatus{}, false, fmt.Errorf("ca: read revocation of %s: %w", key, err)
 	default:
 		if err := json.Unmarshal(b, &rv); err != nil {
-			return nil, fmt.Errorf("ca: read revocation of %s: %w", key, err)
+			return CertStatus{}, false, fmt.Errorf("ca: read revocation of %s: %w", key, err)
 		}
 		isRevoked = true
 	}
-	if st, ok := certStatus(r, q, rv, isRevoked, time.Now()); ok {
-		return []CertStatus{st}, nil
-	}
-	return []CertStatus{}, nil
+	st, ok := certStatus(r, q, rv, isRevoked, now)
+	return st, ok, nil
 }
 
 // certStatus is r's status for q, and whether r matches q's user and kinds.

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -258,15 +259,51 @@ func (c *Client) List(ctx context.Context, user string) ([]Cert, error) {
 type CertQuery struct {
 	User   string // mailbox login
 	Serial string // hex serial
+	// Kinds, when not empty, keeps only these kinds (user, role, server,
+	// ca-tls, unknown); an enrollment agent gets user certificates only.
+	Kinds []string
+	// Limit is the most certificates a page holds (SearchPage); 0 leaves it
+	// to the CA (100), at most 1000.
+	Limit int
+	// Before is the Next of the page before (SearchPage).
+	Before string
 }
 
-// Search returns the issued certificates that match q, newest first, each
-// with Status (valid, revoked, expired), RevokedAt, Reason and NotAfter. An
-// enrollment agent gets user certificates only.
+// CertPage is one page of a search, newest first. Next, when not empty, is
+// the Before of the page after it.
+type CertPage struct {
+	Certs []Cert `json:"certs"`
+	Next  string `json:"next"`
+}
+
+// maxPageLimit is the CA's largest page.
+const maxPageLimit = 1000
+
+// Search returns every issued certificate that matches q, newest first, each
+// with Status (valid, revoked, expired), RevokedAt, Reason and NotAfter,
+// reading page after page; q.Limit and q.Before are its own. An enrollment
+// agent gets user certificates only.
 func (c *Client) Search(ctx context.Context, q CertQuery) ([]Cert, error) {
-	var out struct {
-		Certs []Cert `json:"certs"`
+	q.Limit, q.Before = maxPageLimit, ""
+	var out []Cert
+	for {
+		p, err := c.SearchPage(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Certs...)
+		if p.Next == "" || p.Next == q.Before {
+			// A CA from before paging sends no Next: its one answer is all.
+			return out, nil
+		}
+		q.Before = p.Next
 	}
+}
+
+// SearchPage returns one page of the certificates that match q (at most
+// q.Limit, after q.Before).
+func (c *Client) SearchPage(ctx context.Context, q CertQuery) (CertPage, error) {
+	var out CertPage
 	v := url.Values{}
 	if q.User != "" {
 		v.Set("user", q.User)
@@ -274,14 +311,23 @@ func (c *Client) Search(ctx context.Context, q CertQuery) ([]Cert, error) {
 	if q.Serial != "" {
 		v.Set("serial", q.Serial)
 	}
+	for _, k := range q.Kinds {
+		v.Add("kind", k)
+	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
+	if q.Before != "" {
+		v.Set("before", q.Before)
+	}
 	p := PathCerts
 	if len(v) > 0 {
 		p += "?" + v.Encode()
 	}
 	if err := c.do(ctx, http.MethodGet, p, nil, &out); err != nil {
-		return nil, fmt.Errorf("caclient: list certificates: %w", err)
+		return CertPage{}, fmt.Errorf("caclient: list certificates: %w", err)
 	}
-	return out.Certs, nil
+	return out, nil
 }
 
 // CRL fetches the DER CRL (public path; needs no credential).

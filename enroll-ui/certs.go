@@ -2,7 +2,9 @@ package enrollui
 
 import (
 	"context"
+	"errors"
 	"net/http"
+	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,37 +83,65 @@ func (s *Server) client() *caclient.Client {
 	return s.agent
 }
 
-// search finds certificates by mailbox or serial.
-func (s *Server) search(ctx context.Context, q string) ([]certView, error) {
+// The certificates page shows the newest userPage certificates of a
+// mailbox, or newestPage of all when nothing is searched for, and links
+// to the page of older ones.
+const (
+	userPage   = 100
+	newestPage = 50
+)
+
+// search finds certificates by mailbox or serial: one page, after before
+// (a cursor the CA gave with the page before; empty: the newest). next is
+// the cursor of the page after it, empty on the last.
+func (s *Server) search(ctx context.Context, q, before string) (list []certView, next string, err error) {
 	q = strings.TrimSpace(q)
-	user, serial := "", ""
+	cq := caclient.CertQuery{Kinds: []string{"user"}, Limit: newestPage, Before: before}
 	if strings.Contains(q, "@") {
-		user = q
+		cq.User, cq.Limit = q, userPage
 	} else if q != "" {
-		serial = normSerial(q)
-		if serial == "" {
-			return nil, errBadQuery
+		if cq.Serial = normSerial(q); cq.Serial == "" {
+			return nil, "", errBadQuery
 		}
 	}
-	list, err := s.client().Search(ctx, caclient.CertQuery{User: user, Serial: serial})
+	if before != "" && !cursorLike(before) {
+		return nil, "", errBadCursor
+	}
+	page, err := s.client().SearchPage(ctx, cq)
+	var ce *caclient.Error
+	if before != "" && errors.As(err, &ce) && ce.Status == http.StatusBadRequest {
+		return nil, "", errBadCursor
+	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var out []certView
-	for _, c := range list {
+	for _, c := range page.Certs {
 		if !userCert(c) {
 			continue // role, server and CA certificates are not the help desk's business
 		}
-		if serial != "" && !sameSerial(c.Serial, serial) {
+		if cq.Serial != "" && !sameSerial(c.Serial, cq.Serial) {
 			continue
 		}
 		out = append(out, viewCert(c))
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].IssuedAt.After(out[j].IssuedAt) })
-	if q == "" && len(out) > 50 {
-		out = out[:50]
+	return out, page.Next, nil
+}
+
+// cursorLike: what a CA's cursor is made of (base64url, short), so that
+// nothing else is passed on to it.
+func cursorLike(s string) bool {
+	if len(s) > 200 {
+		return false
 	}
-	return out, nil
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // userCert says whether c is a user's certificate, the only kind the help
@@ -125,21 +155,30 @@ type searchError string
 
 func (e searchError) Error() string { return string(e) }
 
-const errBadQuery = searchError("Search for a mailbox (alice@example.org) or a certificate serial (hex digits, colons allowed).")
+const (
+	errBadQuery  = searchError("Search for a mailbox (alice@example.org) or a certificate serial (hex digits, colons allowed).")
+	errBadCursor = searchError("This link to older certificates is damaged or from another CA: search again.")
+)
 
 type certsData struct {
 	Query string
 	Certs []certView
+	// Older is the link to the page of older certificates, if there is one.
+	Older string
 }
 
 func (s *Server) certsPage(c *gin.Context) {
 	q := c.Query("q")
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 20*time.Second)
 	defer cancel()
-	certs, err := s.search(ctx, q)
-	p := page{Title: "Certificates", Nav: "certs", Data: certsData{Query: q, Certs: certs}}
+	certs, next, err := s.search(ctx, q, c.Query("before"))
+	d := certsData{Query: q, Certs: certs}
+	if next != "" {
+		d.Older = "/certs?" + url.Values{"q": {q}, "before": {next}}.Encode()
+	}
+	p := page{Title: "Certificates", Nav: "certs", Data: d}
 	switch {
-	case err == errBadQuery:
+	case err == errBadQuery, err == errBadCursor:
 		p.Error = err.Error()
 		s.renderStatus(c, http.StatusBadRequest, "certs", p)
 		return
@@ -169,7 +208,7 @@ func (s *Server) certPage(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 20*time.Second)
 	defer cancel()
-	certs, err := s.search(ctx, serial)
+	certs, _, err := s.search(ctx, serial, "")
 	if err != nil {
 		s.renderStatus(c, http.StatusBadGateway, "error", page{Title: "Certificate", Nav: "certs", Error: "The CA did not answer: " + err.Error() + "."})
 		return

@@ -8,10 +8,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"html"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -409,5 +411,64 @@ func TestLinkFile(t *testing.T) {
 	}
 	if st, _ := os.Stat(lf); st.Mode().Perm() != 0o600 {
 		t.Fatalf("link file mode %v, want 0600", st.Mode().Perm())
+	}
+}
+
+// TestCertsPages: the Certificates page shows the newest 50 user
+// certificates, a mailbox's newest 100, and links to the older ones, page
+// after page, none shown twice; a damaged link says to search again.
+func TestCertsPages(t *testing.T) {
+	u := startUI(t, nil)
+	agent, err := caclient.New(u.ca.URL, u.ca.EnrollCred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "many@example.org"}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	const n = userPage + 1
+	for range n {
+		if _, err := agent.Sign(context.Background(), caclient.SignRequest{CSR: csr, User: "many@example.org"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u.login(t)
+	rows := regexp.MustCompile(`<a href="/certs/([0-9A-F]+)">`)
+	older := regexp.MustCompile(`<a href="(/certs\?[^"]+)" id="older">`)
+	for _, tc := range []struct {
+		start string
+		pages []int
+	}{{"/certs", []int{newestPage, newestPage, 1}}, {"/certs?q=many%40example.org", []int{userPage, 1}}} {
+		seen := map[string]bool{}
+		next := tc.start
+		for i, want := range tc.pages {
+			a := u.get(t, next)
+			got := rows.FindAllStringSubmatch(a.body, -1)
+			if a.status != http.StatusOK || len(got) != want {
+				t.Fatalf("%s page %d: %d, %d certificates, want %d", tc.start, i+1, a.status, len(got), want)
+			}
+			for _, m := range got {
+				if seen[m[1]] {
+					t.Errorf("%s page %d shows %s again", tc.start, i+1, m[1])
+				}
+				seen[m[1]] = true
+			}
+			link := older.FindStringSubmatch(a.body)
+			if last := i == len(tc.pages)-1; last != (link == nil) {
+				t.Fatalf("%s page %d: link to older certificates %v, want one unless it is the last page", tc.start, i+1, link)
+			}
+			if link != nil {
+				next = html.UnescapeString(link[1])
+			}
+		}
+	}
+	for _, bad := range []string{"bm90LWEtY3Vyc29y", "a%2Fb", strings.Repeat("A", 300)} {
+		a := u.get(t, "/certs?q=&before="+bad)
+		if a.status != http.StatusBadRequest || !strings.Contains(a.body, "damaged or from another CA: search again") {
+			t.Errorf("before=%.20s: %d, want 400 saying to search again: %.300s", bad, a.status, a.body)
+		}
 	}
 }

@@ -81,7 +81,7 @@ func (s *Server) findForRevoke(c *gin.Context, q string) (*certView, int, string
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 20*time.Second)
 	defer cancel()
-	certs, err := s.search(ctx, serial)
+	certs, _, err := s.search(ctx, serial, "")
 	if err != nil {
 		return nil, http.StatusBadGateway, "The CA did not answer: " + err.Error() + ". Nothing was revoked."
 	}

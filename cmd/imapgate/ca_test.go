@@ -131,6 +131,39 @@ func TestCACommandLine(t *testing.T) {
 		!strings.Contains(out, "role:enroll CN=helpdesk-1") {
 		t.Fatalf("cert list after revoke: %v\n%s", err, out)
 	}
+	// Page by page (--limit 1, then the "more:" line's --before), the same
+	// certificates as the whole list, in its order.
+	var paged []string
+	more := regexp.MustCompile(`(?m)^more: imapgate cert list --limit 1 --before (\S+)$`)
+	for args := []string{"cert", "list", "--cred", admin, "--limit", "1"}; ; {
+		page, err := runCLI(ctx, args...)
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, page)
+		}
+		lines := strings.Split(strings.TrimSpace(more.ReplaceAllString(page, "")), "\n")
+		if len(lines) != 2 {
+			t.Fatalf("%v: want a heading and one certificate:\n%s", args, page)
+		}
+		paged = append(paged, strings.Join(strings.Fields(lines[1]), " ")) // one page's columns are its own width
+		m := more.FindStringSubmatch(page)
+		if m == nil {
+			break
+		}
+		if len(paged) > 20 {
+			t.Fatalf("the pages do not end: %q", paged)
+		}
+		args = []string{"cert", "list", "--cred", admin, "--limit", "1", "--before", m[1]}
+	}
+	var whole []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		whole = append(whole, strings.Join(strings.Fields(l), " "))
+	}
+	if len(whole) < 4 || strings.Join(paged, "\n") != strings.Join(whole, "\n") {
+		t.Errorf("page by page:\n%s\nthe whole list:\n%s", strings.Join(paged, "\n"), strings.Join(whole, "\n"))
+	}
+	if _, err := runCLI(ctx, "cert", "list", "--cred", admin, "--limit", "1", "--before", "bm90LWEtY3Vyc29y"); err == nil || !strings.Contains(err.Error(), "start the search again") {
+		t.Errorf("a made-up cursor: %v", err)
+	}
 	// A bad reason is refused with the list of good ones.
 	if _, err := runCLI(ctx, "cert", "revoke", s, "--reason", "lost", "--cred", admin); err == nil || !strings.Contains(err.Error(), "keyCompromise") {
 		t.Fatalf("bad reason: %v", err)

@@ -160,22 +160,40 @@ func newCertListCmd() *cobra.Command {
 	var q caclient.CertQuery
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "list [--user EMAIL] [--serial HEX]",
+		Use:   "list [--user EMAIL] [--serial HEX] [--limit N [--before CURSOR]]",
 		Short: "list issued certificates and their status",
-		Args:  cobra.NoArgs,
+		Long: `Lists issued certificates, newest first: all of them, or with --limit one page of at
+most N (1 to 1000). A page that is not the last ends with the command for the next one
+(on standard error; with --json, as "next" beside "certs").`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if q.Limit < 0 || q.Limit > 1000 || q.Before != "" && q.Limit == 0 {
+				return fmt.Errorf("--limit %d: give a page size from 1 to 1000 (--before needs it too)", q.Limit)
+			}
 			cl, err := api.client()
 			if err != nil {
 				return err
 			}
-			certs, err := cl.Search(cmd.Context(), q)
+			var page caclient.CertPage
+			if q.Limit > 0 {
+				page, err = cl.SearchPage(cmd.Context(), q)
+			} else {
+				page.Certs, err = cl.Search(cmd.Context(), q)
+			}
 			if err != nil {
 				return err
 			}
+			certs := page.Certs
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
+				if q.Limit > 0 {
+					return enc.Encode(page)
+				}
 				return enc.Encode(certs)
+			}
+			if page.Next != "" {
+				defer fmt.Fprintf(cmd.ErrOrStderr(), "more: imapgate cert list%s --limit %d --before %s\n", listFilter(q), q.Limit, page.Next)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SERIAL\tUSER/ROLE\tSTATUS\tNOT AFTER\tISSUED BY")
@@ -202,8 +220,22 @@ func newCertListCmd() *cobra.Command {
 	api.register(cmd)
 	cmd.Flags().StringVar(&q.User, "user", "", "only this mailbox identity")
 	cmd.Flags().StringVar(&q.Serial, "serial", "", "only the certificate with this hex serial")
+	cmd.Flags().IntVar(&q.Limit, "limit", 0, "one page of at most this many certificates (1–1000; default: all)")
+	cmd.Flags().StringVar(&q.Before, "before", "", "the page after the one that printed this cursor")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// listFilter is q's filter as cert list's flags.
+func listFilter(q caclient.CertQuery) string {
+	s := ""
+	if q.User != "" {
+		s += " --user " + q.User
+	}
+	if q.Serial != "" {
+		s += " --serial " + q.Serial
+	}
+	return s
 }
 
 func newAgentCmd() *cobra.Command {
