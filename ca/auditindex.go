@@ -117,20 +117,21 @@ func (ix *auditIndex) put(key string, e AuditEntry, rewrite bool) {
 		ix.remove(key)
 	}
 	r := ix.ref(key, e)
-	ix.ents = insertRef(ix.ents, r)
+	ix.ents = insertSorted(ix.ents, r, (*auditRef).cmp)
 	if r.serial != "" {
-		ix.bySerial[r.serial] = insertRef(ix.bySerial[r.serial], r)
+		ix.bySerial[r.serial] = insertSorted(ix.bySerial[r.serial], r, (*auditRef).cmp)
 	}
 	if r.user != "" {
-		ix.byUser[r.user] = insertRef(ix.byUser[r.user], r)
+		ix.byUser[r.user] = insertSorted(ix.byUser[r.user], r, (*auditRef).cmp)
 	}
 }
 
-// insertRef puts r in its place, which for a new entry is almost always
-// the end.
-func insertRef(s []*auditRef, r *auditRef) []*auditRef {
+// insertSorted puts r in its place in s, ordered by cmp, looking from the
+// end: a new entry or record almost always goes there. The audit and the
+// certificate indexes both use it.
+func insertSorted[T any](s []*T, r *T, cmp func(a, b *T) int) []*T {
 	i := len(s)
-	for i > 0 && s[i-1].cmp(r) > 0 {
+	for i > 0 && cmp(s[i-1], r) > 0 {
 		i--
 	}
 	return slices.Insert(s, i, r)

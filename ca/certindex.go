@@ -104,9 +104,9 @@ func (ix *certIndex) put(key string, r Record) {
 	ix.remove(key)
 	ref := ix.ref(key, r)
 	ix.byKey[key] = ref
-	ix.ents = insertCertRef(ix.ents, ref)
+	ix.ents = insertSorted(ix.ents, ref, cmpCertRef)
 	if ref.user != "" {
-		ix.byUser[ref.user] = insertCertRef(ix.byUser[ref.user], ref)
+		ix.byUser[ref.user] = insertSorted(ix.byUser[ref.user], ref, cmpCertRef)
 	}
 }
 
@@ -132,16 +132,6 @@ func (ix *certIndex) remove(key string) {
 	} else {
 		delete(ix.byUser, ref.user)
 	}
-}
-
-// insertCertRef puts r in its place, which for a new record is almost
-// always the end.
-func insertCertRef(s []*certRef, r *certRef) []*certRef {
-	i := len(s)
-	for i > 0 && cmpCertRef(s[i-1], r) > 0 {
-		i--
-	}
-	return slices.Insert(s, i, r)
 }
 
 func removeCertRef(s []*certRef, r *certRef) []*certRef {
